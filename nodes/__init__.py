@@ -1,0 +1,1 @@
+"""The node-graph engine: declarations, validation, the executor (no torch), node classes and runtime."""

@@ -1,0 +1,1 @@
+"""The core node classes, named and shaped as ComfyUI's."""

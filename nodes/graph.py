@@ -1,0 +1,271 @@
+"""Workflows in ComfyUI's API format: parsing, validation and ordering. Imports no torch.
+
+A workflow is `{node_id: {"class_type": str, "inputs": {name: value | [src_id, output_index]}}}`. A
+two-element list whose first item is a string (or int) node id and second an int is a link; a literal
+list value is written `{"__value__": [...]}` as in ComfyUI.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .declare import ANY, Input, InputError, Node
+
+
+class WorkflowError(ValueError):
+    """The workflow as a whole cannot be read (not JSON, not an object, no outputs)."""
+
+    def __init__(self, kind: str, message: str, details: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.details = details
+
+    def as_dict(self) -> dict:
+        return {"type": self.kind, "message": str(self), "details": self.details, "extra_info": {}}
+
+
+@dataclass(frozen=True)
+class Link:
+    source: str
+    index: int
+
+
+def is_link(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+@dataclass
+class NodeSpec:
+    id: str
+    class_type: str
+    links: dict[str, Link] = field(default_factory=dict)
+    literals: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None
+
+
+@dataclass
+class Workflow:
+    nodes: dict[str, NodeSpec]
+    raw: dict
+
+
+def parse(source: str | bytes | Mapping) -> Workflow:
+    """Read API-format JSON (text or an already-decoded object) into NodeSpecs."""
+    if isinstance(source, (str, bytes)):
+        try:
+            source = json.loads(source)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WorkflowError("invalid_prompt", "Workflow is not valid JSON", str(exc)) from None
+    if not isinstance(source, Mapping):
+        raise WorkflowError("invalid_prompt", "Workflow must be a JSON object of nodes keyed by id",
+                            f"got {type(source).__name__}")
+    if not source:
+        raise WorkflowError("no_prompt", "Workflow has no nodes")
+    if "nodes" in source and "links" in source and isinstance(source.get("nodes"), list):
+        raise WorkflowError("invalid_prompt", "This is a UI-format workflow; export it in API format",
+                            "expected {node_id: {class_type, inputs}}")
+    nodes: dict[str, NodeSpec] = {}
+    for node_id, body in source.items():
+        node_id = str(node_id)
+        if not isinstance(body, Mapping) or not isinstance(body.get("class_type"), str):
+            raise WorkflowError("invalid_prompt", f"Node {node_id} has no class_type",
+                                "every node must be an object with a string class_type")
+        raw_inputs = body.get("inputs", {})
+        if not isinstance(raw_inputs, Mapping):
+            raise WorkflowError("invalid_prompt", f"Node {node_id}: inputs must be an object")
+        spec = NodeSpec(node_id, body["class_type"], title=(body.get("_meta") or {}).get("title")
+                        if isinstance(body.get("_meta"), Mapping) else None)
+        for name, value in raw_inputs.items():
+            if is_link(value):
+                spec.links[name] = Link(str(value[0]), value[1])
+            elif isinstance(value, Mapping) and "__value__" in value:
+                spec.literals[name] = value["__value__"]
+            else:
+                spec.literals[name] = value
+        nodes[node_id] = spec
+    return Workflow(nodes, dict(source))
+
+
+@dataclass
+class Validation:
+    workflow: Workflow | None
+    outputs: list[str] = field(default_factory=list)
+    node_errors: dict[str, dict] = field(default_factory=dict)
+    error: dict | None = None
+    # Coerced literal inputs per node, ready to pass to `run`.
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.node_errors
+
+    def response(self) -> dict:
+        """The body ComfyUI returns for POST /prompt when validation fails."""
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+def _error(kind: str, message: str, details: str = "", **extra) -> dict:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+def _link_type_ok(produced: str, expected: Input) -> bool:
+    if ANY in (produced, expected.type):
+        return True
+    if expected.type == "COMBO":  # a combo fed by a node that outputs the same list of strings
+        return produced in ("COMBO", "STRING")
+    return produced == expected.type
+
+
+def validate(source: str | bytes | Mapping | Workflow, registry: Mapping[str, type[Node]]) -> Validation:
+    """Check a workflow against the node declarations; report every problem at once."""
+    try:
+        workflow = source if isinstance(source, Workflow) else parse(source)
+    except WorkflowError as exc:
+        return Validation(None, error=exc.as_dict())
+    result = Validation(workflow)
+    errors: dict[str, list[dict]] = {}
+
+    def add(node_id: str, err: dict) -> None:
+        errors.setdefault(node_id, []).append(err)
+
+    for node in workflow.nodes.values():
+        cls = registry.get(node.class_type)
+        if cls is None:
+            add(node.id, _error("missing_node_type", f"Node type {node.class_type!r} is not known",
+                                f"node {node.id} uses unknown class_type {node.class_type!r}",
+                                node_id=node.id, class_type=node.class_type))
+            continue
+        values: dict[str, Any] = {}
+        declared = {i.name: i for i in cls.inputs}
+        for decl in cls.inputs:
+            info = {"input_name": decl.name, "input_config": decl.schema()}
+            if decl.name in node.links:
+                link = node.links[decl.name]
+                source_node = workflow.nodes.get(link.source)
+                if source_node is None:
+                    add(node.id, _error("bad_linked_input", f"{decl.name}: linked node {link.source} does not exist",
+                                        str(link.source), **info, received_value=[link.source, link.index]))
+                    continue
+                source_cls = registry.get(source_node.class_type)
+                if source_cls is None:
+                    continue  # already reported on the source node
+                if not 0 <= link.index < len(source_cls.outputs):
+                    add(node.id, _error("bad_linked_input",
+                                        f"{decl.name}: node {link.source} ({source_node.class_type}) has no output "
+                                        f"{link.index}", f"it has {len(source_cls.outputs)}",
+                                        **info, received_value=[link.source, link.index]))
+                    continue
+                produced = source_cls.outputs[link.index].type
+                if not _link_type_ok(produced, decl):
+                    add(node.id, _error("return_type_mismatch",
+                                        f"{decl.name}: expects {decl.type}, node {link.source} output "
+                                        f"{link.index} gives {produced}",
+                                        f"{produced} != {decl.type}", **info, received_type=produced,
+                                        linked_node=[link.source, link.index]))
+            elif decl.name in node.literals:
+                try:
+                    values[decl.name] = decl.coerce(node.literals[decl.name])
+                except InputError as exc:
+                    add(node.id, _error(exc.kind, f"{decl.name}: {exc}", f"{decl.name}: {exc}", **info,
+                                        received_value=_shown(node.literals[decl.name])))
+            elif not decl.optional:
+                add(node.id, _error("required_input_missing", f"Required input is missing: {decl.name}",
+                                    decl.name, **info))
+        for name in node.links.keys() - declared.keys():
+            add(node.id, _error("bad_linked_input", f"{name}: {node.class_type} has no input named {name}", name,
+                                input_name=name))
+        if node.id not in errors:
+            message = cls.check(**values)
+            if message:
+                add(node.id, _error("custom_validation_failed", message, message))
+        result.values[node.id] = values
+
+    cycle = find_cycle(workflow)
+    for node_id in cycle:
+        add(node_id, _error("dependency_cycle", "Node is part of a dependency cycle",
+                            " -> ".join(cycle + cycle[:1])))
+
+    result.outputs = [n.id for n in workflow.nodes.values()
+                      if (cls := registry.get(n.class_type)) is not None and cls.output_node]
+    for node_id, errs in errors.items():
+        result.node_errors[node_id] = {"errors": errs, "dependent_outputs": _dependent_outputs(workflow, node_id,
+                                                                                            result.outputs),
+                                       "class_type": workflow.nodes[node_id].class_type}
+    if result.node_errors:
+        result.error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                              "; ".join(f"{nid}: {e['errors'][0]['message']}" for nid, e in result.node_errors.items()))
+    elif not result.outputs:
+        result.error = _error("prompt_no_outputs", "Prompt has no outputs",
+                              "add an output node such as SaveImage or PreviewImage")
+    return result
+
+
+def _shown(value: Any) -> Any:
+    text = repr(value)
+    return value if len(text) <= 200 else text[:200] + "..."
+
+
+def ancestors(workflow: Workflow, roots: list[str]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        node_id = stack.pop()
+        if node_id in seen or node_id not in workflow.nodes:
+            continue
+        seen.add(node_id)
+        stack.extend(link.source for link in workflow.nodes[node_id].links.values())
+    return seen
+
+
+def _dependent_outputs(workflow: Workflow, node_id: str, outputs: list[str]) -> list[str]:
+    return [out for out in outputs if node_id in ancestors(workflow, [out])]
+
+
+def find_cycle(workflow: Workflow) -> list[str]:
+    """The node ids of one dependency cycle, or [] when there is none."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node_id: str) -> list[str]:
+        state[node_id] = 1
+        path.append(node_id)
+        for link in workflow.nodes[node_id].links.values():
+            if link.source not in workflow.nodes:
+                continue
+            if state.get(link.source) == 1:
+                return path[path.index(link.source):]
+            if link.source not in state:
+                found = visit(link.source)
+                if found:
+                    return found
+        state[node_id] = 2
+        path.pop()
+        return []
+
+    for node_id in workflow.nodes:
+        if node_id not in state:
+            found = visit(node_id)
+            if found:
+                return list(found)
+    return []
+
+
+def execution_order(workflow: Workflow, outputs: list[str]) -> list[str]:
+    """Output nodes and their ancestors, each after everything it links from (depth-first, stable)."""
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def place(node_id: str) -> None:
+        if node_id in placed:
+            return
+        placed.add(node_id)
+        node = workflow.nodes[node_id]
+        for name in sorted(node.links):
+            place(node.links[name].source)
+        order.append(node_id)
+
+    for out in outputs:
+        place(out)
+    return order

@@ -1,0 +1,1 @@
+"""The application: CLI, and the doors (UI, APIs) into the executor."""
