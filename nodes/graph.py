@@ -189,9 +189,10 @@ def validate(source: str | bytes | Mapping | Workflow, registry: Mapping[str, ty
 
     result.outputs = [n.id for n in workflow.nodes.values()
                       if (cls := registry.get(n.class_type)) is not None and cls.output_node]
+    upstream = {out: ancestors(workflow, [out]) for out in result.outputs} if errors else {}
     for node_id, errs in errors.items():
-        result.node_errors[node_id] = {"errors": errs, "dependent_outputs": _dependent_outputs(workflow, node_id,
-                                                                                            result.outputs),
+        result.node_errors[node_id] = {"errors": errs,
+                                       "dependent_outputs": [o for o in result.outputs if node_id in upstream[o]],
                                        "class_type": workflow.nodes[node_id].class_type}
     if result.node_errors:
         result.error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
@@ -219,53 +220,51 @@ def ancestors(workflow: Workflow, roots: list[str]) -> set[str]:
     return seen
 
 
-def _dependent_outputs(workflow: Workflow, node_id: str, outputs: list[str]) -> list[str]:
-    return [out for out in outputs if node_id in ancestors(workflow, [out])]
-
-
 def find_cycle(workflow: Workflow) -> list[str]:
-    """The node ids of one dependency cycle, or [] when there is none."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
+    """The ids of nodes that sit on a dependency cycle ([] when there is none).
 
-    def visit(node_id: str) -> list[str]:
-        state[node_id] = 1
-        path.append(node_id)
-        for link in workflow.nodes[node_id].links.values():
-            if link.source not in workflow.nodes:
-                continue
-            if state.get(link.source) == 1:
-                return path[path.index(link.source):]
-            if link.source not in state:
-                found = visit(link.source)
-                if found:
-                    return found
-        state[node_id] = 2
-        path.pop()
-        return []
-
-    for node_id in workflow.nodes:
-        if node_id not in state:
-            found = visit(node_id)
-            if found:
-                return list(found)
-    return []
+    Kahn's algorithm removes every node whose inputs can all be produced; what is left is on a cycle or
+    downstream of one, and trimming nodes that feed nothing left leaves the cycles themselves.
+    Iterative, so a hostile 100,000-node chain cannot exhaust the stack."""
+    deps = {nid: {l.source for l in n.links.values() if l.source in workflow.nodes}
+            for nid, n in workflow.nodes.items()}
+    users: dict[str, set[str]] = {nid: set() for nid in deps}
+    for nid, sources in deps.items():
+        for src in sources:
+            users[src].add(nid)
+    waiting = {nid: len(sources) for nid, sources in deps.items()}
+    ready = [nid for nid, count in waiting.items() if count == 0]
+    while ready:
+        for user in users[ready.pop()]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+    left = {nid for nid, count in waiting.items() if count > 0}
+    trimmed = True
+    while trimmed:
+        sinks = {nid for nid in left if not (users[nid] & left)}
+        left -= sinks
+        trimmed = bool(sinks)
+    return [nid for nid in workflow.nodes if nid in left]
 
 
 def execution_order(workflow: Workflow, outputs: list[str]) -> list[str]:
-    """Output nodes and their ancestors, each after everything it links from (depth-first, stable)."""
+    """Output nodes and their ancestors, each after everything it links from (depth-first, stable).
+    The workflow must be free of cycles (validate() checks)."""
     order: list[str] = []
     placed: set[str] = set()
-
-    def place(node_id: str) -> None:
-        if node_id in placed:
-            return
-        placed.add(node_id)
-        node = workflow.nodes[node_id]
-        for name in sorted(node.links):
-            place(node.links[name].source)
-        order.append(node_id)
-
     for out in outputs:
-        place(out)
+        stack = [(out, False)]
+        while stack:
+            node_id, expanded = stack.pop()
+            if expanded:
+                order.append(node_id)
+                continue
+            if node_id in placed:
+                continue
+            placed.add(node_id)
+            stack.append((node_id, True))
+            links = workflow.nodes[node_id].links
+            stack.extend((links[name].source, False) for name in sorted(links, reverse=True)
+                         if links[name].source not in placed)
     return order
