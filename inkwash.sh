@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Inkwash: set up (first run) and launch.
+#   ./inkwash.sh                      set up .venv if needed, then launch the app
+#   ./inkwash.sh test [PYTEST ARGS]   same set-up with the test extras, then run the test suite
+#   ./inkwash.sh run WORKFLOW [...]   run a workflow headless (see `./inkwash.sh run --help`)
+#   ./inkwash.sh bench                run the benchmarks in bench/
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+setup() {  # $1: pip extras, e.g. "[test]"
+    local extras=$1 stamp="$VENV/.installed$1"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "inkwash: creating $VENV" >&2
+        "$PYTHON" -m venv "$VENV"
+    fi
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        echo "inkwash: installing Inkwash and its dependencies into $VENV" >&2
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        # torch first and on its own: it is by far the largest download, and a failure here is clearer.
+        "$VENV/bin/python" -m pip install -q "torch>=2.4" "torchvision>=0.19"
+        "$VENV/bin/python" -m pip install -q -e ".$extras"
+        touch "$stamp"
+    fi
+}
+
+command=${1:-launch}
+case "$command" in
+    test)
+        shift
+        setup "[test]"
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    run)
+        shift
+        setup ""
+        exec "$VENV/bin/inkwash" run "$@"
+        ;;
+    bench)
+        shift
+        setup "[test]"
+        for script in bench/bench_*.py; do
+            echo "== $script"
+            "$VENV/bin/python" "$script" "$@"
+        done
+        ;;
+    launch)
+        setup ""
+        cat <<MSG
+Inkwash is installed. The browser UI is not part of this version yet; run a workflow headless:
+
+  ./inkwash.sh run workflows/txt2img.json --set 6.text="a small green star in the top left corner"
+
+Images are written to output/. Workflows are ComfyUI API-format JSON; see README.md.
+MSG
+        ;;
+    *)
+        echo "usage: ./inkwash.sh [test [PYTEST ARGS] | run WORKFLOW [--set NODE.INPUT=VALUE ...] | bench]" >&2
+        exit 2
+        ;;
+esac
