@@ -1,0 +1,178 @@
+"""Image nodes: load from input/, save to output/ (with ComfyUI and A1111 metadata), preview, resize."""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import string
+from pathlib import Path
+
+from .. import folders
+from ..declare import Combo, Input, Int, Node, Output, Result, String
+from ..runtime import image_files, png_metadata
+from ..runtime import images as imaging
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def input_images() -> list[str]:
+    """Image files in the input folder and its subfolders, as "/"-separated relative names."""
+    root = folders.current().input_dir
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for filename in filenames:
+            if filename.lower().endswith(IMAGE_EXTENSIONS) and not filename.startswith("."):
+                names.append((Path(dirpath) / filename).relative_to(root).as_posix())
+    return sorted(names)
+
+
+def input_file(name: str) -> Path:
+    """The input-folder file for a widget value; refuses names that leave the folder."""
+    path = folders.safe_path(folders.current().input_dir, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {name!r} not found in the input folder")
+    return path
+
+
+def _check_input_file(image: str) -> str | None:
+    try:
+        input_file(image)
+    except (folders.UnsafePath, FileNotFoundError) as exc:
+        return f"Invalid image file: {exc}"
+    return None
+
+
+def _sha256(image: str) -> str:
+    digest = hashlib.sha256()
+    with open(input_file(image), "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LoadImage(Node):
+    """Loads an image from the input folder; its mask is 1 - alpha."""
+
+    inputs = (Combo("image", choices=input_images, image_upload=True),)
+    outputs = (Output("IMAGE"), Output("MASK"))
+    category = "image"
+    display_name = "Load Image"
+
+    @classmethod
+    def fingerprint(cls, image: str, **_) -> str:
+        return _sha256(image)  # re-run when the file's content changes, not only its name
+
+    @classmethod
+    def check(cls, image: str, **_) -> str | None:
+        return _check_input_file(image)
+
+    def run(self, image: str):
+        return imaging.load_image(input_file(image))
+
+
+class LoadImageMask(Node):
+    """Loads one channel of an image from the input folder as a mask (alpha inverted)."""
+
+    inputs = (Combo("image", choices=input_images, image_upload=True),
+              Combo("channel", choices=imaging.MASK_CHANNELS))
+    outputs = (Output("MASK"),)
+    category = "mask"
+    display_name = "Load Image (as Mask)"
+
+    @classmethod
+    def fingerprint(cls, image: str, **_) -> str:
+        return _sha256(image)
+
+    @classmethod
+    def check(cls, image: str, **_) -> str | None:
+        return _check_input_file(image)
+
+    def run(self, image: str, channel: str):
+        return (imaging.load_mask(input_file(image), channel),)
+
+
+def _model_hash(ckpt_name: str) -> str | None:
+    try:
+        return png_metadata.short_hash(folders.current().find("checkpoints", ckpt_name))
+    except (OSError, ValueError):
+        return None  # a checkpoint we can't find still gets the rest of the infotext
+
+
+class SaveImage(Node):
+    """Saves the input images to the output folder, with the workflow and A1111 parameters embedded."""
+
+    inputs = (Input("images", "IMAGE", tooltip="The images to save."),
+              String("filename_prefix", default="ComfyUI",
+                     tooltip="The prefix for the file to save. This may include formatting information such "
+                             "as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes."))
+    outputs = ()
+    category = "image"
+    display_name = "Save Image"
+    description = "Saves the input images to your output directory."
+    output_node = True
+
+    kind = "output"
+    compress_level = 4
+    durable = True
+
+    def folder(self) -> Path:
+        return folders.current().output_dir
+
+    def run(self, images, filename_prefix: str = "ComfyUI"):
+        results = []
+        for index, pil in enumerate(imaging.tensor_to_pils(images)):
+            parameters = None
+            if self.ctx.prompt:
+                parameters = png_metadata.infotext_from_workflow(
+                    self.ctx.prompt, self.ctx.node_id, size=pil.size, batch_index=index, model_hash=_model_hash)
+            metadata = png_metadata.png_text(self.ctx.prompt or None, self.ctx.extra_pnginfo, parameters)
+            saved = image_files.save_png(pil, self.folder(), filename_prefix, metadata, batch_number=index,
+                                         compress_level=self.compress_level, durable=self.durable)
+            results.append({"filename": saved.filename, "subfolder": saved.subfolder, "type": self.kind})
+        return Result((), {"images": results})
+
+
+class PreviewImage(SaveImage):
+    """Saves the input images to the temp folder, for showing in the UI."""
+
+    inputs = (Input("images", "IMAGE"),)
+    display_name = "Preview Image"
+    description = "Saves the input images to your temp directory."
+
+    kind = "temp"
+    compress_level = 1
+    durable = False
+
+    def folder(self) -> Path:
+        return folders.current().temp_dir
+
+    def run(self, images, filename_prefix: str = "ComfyUI"):
+        # A random suffix, as ComfyUI's, so previews of separate runs don't share a counter sequence.
+        suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
+        return super().run(images, f"{filename_prefix}_temp_{suffix}")
+
+
+class ImageScale(Node):
+    """Resizes images; a width or height of 0 keeps the aspect ratio."""
+
+    inputs = (Input("image", "IMAGE"),
+              Combo("upscale_method", choices=imaging.UPSCALE_METHODS),
+              Int("width", default=512, min=0, max=16384, step=1),
+              Int("height", default=512, min=0, max=16384, step=1),
+              Combo("crop", choices=imaging.CROP_METHODS))
+    outputs = (Output("IMAGE"),)
+    category = "image/upscaling"
+    display_name = "Upscale Image"
+
+    def run(self, image, upscale_method: str, width: int, height: int, crop: str):
+        return (imaging.scale_image(image, width, height, upscale_method, crop),)
+
+
+NODES = {
+    "LoadImage": LoadImage,
+    "LoadImageMask": LoadImageMask,
+    "SaveImage": SaveImage,
+    "PreviewImage": PreviewImage,
+    "ImageScale": ImageScale,
+}

@@ -1,0 +1,409 @@
+"""PNG metadata as ComfyUI and AUTOMATIC1111 write it, and read back. Pure Python: no torch, no PIL.
+
+ComfyUI stores the API workflow as the `prompt` text chunk and the UI workflow as `workflow`; A1111
+stores its "infotext" as `parameters`. We write all three, so an image opens in either program.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import struct
+import zlib
+from functools import lru_cache
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Callable, Iterator
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A workflow is rarely over a few MB; a zTXt chunk inflating past this is hostile, not a workflow.
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+
+# ComfyUI sampler / scheduler names -> A1111 display names. Unknown names are written as they are.
+A1111_SAMPLERS = {
+    "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "lms": "LMS",
+    "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a", "dpm_fast": "DPM fast", "dpm_adaptive": "DPM adaptive",
+    "dpmpp_2s_ancestral": "DPM++ 2S a", "dpmpp_sde": "DPM++ SDE", "dpmpp_sde_gpu": "DPM++ SDE",
+    "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE", "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
+    "dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun", "dpmpp_2m_sde_heun_gpu": "DPM++ 2M SDE Heun",
+    "dpmpp_3m_sde": "DPM++ 3M SDE", "dpmpp_3m_sde_gpu": "DPM++ 3M SDE",
+    "ddim": "DDIM", "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "lcm": "LCM",
+}
+A1111_SCHEDULERS = {
+    "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
+    "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta", "kl_optimal": "KL Optimal",
+}
+
+# Samplers whose A1111 "Automatic" schedule is ComfyUI's normal: for them normal is written "Automatic",
+# as A1111 itself writes it. For the others "Automatic" means their own default (Karras for DPM++ 2M).
+AUTOMATIC_IS_NORMAL = {"euler", "euler_ancestral", "lms", "heun", "dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
+
+
+def a1111_names(sampler_name, scheduler) -> tuple[str | None, str | None]:
+    """(Sampler, Schedule type) as A1111 shows them, for ComfyUI's sampler and scheduler names."""
+    sampler_name = sampler_name if isinstance(sampler_name, str) else None
+    scheduler = scheduler if isinstance(scheduler, str) else None
+    if scheduler == "normal" and sampler_name in AUTOMATIC_IS_NORMAL:
+        schedule = "Automatic"
+    else:
+        schedule = A1111_SCHEDULERS.get(scheduler, scheduler)
+    return A1111_SAMPLERS.get(sampler_name, sampler_name), schedule
+
+
+# -- A1111 infotext ------------------------------------------------------------------------------------
+
+# The parameter-line pattern of A1111's modules/infotext_utils.py.
+_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
+
+# What A1111's parser fills in for keys an infotext leaves out (the ones that don't depend on settings).
+A1111_PARSE_DEFAULTS = {
+    "Clip skip": "1", "Hires resize-1": 0, "Hires resize-2": 0, "Hires sampler": "Use same sampler",
+    "Hires checkpoint": "Use same checkpoint", "Hires prompt": "", "Hires negative prompt": "",
+    "Mask mode": "Inpaint masked", "Masked content": "original", "Inpaint area": "Whole picture",
+    "Masked area padding": 32, "RNG": "GPU", "Schedule type": "Automatic", "Schedule max sigma": 0,
+    "Schedule min sigma": 0, "Schedule rho": 0, "VAE Encoder": "Full", "VAE Decoder": "Full",
+    "FP8 weight": "Disable",
+}
+
+
+def quote(value) -> str:
+    """A1111's quoting: JSON-encode a value holding a comma, colon or newline, else leave it bare."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def unquote(text: str) -> str:
+    if len(text) == 0 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def format_infotext(prompt: str, negative_prompt: str, params: dict) -> str:
+    """A1111's infotext: prompt, `Negative prompt: ...` (left out when empty), then `Key: value, ...`.
+    Keys keep the order given; None values are left out; a key equal to its value is written alone."""
+    line = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{line}".strip()
+
+
+def parse_infotext(text: str, defaults: bool = True) -> dict:
+    """A1111's parse_generation_parameters: {"Prompt", "Negative prompt", key: str, ...}.
+
+    `WxH` values split into `Key-1`/`Key-2`. With `defaults`, keys A1111 treats as implied when absent
+    (Clip skip 1, Schedule type Automatic, ...) are filled in as A1111 does."""
+    res: dict = {}
+    prompt, negative = "", ""
+    done_with_prompt = False
+    *lines, lastline = text.strip().split("\n")
+    if len(_RE_PARAM.findall(lastline)) < 3:  # no parameter line: it is part of the prompt
+        lines.append(lastline)
+        lastline = ""
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            done_with_prompt = True
+            line = line[16:].strip()
+        if done_with_prompt:
+            negative += ("" if negative == "" else "\n") + line
+        else:
+            prompt += ("" if prompt == "" else "\n") + line
+    res["Prompt"] = prompt
+    res["Negative prompt"] = negative
+
+    for key, value in _RE_PARAM.findall(lastline):
+        if value[:1] == '"' and value[-1:] == '"':
+            value = unquote(value)
+        size = _RE_IMAGESIZE.match(value)
+        if size is not None:
+            res[f"{key}-1"], res[f"{key}-2"] = size.group(1), size.group(2)
+        else:
+            res[key] = value
+
+    if not defaults:
+        return res
+    if "Hypernet" in res:
+        res["Prompt"] += f"<hypernet:{res['Hypernet']}:{res.get('Hypernet strength', '1.0')}>"
+    for key, value in A1111_PARSE_DEFAULTS.items():
+        res.setdefault(key, value)
+    if res["FP8 weight"] != "Disable":
+        res.setdefault("Cache FP16 weight for LoRA", False)
+    _restore_old_hires_fix(res)
+    return res
+
+
+def _restore_old_hires_fix(res: dict) -> None:
+    """Infotexts from before A1111 1.0 give the first pass as `First pass size`; turn it into Size + Hires resize."""
+    first_w, first_h = res.get("First pass size-1"), res.get("First pass size-2")
+    if first_w is None or first_h is None:
+        return
+    first_w, first_h = int(first_w), int(first_h)
+    width, height = int(res.get("Size-1", 512)), int(res.get("Size-2", 512))
+    if first_w == 0 or first_h == 0:  # A1111's old automatic first pass: about 512x512 pixels, multiples of 64
+        scale = (512 * 512 / (width * height)) ** 0.5
+        first_w, first_h = math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
+    res["Size-1"], res["Size-2"] = first_w, first_h
+    res["Hires resize-1"], res["Hires resize-2"] = width, height
+
+
+# -- infotext from a ComfyUI API workflow ----------------------------------------------------------------
+
+def inkwash_version() -> str:
+    try:
+        return "inkwash-" + importlib_metadata.version("inkwash")
+    except importlib_metadata.PackageNotFoundError:
+        return "inkwash"
+
+
+def _number(value) -> str:
+    """7.0 -> "7", 7.5 -> "7.5", as A1111's UI writes CFG scale."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+class _Graph:
+    """Read-only walks over an API workflow `{id: {"class_type", "inputs"}}`."""
+
+    def __init__(self, prompt: dict):
+        self.prompt = prompt
+
+    def node(self, link) -> tuple[str, dict, int] | None:
+        if not _is_link(link):
+            return None
+        node = self.prompt.get(str(link[0]))
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+            return None
+        return node.get("class_type", ""), node["inputs"], link[1]
+
+    def literal(self, value, names: tuple[str, ...] = ()):
+        """A widget value, following a link to a primitive node's `names` or `value` (a "Seed" node, say)."""
+        for _ in range(16):
+            if not _is_link(value):
+                return value
+            found = self.node(value)
+            if found is None:
+                return None
+            _, inputs, _ = found
+            value = next((inputs[n] for n in (*names, "value") if n in inputs), None)
+        return None
+
+    def follow(self, link, stop: Callable[[str, dict], bool], through: tuple[str, ...]):
+        """From `link`, go upstream through the first input named in `through` until `stop(class, inputs)`."""
+        for _ in range(256):  # a workflow has fewer hops than this; guards against cycles
+            found = self.node(link)
+            if found is None:
+                return None
+            class_type, inputs, index = found
+            if stop(class_type, inputs):
+                return class_type, inputs, index
+            link = next((inputs[n] for n in through if _is_link(inputs.get(n))), None)
+        return None
+
+    def text(self, link) -> str | None:
+        """The prompt text behind a CONDITIONING link, through ControlNet-apply and similar nodes."""
+        for _ in range(256):
+            found = self.node(link)
+            if found is None:
+                return None
+            _, inputs, index = found
+            for name in ("text", "text_g"):
+                if name in inputs:
+                    text = self.literal(inputs[name], names=("text", "string"))
+                    return text if isinstance(text, str) else None
+            # Nodes with positive+negative in and out (ControlNetApplyAdvanced) keep each on its own side.
+            if _is_link(inputs.get("positive")) and _is_link(inputs.get("negative")):
+                link = inputs["positive" if index == 0 else "negative"]
+                continue
+            link = next((inputs[n] for n in ("conditioning", "conditioning_1", "conditioning_to", "cond")
+                         if _is_link(inputs.get(n))), None)
+        return None
+
+
+def _is_sampler(class_type: str, inputs: dict) -> bool:
+    return "sampler_name" in inputs and "steps" in inputs and "positive" in inputs
+
+
+def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int, int] | None = None,
+                           batch_index: int = 0, model_hash: Callable[[str], str | None] | None = None,
+                           version: str | None = None) -> str | None:
+    """The A1111 infotext of the image an output node saves, read off the API workflow; None when no
+    sampler feeds it. `size` is the saved image's (width, height); `batch_index` offsets the seed, as
+    each image of a batch is drawn from seed + index; `model_hash(ckpt_name)` gives A1111's short hash."""
+    graph = _Graph(prompt)
+    out = prompt.get(str(output_node_id))
+    if not isinstance(out, dict):
+        return None
+    image_link = (out.get("inputs") or {}).get("images")
+    sampler = graph.follow(image_link, _is_sampler,
+                           through=("samples", "images", "image", "pixels", "latent_image", "latent"))
+    if sampler is None:
+        return None
+    _, inputs, _ = sampler
+
+    seed = graph.literal(inputs.get("noise_seed", inputs.get("seed")), names=("seed", "noise_seed"))
+    steps = graph.literal(inputs.get("steps"), names=("steps",))
+    steps = steps if isinstance(steps, int) else None
+    cfg = graph.literal(inputs.get("cfg"), names=("cfg",))
+    sampler_name = graph.literal(inputs.get("sampler_name"), names=("sampler_name",))
+    scheduler = graph.literal(inputs.get("scheduler"), names=("scheduler",))
+    denoise = graph.literal(inputs.get("denoise", 1.0), names=("denoise",))
+    start = inputs.get("start_at_step")
+    if isinstance(start, int) and start > 0 and steps:
+        denoise = max(0.0, 1.0 - start / steps)  # KSamplerAdvanced resuming part-way is img2img strength
+
+    if size is None:
+        empty = graph.follow(inputs.get("latent_image"), lambda c, i: "width" in i and "height" in i,
+                             through=("samples", "latent_image", "latent"))
+        if empty is not None:
+            size = (graph.literal(empty[1]["width"]), graph.literal(empty[1]["height"]))
+
+    loader = graph.follow(inputs.get("model"), lambda c, i: "ckpt_name" in i, through=("model",))
+    ckpt_name = graph.literal(loader[1]["ckpt_name"]) if loader else None
+    ckpt_name = ckpt_name if isinstance(ckpt_name, str) else None
+
+    positive = graph.text(inputs.get("positive")) or ""
+    negative = graph.text(inputs.get("negative")) or ""
+    clip_skip = _clip_skip(graph, inputs.get("positive"))
+
+    a1111_sampler, a1111_schedule = a1111_names(sampler_name, scheduler)
+    params = {
+        "Steps": steps,
+        "Sampler": a1111_sampler,
+        "Schedule type": a1111_schedule,
+        "CFG scale": _number(cfg) if isinstance(cfg, (int, float)) else None,
+        "Seed": seed + batch_index if isinstance(seed, int) else None,
+        "Size": f"{size[0]}x{size[1]}" if size and None not in size else None,
+        "Model hash": model_hash(ckpt_name) if model_hash and ckpt_name else None,
+        "Model": os.path.splitext(os.path.basename(ckpt_name))[0] if ckpt_name else None,
+        "Denoising strength": _number(round(denoise, 4)) if isinstance(denoise, (int, float)) and denoise < 1 else None,
+        "Clip skip": clip_skip if clip_skip and clip_skip > 1 else None,
+        "Version": version or inkwash_version(),
+    }
+    return format_infotext(positive, negative, params)
+
+
+def _clip_skip(graph: _Graph, conditioning_link) -> int | None:
+    """`-stop_at_clip_layer` of the CLIPSetLastLayer on the positive prompt's clip path."""
+    encoder = graph.follow(conditioning_link, lambda c, i: "clip" in i and ("text" in i or "text_g" in i),
+                           through=("positive", "conditioning", "conditioning_1", "conditioning_to", "cond"))
+    if encoder is None:
+        return None
+    last_layer = graph.follow(encoder[1]["clip"], lambda c, i: "stop_at_clip_layer" in i, through=("clip",))
+    if last_layer is None:
+        return None
+    value = graph.literal(last_layer[1]["stop_at_clip_layer"])
+    return -value if isinstance(value, int) else None
+
+
+@lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def short_hash(path: str | Path) -> str:
+    """A1111's model hash: the first 10 hex digits of the file's sha256 (remembered per size and mtime)."""
+    stat = os.stat(path)
+    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)[:10]
+
+
+# -- PNG text chunks ------------------------------------------------------------------------------------
+
+def png_text(prompt: dict | None = None, extra_pnginfo: dict | None = None,
+             parameters: str | None = None) -> dict[str, str]:
+    """The text chunks to write, in ComfyUI's order: `prompt`, each `extra_pnginfo` key (`workflow`),
+    then A1111's `parameters`."""
+    chunks: dict[str, str] = {}
+    if prompt is not None:
+        chunks["prompt"] = json.dumps(prompt)
+    for key, value in (extra_pnginfo or {}).items():
+        chunks[key] = json.dumps(value)
+    if parameters:
+        chunks["parameters"] = parameters
+    return chunks
+
+
+def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if len(body) < length:
+            return  # truncated file: keep what was read
+        yield kind, body
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, MAX_TEXT_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError("compressed text chunk too large")
+    return out
+
+
+def _text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
+    key, sep, rest = body.partition(b"\x00")
+    if not sep:
+        return None
+    if kind == b"tEXt":
+        return key.decode("latin-1"), rest.decode("latin-1")
+    if kind == b"zTXt":
+        return key.decode("latin-1"), _inflate(rest[1:]).decode("latin-1")
+    if kind == b"iTXt":
+        compressed, rest = rest[:1] == b"\x01", rest[2:]
+        _language, _, rest = rest.partition(b"\x00")
+        _translated, _, text = rest.partition(b"\x00")
+        return key.decode("latin-1"), (_inflate(text) if compressed else text).decode("utf-8", "replace")
+    return None
+
+
+def read_png_text(source: str | Path | bytes) -> dict[str, str]:
+    """Every tEXt / zTXt / iTXt chunk of a PNG (file path or bytes), wherever in the file it is.
+    A file that isn't a PNG has none."""
+    data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        return {}
+    texts: dict[str, str] = {}
+    for kind, body in _chunks(bytes(data)):
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            try:
+                found = _text_chunk(kind, body)
+            except (ValueError, zlib.error):
+                continue  # one broken chunk doesn't hide the others
+            if found is not None:
+                texts[found[0]] = found[1]
+    return texts
+
+
+def _json_object(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_png_metadata(source: str | Path | bytes) -> dict:
+    """`{"prompt": dict|None, "workflow": dict|None, "parameters": str|None}` from a PNG's text chunks."""
+    texts = read_png_text(source)
+    return {"prompt": _json_object(texts.get("prompt")), "workflow": _json_object(texts.get("workflow")),
+            "parameters": texts.get("parameters")}
