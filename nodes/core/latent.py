@@ -1,0 +1,56 @@
+"""Latent nodes: EmptyLatentImage, LatentUpscale, SetLatentNoiseMask."""
+from __future__ import annotations
+
+from ..declare import Combo, Input, Int, Node, Output
+from ..runtime import latents
+
+MAX_RESOLUTION = 16384
+
+
+class EmptyLatentImage(Node):
+    """A batch of empty latents to start text-to-image sampling from."""
+
+    inputs = (Int("width", default=512, min=16, max=MAX_RESOLUTION, step=8),
+              Int("height", default=512, min=16, max=MAX_RESOLUTION, step=8),
+              Int("batch_size", default=1, min=1, max=4096))
+    outputs = (Output("LATENT"),)
+    category = "latent"
+    display_name = "Empty Latent Image"
+
+    @classmethod
+    def check(cls, width=512, height=512, batch_size=1, **_):
+        return latents.size_error(width, height, batch_size)
+
+    def run(self, width, height, batch_size):
+        return (latents.empty(width, height, batch_size),)
+
+
+class LatentUpscale(Node):
+    """Resizes latents; a width or height of 0 keeps the aspect ratio."""
+
+    inputs = (Input("samples", "LATENT"), Combo("upscale_method", choices=latents.UPSCALE_METHODS),
+              Int("width", default=512, min=0, max=MAX_RESOLUTION, step=8),
+              Int("height", default=512, min=0, max=MAX_RESOLUTION, step=8),
+              Combo("crop", choices=latents.CROP_METHODS))
+    outputs = (Output("LATENT"),)
+    category = "latent"
+    display_name = "Upscale Latent"
+
+    def run(self, samples, upscale_method, width, height, crop):
+        return (latents.upscale(samples, upscale_method, width, height, crop),)
+
+
+class SetLatentNoiseMask(Node):
+    """Limits denoising to the masked area (mask 1); the rest keeps the input latent."""
+
+    inputs = (Input("samples", "LATENT"), Input("mask", "MASK"))
+    outputs = (Output("LATENT"),)
+    category = "latent/inpaint"
+    display_name = "Set Latent Noise Mask"
+
+    def run(self, samples, mask):
+        return (latents.set_noise_mask(samples, mask),)
+
+
+NODES = {"EmptyLatentImage": EmptyLatentImage, "LatentUpscale": LatentUpscale,
+         "SetLatentNoiseMask": SetLatentNoiseMask}

@@ -1,0 +1,55 @@
+"""Sampler nodes: KSampler and KSamplerAdvanced."""
+from __future__ import annotations
+
+from ..declare import Combo, Float, Input, Int, Node, Output
+from ..runtime import sampling, schedulers
+
+MAX_SEED = 2 ** 64 - 1
+
+
+def _common_inputs(seed_name: str) -> tuple:
+    return (Int(seed_name, default=0, min=0, max=MAX_SEED, control_after_generate=True),
+            Int("steps", default=20, min=1, max=10000),
+            Float("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+            Combo("sampler_name", choices=schedulers.SAMPLER_NAMES),
+            Combo("scheduler", choices=schedulers.SCHEDULER_NAMES),
+            Input("positive", "CONDITIONING"), Input("negative", "CONDITIONING"),
+            Input("latent_image", "LATENT"))
+
+
+class KSampler(Node):
+    """Denoises a latent guided by the conditioning; denoise < 1 keeps part of the input (img2img)."""
+
+    inputs = (Input("model", "MODEL"), *_common_inputs("seed"),
+              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01))
+    outputs = (Output("LATENT"),)
+    category = "sampling"
+    display_name = "KSampler"
+
+    def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
+        return (sampling.sample(model, positive, negative, latent_image, seed, steps, cfg, sampler_name,
+                                scheduler, denoise=denoise, progress=self.ctx.progress),)
+
+
+class KSamplerAdvanced(Node):
+    """KSampler over a part of the schedule, so one generation can be split across samplers and models."""
+
+    inputs = (Input("model", "MODEL"), Combo("add_noise", choices=("enable", "disable")),
+              *_common_inputs("noise_seed"),
+              Int("start_at_step", default=0, min=0, max=10000),
+              Int("end_at_step", default=10000, min=0, max=10000),
+              Combo("return_with_leftover_noise", choices=("disable", "enable")))
+    outputs = (Output("LATENT"),)
+    category = "sampling"
+    display_name = "KSampler (Advanced)"
+
+    def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
+            latent_image, start_at_step, end_at_step, return_with_leftover_noise):
+        return (sampling.sample(model, positive, negative, latent_image, noise_seed, steps, cfg, sampler_name,
+                                scheduler, start_step=start_at_step, end_step=end_at_step,
+                                add_noise=add_noise == "enable",
+                                return_with_leftover_noise=return_with_leftover_noise == "enable",
+                                progress=self.ctx.progress),)
+
+
+NODES = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced}

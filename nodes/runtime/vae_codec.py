@@ -1,0 +1,67 @@
+"""Pixels <-> latents with a VAE: IMAGE [B,H,W,C] in 0..1 <-> LATENT samples in UNet space.
+
+Images go through the VAE one at a time, so a large batch costs no more memory than one image.
+Encoding takes the mean of the latent distribution, so the same image always gives the same latent.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .model_types import Vae
+
+SCALE = 8  # pixels per latent pixel
+
+
+def decode(vae: Vae, samples: torch.Tensor) -> torch.Tensor:
+    """LATENT samples [B,4,h,w] -> IMAGE [B,8h,8w,3] on the CPU."""
+    model = vae.vae
+    images = []
+    with torch.no_grad():
+        for latent in samples:
+            latent = latent[None].to(model.device, model.dtype) / vae.scaling_factor
+            pixels = model.decode(latent).sample.float()
+            images.append((pixels / 2 + 0.5).clamp(0, 1).movedim(1, -1).cpu())
+    return torch.cat(images)
+
+
+def encode(vae: Vae, pixels: torch.Tensor) -> torch.Tensor:
+    """IMAGE [B,H,W,C] -> LATENT samples [B,4,H/8,W/8]; sizes not a multiple of 8 are center-cropped."""
+    model = vae.vae
+    pixels = crop_to_multiple(pixels)[..., :3]
+    latents = []
+    with torch.no_grad():
+        for image in pixels:
+            image = image.movedim(-1, 0)[None].to(model.device, model.dtype) * 2 - 1
+            latents.append(model.encode(image).latent_dist.mode().float() * vae.scaling_factor)
+    return torch.cat(latents)
+
+
+def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int = 6) -> dict:
+    """ComfyUI's VAEEncodeForInpaint: grey out the masked pixels, encode, and set the mask (grown by
+    `grow_mask_by` pixels so the seam blends) as the LATENT's noise_mask. For 9-channel inpainting
+    models, whose extra input is exactly this greyed-out image."""
+    height, width = pixels.shape[1], pixels.shape[2]
+    mask = F.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).float(), size=(height, width), mode="bilinear")
+    pixels, mask = crop_to_multiple(pixels), crop_to_multiple(mask.movedim(1, -1)).movedim(-1, 1)
+    hard = mask.round()
+    if grow_mask_by > 0:
+        kernel = torch.ones((1, 1, grow_mask_by, grow_mask_by), device=hard.device)
+        grown = F.conv2d(hard, kernel, padding=math.ceil((grow_mask_by - 1) / 2)).clamp(0, 1)
+        grown = grown[..., :hard.shape[-2], :hard.shape[-1]]  # even kernels pad one pixel too many
+    else:
+        grown = hard
+    keep = (1 - hard).movedim(1, -1)  # [B,H,W,1]
+    greyed = (pixels[..., :3] - 0.5) * keep + 0.5
+    return {"samples": encode(vae, greyed), "noise_mask": grown.round()}
+
+
+def crop_to_multiple(pixels: torch.Tensor) -> torch.Tensor:
+    """Center-crop [B,H,W,C] to multiples of 8, as ComfyUI does before encoding."""
+    height, width = pixels.shape[1] // SCALE * SCALE, pixels.shape[2] // SCALE * SCALE
+    if (height, width) == tuple(pixels.shape[1:3]):
+        return pixels
+    top, left = (pixels.shape[1] % SCALE) // 2, (pixels.shape[2] % SCALE) // 2
+    return pixels[:, top:top + height, left:left + width]
