@@ -113,6 +113,12 @@ class Float(_Number):
             raise InputError("invalid_input_type", f"expects a finite number, got {value!r}")
         return self._check_bounds(number)
 
+    def options(self) -> dict:
+        opts = super().options()
+        if self.round is not None:
+            opts["round"] = self.round
+        return opts
+
 
 @dataclass(frozen=True)
 class String(Input):

@@ -7,7 +7,6 @@ from inkwash.nodes.runtime import schedulers, text_encode
 from tiny_models import tiny_sd1, tiny_sd2, tiny_sdxl
 
 # diffusers' schedulers call np.array() on tensors, which numpy 2 deprecates
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")

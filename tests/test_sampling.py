@@ -16,10 +16,6 @@ from tiny_models import tiny_controlnet, tiny_sd1, tiny_sdxl
 PROMPT, NEGATIVE = "a photo of a cat in the snow", "blurry"
 H = W = 8  # latent size: 64x64 pixels
 
-# diffusers' schedulers call np.array() on tensors, which numpy 2 deprecates, thousands of times a run
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning",
-                                        "ignore:__array_wrap__ must accept:DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def sd1():

@@ -8,7 +8,6 @@ from inkwash.nodes.executor import Executor
 from inkwash.nodes.runtime import latents, vae_codec
 from tiny_models import tiny_controlnet, tiny_sd1
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 MODULES = (conditioning, controlnet, latent, sampling, vae)
 
@@ -189,3 +188,18 @@ def test_graph_runs_and_reports_progress_with_previews():
     progress = [(d["node"], d["value"], d["max"]) for kind, d in events if kind == "progress"]
     assert progress == [("9", 1, 2), ("9", 2, 2), ("11", 1, 2), ("11", 2, 2)]
     assert all(d["preview"] is not None for kind, d in events if kind == "progress")
+
+
+def test_conditioning_set_depth_feeds_a_depth_unet():
+    model, clip, _ = tiny_sd1("depth")
+    encode = conditioning.CLIPTextEncode().run
+    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+    depth = torch.linspace(0, 1, 64).repeat(1, 64, 1)[..., None].expand(1, 64, 64, 3)
+    (with_depth,) = conditioning.ConditioningSetDepth().run(positive, depth)
+    assert "depth" not in positive[0].extra  # a new conditioning, the input is untouched
+    empty = latent.EmptyLatentImage().run(64, 64, 1)[0]
+    run = sampling.KSampler().run
+    first = run(model, 1, 2, 7.0, "euler", "normal", with_depth, negative, empty, 1.0)[0]["samples"]
+    (flipped,) = conditioning.ConditioningSetDepth().run(positive, 1 - depth)
+    second = run(model, 1, 2, 7.0, "euler", "normal", flipped, negative, empty, 1.0)[0]["samples"]
+    assert torch.isfinite(first).all() and not torch.allclose(first, second)

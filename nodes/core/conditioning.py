@@ -1,4 +1,4 @@
-"""Text conditioning nodes: CLIPTextEncode and CLIPSetLastLayer."""
+"""Conditioning nodes: CLIPTextEncode, CLIPSetLastLayer and the depth map for 5-channel depth models."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,4 +31,18 @@ class CLIPSetLastLayer(Node):
         return (dataclasses.replace(clip, stop_at_clip_layer=stop_at_clip_layer),)
 
 
-NODES = {"CLIPTextEncode": CLIPTextEncode, "CLIPSetLastLayer": CLIPSetLastLayer}
+class ConditioningSetDepth(Node):
+    """Attaches a depth map (e.g. from MiDaS-DepthMapPreprocessor) for SD 2.x depth checkpoints, whose UNet
+    takes it as a fifth input channel; other models ignore it."""
+
+    inputs = (Input("conditioning", "CONDITIONING"), Input("depth", "IMAGE"))
+    outputs = (Output("CONDITIONING"),)
+    category = "conditioning"
+    display_name = "Conditioning Set Depth"
+
+    def run(self, conditioning, depth):
+        return ([dataclasses.replace(c, extra={**c.extra, "depth": depth}) for c in conditioning],)
+
+
+NODES = {"CLIPTextEncode": CLIPTextEncode, "CLIPSetLastLayer": CLIPSetLastLayer,
+         "ConditioningSetDepth": ConditioningSetDepth}
