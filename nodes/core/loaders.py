@@ -1,0 +1,120 @@
+"""Model loader nodes (and CheckpointSave), with ComfyUI's names, inputs and outputs."""
+from __future__ import annotations
+
+import threading
+
+from .. import folders
+from ..declare import Combo, Input, Node, Output, Result, String
+from ..folders import UnsafePath
+from ..runtime import devices, model_cache
+from ..runtime.checkpoint_load import load_checkpoint, load_controlnet, load_vae
+from ..runtime.checkpoint_save import save_checkpoint
+from ..runtime.image_files import next_counter, resolve_prefix
+
+# Choosing a counter and writing the file happen under this lock, so two saves never share a name.
+_save_lock = threading.Lock()
+
+
+def _signature(kind: str, name: str):
+    """Lets the executor notice a model file replaced under the same name."""
+    return model_cache.file_signature(folders.current().find(kind, name))
+
+
+def _cached(kind: str, name: str, loader):
+    path = folders.current().find(kind, name)
+    device = devices.default_device()
+    variant = (kind, str(device), str(devices.default_dtype(device)))
+    return model_cache.shared().get_or_load(path, lambda: loader(path), variant)
+
+
+class CheckpointLoaderSimple(Node):
+    """Loads a diffusion model checkpoint; diffusion models are used to denoise latents."""
+
+    inputs = (Combo("ckpt_name", choices=lambda: folders.current().list("checkpoints"),
+                    tooltip="The name of the checkpoint (model) to load."),)
+    outputs = (Output("MODEL", tooltip="The model used for denoising latents."),
+               Output("CLIP", tooltip="The CLIP model used for encoding text prompts."),
+               Output("VAE", tooltip="The VAE model used for encoding and decoding images to and from latent space."))
+    category = "loaders"
+    display_name = "Load Checkpoint"
+
+    @classmethod
+    def fingerprint(cls, ckpt_name: str, **_):
+        return _signature("checkpoints", ckpt_name)
+
+    def run(self, ckpt_name: str):
+        return _cached("checkpoints", ckpt_name, load_checkpoint)
+
+
+class VAELoader(Node):
+    """Loads a VAE."""
+
+    inputs = (Combo("vae_name", choices=lambda: folders.current().list("vae")),)
+    outputs = (Output("VAE"),)
+    category = "loaders"
+    display_name = "Load VAE"
+
+    @classmethod
+    def fingerprint(cls, vae_name: str, **_):
+        return _signature("vae", vae_name)
+
+    def run(self, vae_name: str):
+        return (_cached("vae", vae_name, load_vae),)
+
+
+class ControlNetLoader(Node):
+    """Loads a ControlNet model."""
+
+    inputs = (Combo("control_net_name", choices=lambda: folders.current().list("controlnet")),)
+    outputs = (Output("CONTROL_NET"),)
+    category = "loaders"
+    display_name = "Load ControlNet Model"
+
+    @classmethod
+    def fingerprint(cls, control_net_name: str, **_):
+        return _signature("controlnet", control_net_name)
+
+    def run(self, control_net_name: str):
+        return (_cached("controlnet", control_net_name, load_controlnet),)
+
+
+class CheckpointSave(Node):
+    """Saves a model, CLIP and VAE as one .safetensors checkpoint in the output folder."""
+
+    inputs = (Input("model", "MODEL"), Input("clip", "CLIP"), Input("vae", "VAE"),
+              String("filename_prefix", default="checkpoints/ComfyUI"))
+    outputs = ()
+    category = "advanced/model_merging"
+    display_name = "Save Checkpoint"
+    output_node = True
+
+    @classmethod
+    def check(cls, filename_prefix: str = "checkpoints/ComfyUI", **_) -> str | None:
+        try:
+            resolve_prefix(folders.current().output_dir, filename_prefix)
+        except UnsafePath as err:
+            return f"filename_prefix: {err}"
+        return None
+
+    def run(self, model, clip, vae, filename_prefix: str = "checkpoints/ComfyUI"):
+        output_dir = folders.current().output_dir
+        directory, subfolder, name = resolve_prefix(output_dir, filename_prefix)
+        directory.mkdir(parents=True, exist_ok=True)
+        if subfolder:  # re-checked once it exists, in case a symlink appeared on the way
+            directory = folders.safe_path(output_dir, subfolder)
+        metadata = {}
+        if self.ctx.prompt:
+            metadata["prompt"] = self.ctx.prompt
+        metadata.update(self.ctx.extra_pnginfo)
+        with _save_lock:
+            path = directory / f"{name}_{next_counter(directory, name):05}_.safetensors"
+            save_checkpoint(path, model, clip, vae, metadata=metadata)
+        return Result(ui={"checkpoints": [{"filename": path.name, "subfolder": subfolder, "type": "output"}]})
+
+
+NODES = {
+    "CheckpointLoaderSimple": CheckpointLoaderSimple,
+    "VAELoader": VAELoader,
+    "ControlNetLoader": ControlNetLoader,
+    "CheckpointSave": CheckpointSave,
+}
