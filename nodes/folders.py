@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 MODEL_KINDS = ("checkpoints", "vae", "loras", "controlnet", "embeddings", "upscale_models", "annotators",
-               "clip", "unet", "diffusers", "vae_approx", "configs", "hypernetworks", "clip_vision")
+               "clip", "unet", "diffusers", "vae_approx", "hypernetworks", "clip_vision")
 # ComfyUI accepts a few legacy folder names for the same kind.
 KIND_ALIASES = {"t2i_adapter": "controlnet", "text_encoders": "clip", "diffusion_models": "unet", "lora": "loras"}
 
