@@ -4,6 +4,7 @@
 #   ./inkwash.sh test [PYTEST ARGS]   same set-up with the test extras, then run the test suite
 #   ./inkwash.sh run WORKFLOW [...]   run a workflow headless (see `./inkwash.sh run --help`)
 #   ./inkwash.sh bench                run the benchmarks in bench/
+#   ./inkwash.sh train-demo [...]     re-train the bundled demo models from scratch (resumable by stage)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -46,6 +47,11 @@ case "$command" in
             "$VENV/bin/python" "$script" "$@"
         done
         ;;
+    train-demo)
+        shift
+        setup ""
+        exec "$VENV/bin/python" -m inkwash.demo.train "$@"
+        ;;
     launch)
         setup ""
         cat <<MSG
@@ -57,7 +63,7 @@ Images are written to output/. Workflows are ComfyUI API-format JSON; see README
 MSG
         ;;
     *)
-        echo "usage: ./inkwash.sh [test [PYTEST ARGS] | run WORKFLOW [--set NODE.INPUT=VALUE ...] | bench]" >&2
+        echo "usage: ./inkwash.sh [test [PYTEST ARGS] | run WORKFLOW [--set NODE.INPUT=VALUE ...] | bench | train-demo]" >&2
         exit 2
         ;;
 esac

@@ -158,6 +158,15 @@ def load_mask(path: str | Path, channel: str) -> torch.Tensor:
 
 # -- resizing --------------------------------------------------------------------------------------------
 
+def center_crop(samples: torch.Tensor, aspect: float) -> torch.Tensor:
+    """Trim [..., H, W] equally from both sides to the width/height ratio `aspect` (ComfyUI's "center")."""
+    old_h, old_w = samples.shape[-2:]
+    old_aspect = old_w / old_h
+    x = round((old_w - old_w * aspect / old_aspect) / 2) if old_aspect > aspect else 0
+    y = round((old_h - old_h * old_aspect / aspect) / 2) if old_aspect < aspect else 0
+    return samples[..., y:old_h - y, x:old_w - x]
+
+
 def scale_image(image: torch.Tensor, width: int, height: int, method: str = "nearest-exact",
                 crop: str = "disabled") -> torch.Tensor:
     """ComfyUI's ImageScale: resize IMAGE [B,H,W,C] to width x height; a 0 keeps the aspect ratio,
@@ -175,13 +184,7 @@ def scale_image(image: torch.Tensor, width: int, height: int, method: str = "nea
         height = max(1, round(old_height * width / old_width))
     samples = image.movedim(-1, 1)
     if crop == "center":
-        old_aspect, new_aspect = old_width / old_height, width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_width - old_width * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_height - old_height * (old_aspect / new_aspect)) / 2)
-        samples = samples[:, :, y:old_height - y, x:old_width - x]
+        samples = center_crop(samples, width / height)
     if method == "lanczos":
         pils = [pil.resize((width, height), resample=Image.Resampling.LANCZOS)
                 for pil in tensor_to_pils(samples.movedim(1, -1))]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .images import center_crop
+
 CHANNELS = 4  # SD1, SD2 and SDXL latents
 MAX_ELEMENTS = 2 ** 28  # 1 GiB of float32 latents; far beyond anything a UNet can denoise in one go
 
@@ -55,7 +57,7 @@ def upscale(latent: dict, method: str, width: int, height: int, crop: str) -> di
     if error:
         raise ValueError(error)
     if crop == "center":
-        samples = _center_crop(samples, width / height)
+        samples = center_crop(samples, width / height)
     size = (height // 8, width // 8)
     if method == "bislerp":
         resized = bislerp(samples, *size)
@@ -67,14 +69,6 @@ def upscale(latent: dict, method: str, width: int, height: int, crop: str) -> di
 def set_noise_mask(latent: dict, mask: torch.Tensor) -> dict:
     """ComfyUI's SetLatentNoiseMask: only where mask is 1 gets denoised."""
     return {**latent, "noise_mask": mask.reshape(-1, 1, *mask.shape[-2:])}
-
-
-def _center_crop(samples: torch.Tensor, aspect: float) -> torch.Tensor:
-    old_h, old_w = samples.shape[-2:]
-    old_aspect = old_w / old_h
-    x = round((old_w - old_w * aspect / old_aspect) / 2) if old_aspect > aspect else 0
-    y = round((old_h - old_h * old_aspect / aspect) / 2) if old_aspect < aspect else 0
-    return samples[..., y:old_h - y, x:old_w - x]
 
 
 def bislerp(samples: torch.Tensor, height: int, width: int) -> torch.Tensor:
