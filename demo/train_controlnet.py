@@ -1,0 +1,85 @@
+"""Stages 3 and 4: ControlNets for canny edges and depth maps, on the frozen UNet and text encoder.
+
+Each starts as a copy of the UNet's encoder half (ControlNetModel.from_unet) whose outputs pass
+through zero-initialised convolutions, so training starts from the UNet's own behaviour. Hints are
+what the studio will feed at inference: canny edges from annotators.canny (the Canny node, default
+thresholds) and depth maps with 1 = near, as the depth preprocessors give. Half the captions are
+dropped, as in the ControlNet paper, so the hint alone must carry the layout.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import ControlNetModel
+
+from ..nodes.runtime import annotators
+from ..nodes.runtime.model_types import ControlNet
+from . import train_models, train_samples, train_unet, train_vae, world
+from .train_common import Plan, Settings, StageDir, Trainer, save_grid, to_uint8
+from .train_data import embed, object_cover, pick_tokens, world_data
+
+PLAN = Plan(budget_minutes=18, batch=32, lr=2e-4, warmup=100)
+CAPTION_DROPOUT = 0.5
+CANNY_THRESHOLDS = (0.4, 0.8)  # the Canny node's defaults
+
+
+def canny_hints(images: np.ndarray, depths: np.ndarray) -> torch.Tensor:
+    """IMAGE [B,H,W,3] of white edges on black."""
+    return annotators.canny(torch.from_numpy(np.asarray(images)).float() / 255.0, *CANNY_THRESHOLDS)
+
+
+def depth_hints(images: np.ndarray, depths: np.ndarray) -> torch.Tensor:
+    """IMAGE [B,H,W,3]: the true depth, 1 = near, in all three channels."""
+    return torch.from_numpy(np.asarray(depths, dtype=np.float32))[..., None].repeat(1, 1, 1, 3)
+
+
+HINTS = {"controlnet_canny": canny_hints, "controlnet_depth": depth_hints}
+
+
+def load(settings: Settings, name: str) -> ControlNetModel:
+    return ControlNetModel.from_pretrained(StageDir(settings, name).path / "result").eval()
+
+
+def run(settings: Settings, name: str) -> bool:
+    stage = StageDir(settings, name)
+    hints_of = HINTS[name]
+    data = world_data(settings)
+    vae = train_vae.load(settings)
+    latents = train_unet.scaled_latents(settings, vae)
+    cover = object_cover(data, train_models.LATENT_SIZE)
+    unet, text_encoder = train_unet.load(settings)
+    unet.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    controlnet = train_models.controlnet(unet)
+    trainer = Trainer(stage, settings, PLAN, {"controlnet": controlnet}, seed=3 + list(HINTS).index(name))
+    diffusion = train_unet.Diffusion()
+
+    def step(rng, noise, batch):
+        index = rng.integers(len(data), size=batch)
+        hints = hints_of(data.images[index], data.depths[index]).movedim(-1, 1)
+        with torch.no_grad():
+            context = embed(text_encoder, pick_tokens(data, index, rng, CAPTION_DROPOUT))
+        x_t, t, eps = diffusion.noised(latents[index], noise)
+        down, mid = controlnet(x_t, t, encoder_hidden_states=context, controlnet_cond=hints, return_dict=False)
+        predicted = unet(x_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid).sample
+        return diffusion.loss(predicted, eps, t, cover[index])
+
+    scenes = train_samples.sample_scenes()
+    rendered = [world.render(s) for s in scenes]
+    sample_hints = hints_of(np.stack([r[0] for r in rendered]), np.stack([r[1] for r in rendered]))
+    model, clip, vae_value = train_samples.runtime(unet, text_encoder, vae)
+
+    def sample(step):
+        control_net = ControlNet(trainer.trained("controlnet"), train_samples.family(), name=name)
+        prompts = [world.prompt_for(s) for s in scenes]
+        images = train_samples.txt2img(model, clip, vae_value, prompts, control_net=control_net, hints=sample_hints)
+        save_grid(to_uint8(sample_hints) + to_uint8(images), stage.file(f"samples_{step:06d}.png"),
+                  columns=len(scenes))
+
+    if not trainer.run(step, sample):
+        return False
+    trainer.trained("controlnet").save_pretrained(stage.path / "result")
+    stage.finish({"step": trainer.step, "parameters": train_models.parameters(controlnet),
+                  "seconds_per_step": trainer.train_seconds / max(trainer.step, 1), "batch": trainer.batch})
+    return True

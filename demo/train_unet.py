@@ -1,0 +1,103 @@
+"""Stage 2: the text encoder and UNet, trained together on the VAE's cached latents.
+
+The recipe is SD's (epsilon prediction, the scaled-linear schedule, 10% empty captions so that
+classifier-free guidance works) with four additions that make a small, short run go further:
+  * offset noise: each image's noise gets a random constant per channel, so the model learns to set
+    an image's overall colour (the background) from the prompt; with SD's schedule alone the last
+    timestep still carries the training image's mean, and sampling from pure noise leaves it to chance;
+  * min-SNR loss weighting (gamma 5), which stops the nearly-clean timesteps dominating;
+  * latent cells covered by objects weigh more in the loss: objects are a small share of each image,
+    yet their colour, shape and place are what prompts ask for;
+  * an EMA of the weights, which is what gets saved.
+Text embeddings are computed as text_encode.encode computes them at inference (see train_data.embed).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import UNet2DConditionModel
+from transformers import CLIPTextModel
+
+from . import train_models, train_samples, train_vae, world
+from .train_common import Plan, Settings, StageDir, Trainer, save_grid, to_uint8
+from .train_data import embed, object_cover, pick_tokens, world_data
+
+NAME = "unet"
+PLAN = Plan(budget_minutes=42, batch=64, lr=3e-4, warmup=200, ema=0.999)
+CAPTION_DROPOUT = 0.1
+NOISE_OFFSET = 0.1
+MIN_SNR_GAMMA = 5.0
+OBJECT_WEIGHT = 3.0  # extra loss weight of a latent cell fully covered by objects
+
+
+def load(settings: Settings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    """The trained UNet and text encoder (the stage's result)."""
+    folder = StageDir(settings, NAME).path / "result"
+    return (UNet2DConditionModel.from_pretrained(folder / "unet").eval(),
+            CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval())
+
+
+def scaled_latents(settings: Settings, vae) -> torch.Tensor:
+    """The dataset's cached latents in UNet space (times the VAE's scaling factor)."""
+    return torch.from_numpy(np.load(train_vae.latents_file(settings))) * vae.config.scaling_factor
+
+
+class Diffusion:
+    """The forward process of SD's schedule, and the training loss of an epsilon-predicting model."""
+
+    def __init__(self):
+        self.alphas_cumprod = train_models.alphas_cumprod()
+
+    def noised(self, x0: torch.Tensor, noise: torch.Generator):
+        """(x_t, t, eps) for random timesteps, with offset noise."""
+        batch = x0.shape[0]
+        t = torch.randint(0, len(self.alphas_cumprod), (batch,), generator=noise)
+        eps = torch.randn(x0.shape, generator=noise) + NOISE_OFFSET * torch.randn(batch, x0.shape[1], 1, 1,
+                                                                                 generator=noise)
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps, t, eps
+
+    def loss(self, predicted: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+        """MSE on the noise, weighted per example by min(SNR, gamma) / SNR and per latent cell by
+        its object `cover` [B,1,h,w]."""
+        snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
+        cells = 1.0 + OBJECT_WEIGHT * cover
+        per_example = (cells * (predicted - eps).square()).mean(dim=(1, 2, 3)) / cells.mean(dim=(1, 2, 3))
+        return (snr.clamp(max=MIN_SNR_GAMMA) / snr * per_example).mean()
+
+
+def run(settings: Settings) -> bool:
+    stage = StageDir(settings, NAME)
+    data = world_data(settings)
+    vae = train_vae.load(settings)
+    latents = scaled_latents(settings, vae)
+    cover = object_cover(data, train_models.LATENT_SIZE)
+    torch.manual_seed(settings.seed + 2)
+    unet, text_encoder = train_models.unet(), train_models.text_encoder()
+    trainer = Trainer(stage, settings, PLAN, {"unet": unet, "text_encoder": text_encoder}, seed=2)
+    diffusion = Diffusion()
+
+    def step(rng, noise, batch):
+        index = rng.integers(len(data), size=batch)
+        tokens = pick_tokens(data, index, rng, CAPTION_DROPOUT)
+        x_t, t, eps = diffusion.noised(latents[index], noise)
+        predicted = unet(x_t, t, encoder_hidden_states=embed(text_encoder, tokens)).sample
+        return diffusion.loss(predicted, eps, t, cover[index])
+
+    scenes = train_samples.sample_scenes()
+
+    def sample(step):
+        model, clip, vae_value = train_samples.runtime(trainer.trained("unet"), trainer.trained("text_encoder"), vae)
+        images = train_samples.txt2img(model, clip, vae_value, [world.prompt_for(s) for s in scenes])
+        truth = [world.render(s)[0] for s in scenes]
+        save_grid(truth + to_uint8(images), stage.file(f"samples_{step:06d}.png"), columns=len(scenes))
+
+    if not trainer.run(step, sample):
+        return False
+    folder = stage.path / "result"
+    trainer.trained("unet").save_pretrained(folder / "unet")
+    trainer.trained("text_encoder").save_pretrained(folder / "text_encoder")
+    stage.finish({"step": trainer.step, "parameters": {"unet": train_models.parameters(unet),
+                                                       "text_encoder": train_models.parameters(text_encoder)},
+                  "seconds_per_step": trainer.train_seconds / max(trainer.step, 1), "batch": trainer.batch})
+    return True

@@ -1,0 +1,134 @@
+"""The demo family's training pipeline, run for a couple of steps per stage on a tiny world dataset.
+
+The architectures are the real ones (they are small); only the data, batch and step counts shrink.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from inkwash.demo import train, train_data, train_models, train_samples
+from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
+from inkwash.nodes.runtime import annotators
+from inkwash.nodes.runtime.checkpoint_load import load_checkpoint, load_controlnet
+from inkwash.nodes.runtime.model_types import TextEncoder
+from inkwash.nodes.runtime.text_encode import encode
+from inkwash.nodes.runtime.tokenizers import clip_tokenizer
+from safetensors import safe_open
+
+TINY = ["--images", "12", "--steps", "2", "--batch", "2"]
+
+
+def _args(tmp_path, *extra):
+    return ["--out", str(tmp_path / "build"), "--models", str(tmp_path / "models"), *TINY, *extra]
+
+
+def _loss_steps(path) -> list[int]:
+    with open(path, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(autouse=True)
+def _few_sampling_steps(monkeypatch):
+    monkeypatch.setattr(train_samples, "STEPS", 2)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Every stage, two steps each, into one folder."""
+    tmp = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_samples, "STEPS", 2)
+        assert train.main(_args(tmp)) == 0
+    return tmp
+
+
+def test_every_stage_finishes_with_its_outputs(trained):
+    build = trained / "build"
+    for name in train.STAGES:
+        assert (build / name / "done.json").is_file(), name
+    for name in ("vae", "unet", "controlnet_canny", "controlnet_depth", "depth"):
+        assert _loss_steps(build / name / "loss.csv") == [1, 2]
+        assert list((build / name).glob("samples_*.png")), name
+    assert np.load(build / "latents.npy").shape == (12, 4, 16, 16)
+    assert json.loads((build / "vae" / "done.json").read_text())["scaling_factor"] > 0
+
+
+def test_assembled_files_load_and_generate(trained):
+    models = trained / "models"
+    model, clip, vae = load_checkpoint(models / CHECKPOINT, device="cpu", dtype=torch.float32)
+    assert model.family.name == "sd1" and model.family.prediction_type == "epsilon"
+    control_net = load_controlnet(models / CONTROLNETS["controlnet_canny"], device="cpu", dtype=torch.float32)
+    hint = torch.zeros(1, 128, 128, 3)
+    hint[:, 40:80, 40:80] = 1.0
+    image = train_samples.txt2img(model, clip, vae, ["a red circle on a blue background"], control_net=control_net,
+                                  hints=hint)
+    assert image.shape == (1, 128, 128, 3) and torch.isfinite(image).all()
+    with safe_open(str(models / CHECKPOINT), "pt") as f:  # stored in half precision
+        assert f.get_slice("model.diffusion_model.input_blocks.0.0.weight").get_dtype() == "F16"
+    assert json.loads((trained / "build" / "assemble" / "done.json").read_text())["total_mb"] <= 50
+
+
+def test_finished_stages_are_skipped(trained, capsys):
+    checkpoint = trained / "build" / "vae" / "checkpoint.pt"
+    before = checkpoint.stat().st_mtime_ns
+    assert train.main(_args(trained, "--stage", "vae")) == 0
+    assert checkpoint.stat().st_mtime_ns == before
+    assert "already done" in capsys.readouterr().out
+
+
+def test_a_stage_needs_its_inputs(tmp_path):
+    assert train.main(_args(tmp_path, "--stage", "unet")) == 2
+
+
+def test_resumed_training_continues_where_it_stopped(tmp_path):
+    """Paused after 2 of 4 steps and run again: the step counter and loss curve continue, and the
+    weights are those of an uninterrupted run (data order and noise resume too)."""
+    interrupted = _args(tmp_path / "a", "--stage", "depth", "--steps", "4")
+    assert train.main(interrupted + ["--stop-after", "2"]) == 0
+    stage = tmp_path / "a" / "build" / "depth"
+    assert not (stage / "done.json").exists()
+    assert torch.load(stage / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert _loss_steps(stage / "loss.csv") == [1, 2]
+
+    assert train.main(interrupted) == 0
+    assert (stage / "done.json").is_file()
+    assert _loss_steps(stage / "loss.csv") == [1, 2, 3, 4]
+
+    assert train.main(_args(tmp_path / "b", "--stage", "depth", "--steps", "4")) == 0
+    resumed = torch.load(stage / "checkpoint.pt", weights_only=True)["modules"]["depth"]
+    straight = torch.load(tmp_path / "b" / "build" / "depth" / "checkpoint.pt", weights_only=True)["modules"]["depth"]
+    for key, value in straight.items():
+        torch.testing.assert_close(resumed[key], value, msg=key)
+
+
+def test_restart_starts_a_stage_over(tmp_path):
+    args = _args(tmp_path, "--stage", "depth")
+    assert train.main(args) == 0
+    assert train.main(args + ["--restart"]) == 0
+    assert _loss_steps(tmp_path / "build" / "depth" / "loss.csv") == [1, 2]
+
+
+def test_training_embeds_prompts_as_inference_does():
+    torch.manual_seed(0)
+    text_encoder = train_models.text_encoder().eval()
+    clip = TextEncoder([clip_tokenizer()], [text_encoder], train_samples.family())
+    prompts = ["a small red star in the top left corner on a blue background", train_data.EMPTY_PROMPT]
+    with torch.no_grad():
+        trained_embeds = train_data.embed(text_encoder, torch.from_numpy(train_data.tokenize(prompts)))
+    for prompt, embeds in zip(prompts, trained_embeds):
+        torch.testing.assert_close(encode(clip, prompt)[0].embeds[0], embeds)
+
+
+def test_depth_estimator_is_a_depth_map_choice(trained, folders):
+    from inkwash.demo import depth_estimator
+
+    target = folders.models_dir / "annotators" / depth_estimator.WEIGHTS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes((trained / "models" / "annotators" / depth_estimator.WEIGHTS).read_bytes())
+    assert depth_estimator.NAME in annotators.DEPTH_ESTIMATORS
+    depth = annotators.depth_map(torch.rand(2, 96, 160, 3), 64, estimator=depth_estimator.NAME)
+    assert depth.shape == (2, 64, 107, 3) and 0 <= depth.min() and depth.max() <= 1
