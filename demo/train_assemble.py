@@ -21,7 +21,8 @@ import torch
 from ..nodes.runtime.checkpoint_load import load_checkpoint, load_controlnet
 from ..nodes.runtime.checkpoint_save import save_checkpoint, save_controlnet
 from ..nodes.runtime.model_types import ControlNet
-from . import depth_estimator, train_controlnet, train_depth, train_samples, train_unet, train_vae, world
+from ..nodes.runtime import demo_depth
+from . import train_controlnet, train_depth, train_samples, train_unet, train_vae, world
 from .train_common import Settings, StageDir, save_grid, to_uint8
 
 NAME = "assemble"
@@ -75,7 +76,7 @@ def _check(settings: Settings, models: Path, stage: StageDir) -> dict:
     rows = [[world.render(s)[0] for s in scenes], to_uint8(train_samples.txt2img(model, clip, vae, prompts))]
 
     rendered = np.stack([world.render(s)[0] for s in scenes])
-    estimate = depth_estimator.load(train_depth.weights_file(settings))
+    estimate = demo_depth.load(train_depth.weights_file(settings))
     estimated = np.stack([estimate(image, 128) for image in rendered]).astype(np.float32) / 255.0
     hints = {"controlnet_canny": train_controlnet.canny_hints(rendered, None),
              "controlnet_depth": train_controlnet.depth_hints(rendered, estimated)}
@@ -84,5 +85,5 @@ def _check(settings: Settings, models: Path, stage: StageDir) -> dict:
         images = train_samples.txt2img(model, clip, vae, prompts, control_net=control_net, hints=hints[name])
         rows += [to_uint8(hints[name]), to_uint8(images)]
     save_grid([im for row in rows for im in row], stage.file("check.png"), columns=len(scenes))
-    return {"checked": ["load_checkpoint", "load_controlnet", "depth_estimator.load"],
+    return {"checked": ["load_checkpoint", "load_controlnet", "demo_depth.load"],
             "unet_parameters": sum(p.numel() for p in model.unet.parameters())}

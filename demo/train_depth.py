@@ -1,4 +1,4 @@
-"""Stage 5: the depth estimator (demo/depth_estimator.py), on the world's true depth maps.
+"""Stage 5: the depth estimator (nodes/runtime/demo_depth.py), on the world's true depth maps.
 
 Its result goes straight to `<models>/annotators/`, where the depth preprocessor finds it. The
 done marker records its correlation with the truth on freshly generated images.
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world
-from .depth_estimator import WEIGHTS, DepthNet, save
+from ..nodes.runtime.demo_depth import WEIGHTS, DepthNet, save
 from .train_common import Plan, Settings, StageDir, Trainer, save_grid
 from .train_data import world_data
 

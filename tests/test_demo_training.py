@@ -123,12 +123,15 @@ def test_training_embeds_prompts_as_inference_does():
         torch.testing.assert_close(encode(clip, prompt)[0].embeds[0], embeds)
 
 
-def test_depth_estimator_is_a_depth_map_choice(trained, folders):
-    from inkwash.demo import depth_estimator
+def test_depth_node_falls_back_to_the_bundled_estimator(trained, folders):
+    from inkwash.nodes.core.preprocessors import MidasDepthMapPreprocessor
+    from inkwash.nodes.runtime import demo_depth
 
-    target = folders.models_dir / "annotators" / depth_estimator.WEIGHTS
+    node = MidasDepthMapPreprocessor()
+    with pytest.raises(annotators.AnnotatorWeightsMissing, match="inkwash-demo-depth.safetensors"):
+        node.run(torch.rand(1, 64, 64, 3), resolution=64)  # neither MiDaS nor the bundled one installed
+    target = folders.models_dir / "annotators" / demo_depth.WEIGHTS
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes((trained / "models" / "annotators" / depth_estimator.WEIGHTS).read_bytes())
-    assert depth_estimator.NAME in annotators.DEPTH_ESTIMATORS
-    depth = annotators.depth_map(torch.rand(2, 96, 160, 3), 64, estimator=depth_estimator.NAME)
+    target.write_bytes((trained / "models" / "annotators" / demo_depth.WEIGHTS).read_bytes())
+    (depth,) = node.run(torch.rand(2, 96, 160, 3), resolution=64)  # no MiDaS weights: the bundled one
     assert depth.shape == (2, 64, 107, 3) and 0 <= depth.min() and depth.max() <= 1

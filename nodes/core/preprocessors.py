@@ -21,7 +21,8 @@ class Canny(Node):
 
 
 class MidasDepthMapPreprocessor(Node):
-    """Estimates depth with MiDaS (DPT-Hybrid) from models/annotators/dpt_hybrid-midas-501f0c75.pt."""
+    """Estimates depth with MiDaS (DPT-Hybrid, models/annotators/dpt_hybrid-midas-501f0c75.pt), or, when
+    that is not installed, with Inkwash's bundled small estimator (inkwash-demo-depth.safetensors)."""
 
     # Optional with defaults, as comfyui_controlnet_aux declares them; `a` and `bg_threshold` only shape
     # its normal map, and are kept so shared workflows validate unchanged.
@@ -33,10 +34,8 @@ class MidasDepthMapPreprocessor(Node):
     category = "ControlNet Preprocessors/Normal and Depth Estimators"
     display_name = "MiDaS Depth Map"
 
-    estimator = "midas_dpt_hybrid"
-
     def run(self, image, a: float = math.pi * 2.0, bg_threshold: float = 0.1, resolution: int = 512):
-        return (annotators.depth_map(image, resolution, self.estimator, a=a, bg_threshold=bg_threshold),)
+        return (annotators.depth_map(image, resolution, a=a, bg_threshold=bg_threshold),)
 
 
 NODES = {

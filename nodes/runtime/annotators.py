@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import folders
+from . import demo_depth
 from .devices import default_device
 
 MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"
@@ -106,16 +107,31 @@ def _load_midas(path: Path) -> DepthEstimator:
 # Depth estimators by name: (weights file candidates, what to call it in errors, loader).
 DEPTH_ESTIMATORS: dict[str, tuple[tuple[str, ...], str, Callable[[Path], DepthEstimator]]] = {
     "midas_dpt_hybrid": (MIDAS_CANDIDATES, "MiDaS DPT-Hybrid depth", _load_midas),
+    demo_depth.NAME: ((demo_depth.WEIGHTS,), "Inkwash demo depth", demo_depth.load),
 }
+# What the depth node uses when not told: real MiDaS when installed, else the bundled small estimator.
+DEPTH_PREFERENCE = ("midas_dpt_hybrid", demo_depth.NAME)
 
 _loaded: dict[str, tuple[tuple, DepthEstimator]] = {}
 _load_lock = threading.Lock()
 
 
-def depth_estimator(name: str = "midas_dpt_hybrid") -> DepthEstimator:
-    """A loaded depth estimator, kept while its weights file is unchanged."""
-    candidates, what, loader = DEPTH_ESTIMATORS[name]
-    path = find_annotator(candidates, what)
+def _first_installed(names: tuple[str, ...]) -> tuple[str, Path]:
+    missing = []
+    for name in names:
+        candidates, what, _ = DEPTH_ESTIMATORS[name]
+        try:
+            return name, find_annotator(candidates, what)
+        except AnnotatorWeightsMissing as err:
+            missing.append(str(err))
+    raise AnnotatorWeightsMissing("no depth estimator is installed: " + " / ".join(missing))
+
+
+def depth_estimator(name: str | None = None) -> DepthEstimator:
+    """A loaded depth estimator (by default the first installed of DEPTH_PREFERENCE), kept while its
+    weights file is unchanged."""
+    name, path = _first_installed((name,) if name else DEPTH_PREFERENCE)
+    loader = DEPTH_ESTIMATORS[name][2]
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     with _load_lock:
@@ -126,7 +142,7 @@ def depth_estimator(name: str = "midas_dpt_hybrid") -> DepthEstimator:
         return _loaded[name][1]
 
 
-def depth_map(images: torch.Tensor, resolution: int, estimator: str = "midas_dpt_hybrid", **options) -> torch.Tensor:
+def depth_map(images: torch.Tensor, resolution: int, estimator: str | None = None, **options) -> torch.Tensor:
     """Depth of IMAGE [B,H,W,C] as IMAGE [B,h,w,3] whose shorter side is `resolution`, keeping the aspect
     ratio, as comfyui_controlnet_aux's preprocessors return it."""
     estimate = depth_estimator(estimator)

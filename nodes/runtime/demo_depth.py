@@ -1,8 +1,6 @@
-"""The demo's depth estimator: a small UNet from RGB to depth, trained on the world's true depth.
-
-It is the bundled stand-in for MiDaS (470 MB) in the depth ControlNet workflow: a depth-map
-preprocessor choice named "inkwash_demo_depth", whose weights file sits in an annotators folder.
-Importing this module registers it in annotators.DEPTH_ESTIMATORS.
+"""The bundled depth estimator: a small UNet from RGB to depth, trained on the demo world's true depth
+(demo/train_depth.py). It stands in for MiDaS (470 MB) when MiDaS' weights are not installed; its
+weights file, inkwash-demo-depth.safetensors, sits in an annotators folder.
 """
 from __future__ import annotations
 
@@ -16,7 +14,6 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..nodes.runtime import annotators
 
 NAME = "inkwash_demo_depth"
 WEIGHTS = "inkwash-demo-depth.safetensors"
@@ -67,7 +64,7 @@ def load_net(path: str | Path) -> DepthNet:
     return net.eval()
 
 
-def load(path: Path) -> annotators.DepthEstimator:
+def load(path: Path):
     """The estimator as annotators.depth_map calls it: uint8 RGB in, uint8 depth (nearer brighter) out."""
     net = load_net(path)
 
@@ -81,10 +78,3 @@ def load(path: Path) -> annotators.DepthEstimator:
         return (depth.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
     return estimate
-
-
-def register() -> None:
-    annotators.DEPTH_ESTIMATORS[NAME] = ((WEIGHTS,), "Inkwash demo depth", load)
-
-
-register()
