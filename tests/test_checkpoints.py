@@ -17,7 +17,7 @@ from inkwash.nodes.folders import UnsafePath
 from inkwash.nodes.runtime import devices, model_cache
 from inkwash.nodes.runtime.checkpoint_load import load_checkpoint, load_controlnet, load_vae
 from inkwash.nodes.runtime.ldm_keys import vae_to_ldm
-from inkwash.nodes.runtime.model_detect import detect_controlnet, detect_family, is_v_prediction
+from inkwash.nodes.runtime.model_detect import detect_family, is_v_prediction
 from inkwash.nodes.runtime.model_types import SD1, SD2, SDXL, SDXL_REFINER
 from inkwash.nodes.runtime.state_dict_files import CheckpointError
 
