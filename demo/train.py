@@ -6,7 +6,7 @@ Stages run in order, each resumable: it checkpoints every ~2 minutes, a re-run c
 stopped, and a finished stage is skipped (until --restart). Budgets are training minutes:
 
     vae             10.5   AutoencoderKL 128x128 -> 4x16x16; then encodes the dataset once (~4 min)
-    unet              42   CLIP text encoder + UNet on the cached latents
+    unet              42   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
     controlnet_canny  18   ControlNet on canny edges, UNet frozen
     controlnet_depth  18   ControlNet on depth maps, UNet frozen
     depth              8   the small depth estimator (an annotator)

@@ -8,7 +8,9 @@ A stage's folder (`<out>/<stage>/`) holds:
 
 A stage trains for a time budget rather than a step count: its learning-rate schedule follows the
 training time spent (kept in the checkpoint), so the same recipe fits a fast or a slow machine, or one
-that slows down while others use it. `--steps` fixes the step count instead (smoke tests).
+that slows down while others use it. A plan may fix its step count instead (sized to its budget on two
+idle cores), where the result should not depend on what else the machine was doing; `--steps` fixes
+every stage's count (smoke tests).
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ class Plan:
     weight_decay: float = 0.01
     ema: float | None = None  # decay of an exponential moving average of the weights, if any
     grad_clip: float = 1.0
+    steps: int | None = None  # a fixed step count (about budget_minutes on two idle cores) instead of the budget
 
 
 class StageDir:
@@ -137,7 +140,7 @@ class Trainer:
         self.rng = np.random.default_rng([settings.seed, seed])
         self.noise = torch.Generator().manual_seed(settings.seed * 1000 + seed)
         self.step = 0
-        self.total_steps = settings.steps  # None: train for the time budget
+        self.total_steps = settings.steps or plan.steps  # None: train for the time budget
         self.train_seconds = 0.0
         self._resume()
 
