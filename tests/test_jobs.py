@@ -148,6 +148,24 @@ def test_executor_is_reused_so_a_changed_input_reruns_only_downstream(make_queue
     assert RUNS == ["Number=1", "first", "second"]  # Number came from the cache
 
 
+def test_free_memory_empties_the_cache_now_when_idle_and_after_the_running_job_otherwise(make_queue):
+    job_queue = make_queue()
+    job_queue.start()
+    job_queue.wait(job_queue.submit(show("first", 1)).id, timeout=5)
+    assert job_queue.executor.cache_size > 0
+    job_queue.free_memory()
+    assert job_queue.executor.cache_size == 0
+
+    running = start_gated(job_queue)
+    cached_while_running = job_queue.executor.cache_size
+    job_queue.free_memory()  # the gated job still needs its inputs
+    assert job_queue.executor.cache_size == cached_while_running > 0
+    Gate.opened.set()
+    assert job_queue.wait(running.id, timeout=5).status == "success"
+    job_queue.wait(job_queue.submit(show("after", 7)).id, timeout=5)
+    assert RUNS[-2:] == ["Number=7", "after"]  # the gated job's Number=7 was freed, so it ran again
+
+
 # -- events ----------------------------------------------------------------------------------------
 
 def test_events_go_to_the_jobs_client_and_status_is_broadcast(make_queue):

@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import sqlite3
+import sys
 import threading
 import time
 import traceback
@@ -306,6 +307,7 @@ class JobQueue:
         self._progress = Progress()
         self._progress_lock = threading.Lock()
         self._last_remaining: int | None = None
+        self._free_requested = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -427,6 +429,23 @@ class JobQueue:
         with self._progress_lock:
             return copy.copy(self._progress)
 
+    def free_memory(self) -> None:
+        """Drop cached node outputs and loaded models (ComfyUI's /free): now when idle, else between
+        jobs, so that a running job never loses a value it is about to read."""
+        with self._changed:
+            if self._current is None:
+                self._free_now()
+            else:
+                self._free_requested = True
+
+    def _free_now(self) -> None:
+        self._free_requested = False
+        self.executor.clear_cache()
+        if "torch" in sys.modules:  # no model can be loaded if torch never was
+            from ..nodes.runtime import model_cache
+
+            model_cache.shared().clear()
+
     # -- the worker ----------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
@@ -436,6 +455,8 @@ class JobQueue:
                     self._changed.wait()
                 if job is None:
                     return
+                if self._free_requested:
+                    self._free_now()
                 self._current, self._interrupt_current = job, False
                 self._changed.notify_all()
             with self._progress_lock:
