@@ -1,0 +1,591 @@
+"""AUTOMATIC1111's HTTP API (/sdapi/v1/*) over the shared job queue.
+
+Requests become GenerationParams and then workflows (webui/generation.py), one queued job per batch
+count; the images returned are the saved PNG files, so they carry A1111's infotext. Fields A1111
+accepts but this server can't honour (hires fix, face restoration, tiling, variation seeds, scripts)
+are refused with 422 when switched on rather than silently ignored; other unknown fields are ignored,
+as A1111 does.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from ..nodes.runtime import png_metadata
+from ..nodes.runtime.schedulers import (
+    A1111_SAMPLER_ALIASES,
+    A1111_SAMPLERS,
+    A1111_SCHEDULES,
+)
+from . import generation
+from .context import ServerContext
+from .generation import BadRequest, GenerationParams, Plan
+from .jobs import InvalidWorkflow
+
+MAX_INPUT_PIXELS = 4096 * 4096  # an init image or mask larger than this is refused before decoding
+HASH_ON_LISTING_BYTES = 256 * 2**20  # /sd-models hashes files up to this size; larger ones once used
+OPTIONS_FILE = "options.json"
+
+# A1111 request fields as GenerationParams names them, for error messages in A1111's terms.
+_FIELD_NAMES = {"checkpoint": "override_settings.sd_model_checkpoint", "init_image": "init_images",
+                "clip_skip": "override_settings.CLIP_stop_at_last_layers"}
+
+
+# -- request bodies ---------------------------------------------------------------------------------------
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    sampler_name: str | None = None
+    sampler_index: str | None = "Euler"  # A1111's legacy field, used when sampler_name is absent
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    override_settings: dict[str, Any] | None = None
+    script_name: str | None = None
+    alwayson_scripts: dict[str, Any] | None = None
+    send_images: bool = True
+    save_images: bool = False
+
+
+class Txt2ImgRequest(_Request):
+    denoising_strength: float | None = None  # only used by hires fix in A1111
+    enable_hr: bool = False
+
+
+class Img2ImgRequest(_Request):
+    init_images: list[str] | None = None
+    resize_mode: int = 0
+    denoising_strength: float | None = 0.75  # null: A1111's default
+    mask: str | None = None
+    mask_blur: int | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True  # A1111's API default ("only masked"), unlike its UI
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    include_init_images: bool = False
+
+
+class PngInfoRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    image: str = ""
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+def bad_request(exc: BadRequest, status: int = 422) -> JSONResponse:
+    field_name = _FIELD_NAMES.get(exc.field, exc.field)
+    message = f"{field_name}: {exc.message}"
+    return JSONResponse({"error": "BadRequest", "field": field_name, "detail": message, "errors": message},
+                        status_code=status)
+
+
+def decode_base64_image(field_name: str, data: Any, max_bytes: int) -> Image.Image:
+    """A base64 image (with or without a data: URL prefix), decoded and checked; BadRequest otherwise."""
+    return open_image_bytes(field_name, decode_base64(field_name, data, max_bytes))
+
+
+def decode_base64(field_name: str, data: Any, max_bytes: int) -> bytes:
+    if not isinstance(data, str) or not data.strip():
+        raise BadRequest(field_name, "expected a base64-encoded image")
+    data = data.strip()
+    if data.startswith(("http://", "https://")):
+        raise BadRequest(field_name, "image URLs are not fetched; send the image as base64")
+    if data.startswith("data:"):
+        header, sep, data = data.partition(",")
+        if not sep or ";base64" not in header:
+            raise BadRequest(field_name, "a data: URL must be base64 (data:image/png;base64,...)")
+    data = re.sub(r"\s+", "", data)
+    if len(data) * 3 // 4 > max_bytes:
+        raise BadRequest(field_name, f"image is over the upload limit of {max_bytes} bytes")
+    padded = data + "=" * (-len(data) % 4)
+    try:
+        raw = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            raw = base64.b64decode(padded, altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(field_name, "not valid base64") from None
+    return raw
+
+
+def open_image_bytes(field_name: str, raw: bytes) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(raw))
+        if image.width * image.height > MAX_INPUT_PIXELS:
+            raise BadRequest(field_name, f"image is {image.width}x{image.height}, over {MAX_INPUT_PIXELS} pixels")
+        image.load()
+    except BadRequest:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
+        raise BadRequest(field_name, f"not a readable image ({type(exc).__name__})") from None
+    return image
+
+
+def _png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _exif_infotext(image: Image.Image) -> str | None:
+    """A1111's infotext in a JPEG/WebP: EXIF UserComment, "UNICODE" (UTF-16) or "ASCII" coded."""
+    try:
+        comment = image.getexif().get_ifd(0x8769).get(0x9286)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError, struct.error):  # broken EXIF: no infotext
+        return None
+    if isinstance(comment, str):
+        return comment
+    if not isinstance(comment, bytes) or len(comment) < 8:
+        return None
+    code, body = comment[:8], comment[8:]
+    if code.startswith(b"UNICODE"):
+        for encoding in ("utf-16-be", "utf-16-le"):
+            try:
+                return body.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+    return body.decode("latin-1").rstrip("\x00") if code.startswith(b"ASCII") else None
+
+
+def _refuse_unsupported(req: _Request) -> None:
+    unsupported = {
+        "enable_hr": "hires fix is not supported", "restore_faces": "face restoration is not supported",
+        "tiling": "tiling is not supported", "script_name": "scripts are not supported",
+        "alwayson_scripts": "scripts and extensions are not supported",
+    }
+    for name, message in unsupported.items():
+        if getattr(req, name, None):
+            raise BadRequest(name, message)
+    if req.subseed_strength:
+        raise BadRequest("subseed_strength", "variation seeds are not supported")
+
+
+@dataclass
+class _Running:
+    """A1111 request a queued job belongs to, for /progress and /interrupt."""
+    index: int
+    jobs: list[str]
+    skipped: set = field(default_factory=set)
+
+
+class A1111Api:
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._interrupted: set[str] = set()
+        self._hashes: dict[str, tuple[tuple[int, int], str | None, str | None]] = {}
+
+    # -- checkpoints and options ------------------------------------------------------------------------
+    def checkpoints(self) -> list[str]:
+        return self.ctx.folders.list("checkpoints")
+
+    def model_hash(self, name: str, compute_full: bool = False) -> tuple[str | None, str | None]:
+        """(A1111 short hash, sha256) of a checkpoint, or Nones where not known yet; a file is hashed
+        when `compute_full` or small enough."""
+        try:
+            path = self.ctx.folders.find("checkpoints", name)
+            stat = path.stat()
+        except (OSError, ValueError):
+            return None, None
+        signature = (stat.st_size, stat.st_mtime_ns)
+        known = self._hashes.get(str(path))
+        if known and known[0] == signature and (known[2] or not compute_full):
+            return known[1], known[2]
+        if not (compute_full or stat.st_size <= HASH_ON_LISTING_BYTES) or not path.is_file():
+            return (known[1], known[2]) if known and known[0] == signature else (None, None)
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        sha256 = digest.hexdigest()
+        self._hashes[str(path)] = (signature, sha256[:10], sha256)
+        return sha256[:10], sha256
+
+    def remember_short_hash(self, name: str) -> str | None:
+        """The short hash SaveImage computed for the infotext (cached there, so this is quick)."""
+        try:
+            path = self.ctx.folders.find("checkpoints", name)
+            stat = path.stat()
+            short = png_metadata.short_hash(path)
+        except (OSError, ValueError):
+            return None
+        known = self._hashes.get(str(path))
+        sha256 = known[2] if known and known[0] == (stat.st_size, stat.st_mtime_ns) else None
+        self._hashes[str(path)] = ((stat.st_size, stat.st_mtime_ns), short, sha256)
+        return short
+
+    def title(self, name: str) -> str:
+        short, _ = self.model_hash(name)
+        return f"{name} [{short}]" if short else name
+
+    def find_checkpoint(self, value: Any, field_name: str) -> str:
+        """A checkpoint named as A1111 names them: file name, title "name [hash]", name without extension,
+        or a known hash."""
+        if not isinstance(value, str) or not value.strip():
+            raise BadRequest(field_name, f"expected a checkpoint name, got {value!r}")
+        names = self.checkpoints()
+        wanted = re.sub(r"\s*\[[0-9a-fA-F]{8,64}\]$", "", value.strip())
+        for name in names:
+            if wanted in (name, os.path.splitext(name)[0], os.path.splitext(os.path.basename(name))[0]):
+                return name
+        for name in names:
+            short, sha256 = self._hashes.get(str(self._path(name)), (None, None, None))[1:]
+            if value.lower() in (short, sha256):
+                return name
+        raise BadRequest(field_name, f"unknown checkpoint {value!r}; available: {', '.join(names) or 'none'}")
+
+    def _path(self, name: str) -> Path | None:
+        try:
+            return self.ctx.folders.find("checkpoints", name)
+        except (OSError, ValueError):
+            return None
+
+    def load_options(self) -> dict:
+        try:
+            options = json.loads((self.ctx.data_dir / OPTIONS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return options if isinstance(options, dict) else {}
+
+    def save_options(self, options: dict) -> None:
+        path = self.ctx.data_dir / OPTIONS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.parent / f".{OPTIONS_FILE}.{secrets.token_hex(4)}.tmp"
+        temp.write_text(json.dumps(options, indent=2))
+        os.replace(temp, path)
+
+    def default_checkpoint(self) -> str:
+        names = self.checkpoints()
+        chosen = self.load_options().get("sd_model_checkpoint")
+        for candidate in (chosen, generation.DEFAULT_CHECKPOINT):
+            if candidate in names:
+                return candidate
+        if not names:
+            raise BadRequest("checkpoint", "no checkpoint in the checkpoints folder")
+        return names[0]
+
+    def clip_skip(self, value: Any = None) -> int:
+        value = self.load_options().get("CLIP_stop_at_last_layers", 1) if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= generation.MAX_CLIP_SKIP:
+            raise BadRequest("clip_skip", f"must be an integer from 1 to {generation.MAX_CLIP_SKIP}, got {value!r}")
+        return value
+
+    def set_options(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise BadRequest("options", "expected a JSON object of settings")
+        with self._lock:
+            options = self.load_options()
+            if "sd_model_checkpoint" in body:
+                options["sd_model_checkpoint"] = self.find_checkpoint(body["sd_model_checkpoint"],
+                                                                      "sd_model_checkpoint")
+            if "CLIP_stop_at_last_layers" in body:
+                value = body["CLIP_stop_at_last_layers"]
+                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
+                    raise BadRequest("CLIP_stop_at_last_layers", f"must be an integer from 1 to 12, got {value!r}")
+                options["CLIP_stop_at_last_layers"] = value
+            self.save_options(options)
+
+    def options(self) -> dict:
+        checkpoint = None
+        try:
+            checkpoint = self.default_checkpoint()
+        except BadRequest:
+            pass
+        short, sha256 = self.model_hash(checkpoint) if checkpoint else (None, None)
+        return {"sd_model_checkpoint": f"{checkpoint} [{short}]" if checkpoint and short else checkpoint,
+                "sd_checkpoint_hash": sha256, "CLIP_stop_at_last_layers": self.clip_skip(),
+                "samples_format": "png", "enable_pnginfo": True}
+
+    # -- requests -> params --------------------------------------------------------------------------
+    def common_params(self, req: _Request) -> GenerationParams:
+        _refuse_unsupported(req)
+        overrides = req.override_settings or {}
+        if "sd_model_checkpoint" in overrides:
+            checkpoint = self.find_checkpoint(overrides["sd_model_checkpoint"], "checkpoint")
+        else:
+            checkpoint = self.default_checkpoint()
+        return GenerationParams(
+            prompt=req.prompt, negative_prompt=req.negative_prompt, checkpoint=checkpoint,
+            sampler_name=req.sampler_name or req.sampler_index or "Euler", scheduler=req.scheduler,
+            steps=req.steps, cfg_scale=req.cfg_scale, seed=req.seed, width=req.width, height=req.height,
+            batch_size=req.batch_size, n_iter=req.n_iter,
+            clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")), save_images=req.save_images)
+
+    def txt2img_plan(self, req: Txt2ImgRequest) -> Plan:
+        return generation.build_txt2img(self.common_params(req), self.ctx.folders, self.ctx.max_pixels)
+
+    def img2img_plan(self, req: Img2ImgRequest) -> Plan:
+        params = self.common_params(req)
+        if not req.init_images:
+            raise BadRequest("init_images", "img2img needs one init image")
+        if len(req.init_images) > 1:
+            raise BadRequest("init_images", "only one init image per request is supported")
+        blur = req.mask_blur
+        if blur is None:
+            if req.mask_blur_x != req.mask_blur_y:
+                raise BadRequest("mask_blur_x", "different horizontal and vertical mask blur is not supported")
+            blur = req.mask_blur_x
+        limit = self.ctx.max_upload_bytes
+        params.init_image = decode_base64_image("init_images", req.init_images[0], limit)
+        params.mask = decode_base64_image("mask", req.mask, limit) if req.mask else None
+        params.denoising_strength = 0.75 if req.denoising_strength is None else req.denoising_strength
+        params.resize_mode, params.mask_blur, params.mask_round = req.resize_mode, blur, req.mask_round
+        params.inpainting_fill, params.inpaint_full_res = req.inpainting_fill, req.inpaint_full_res
+        params.inpaint_full_res_padding = req.inpaint_full_res_padding
+        params.inpainting_mask_invert = bool(req.inpainting_mask_invert)
+        return generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
+
+    # -- running -------------------------------------------------------------------------------------
+    async def generate(self, plan: Plan, req: _Request, echo: dict) -> JSONResponse | dict:
+        queue = self.ctx.queue
+        jobs = []
+        try:
+            for workflow in plan.workflows:
+                jobs.append(queue.submit(workflow, extra={"source": "a1111"}))
+        except InvalidWorkflow as exc:  # generation builds valid graphs; a model file may have gone
+            for job in jobs:
+                queue.cancel(job.id)
+            return JSONResponse({"error": "InvalidWorkflow", "detail": exc.response()}, status_code=422)
+        ids = [job.id for job in jobs]
+        running = {job_id: _Running(index, ids) for index, job_id in enumerate(ids)}
+        with self._lock:
+            self._running.update(running)
+        paths: list[Path] = []
+        try:
+            for index, job_id in enumerate(ids):
+                done = await run_in_threadpool(queue.wait, job_id)
+                if done.outputs:
+                    paths += await run_in_threadpool(plan.finish, self.ctx.folders, index, done.outputs)
+                if done.status == "error":
+                    for rest in ids[index + 1:]:
+                        queue.cancel(rest)
+                    message = (done.error or {}).get("exception_message", "generation failed")
+                    return JSONResponse({"error": "GenerationFailed", "detail": message}, status_code=500)
+                if done.status in ("interrupted", "cancelled") and job_id not in running[job_id].skipped:
+                    for rest in ids[index + 1:]:
+                        queue.cancel(rest)
+                    break
+        finally:
+            with self._lock:
+                for job_id in ids:
+                    self._running.pop(job_id, None)
+                    self._interrupted.discard(job_id)
+            # Nothing kept means the inputs aren't kept either (once no job of this request needs them).
+            if not plan.params.save_images and plan.inputs is not None and all(
+                    (job := queue.get(job_id)) is None or job.done for job_id in ids):
+                for name in plan.inputs.stored:
+                    (self.ctx.folders.input_dir / name).unlink(missing_ok=True)
+        return await run_in_threadpool(self.response, plan, req, echo, paths)
+
+    def response(self, plan: Plan, req: _Request, echo: dict, paths: list[Path]) -> dict:
+        params = plan.params
+        images, infotexts = [], []
+        for path in paths:
+            data = path.read_bytes()
+            infotexts.append(png_metadata.read_png_text(data).get("parameters", ""))
+            if req.send_images:
+                images.append(base64.b64encode(data).decode("ascii"))
+        count = len(plan.all_seeds)
+        sampler, _ = png_metadata.a1111_names(params.sampler_name, params.scheduler)
+        info = {
+            "prompt": params.prompt, "all_prompts": [params.prompt] * count,
+            "negative_prompt": params.negative_prompt, "all_negative_prompts": [params.negative_prompt] * count,
+            "seed": params.seed, "all_seeds": plan.all_seeds, "subseed": req.subseed,
+            "all_subseeds": [req.subseed] * count, "subseed_strength": 0, "width": params.width,
+            "height": params.height, "sampler_name": sampler, "cfg_scale": params.cfg_scale, "steps": params.steps,
+            "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
+            "sd_model_name": os.path.splitext(os.path.basename(params.checkpoint))[0],
+            "sd_model_hash": self.remember_short_hash(params.checkpoint), "sd_vae_name": None, "sd_vae_hash": None,
+            "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+            "denoising_strength": params.denoising_strength if plan.inputs is not None else echo.get(
+                "denoising_strength"),
+            "extra_generation_params": dict(plan.inputs.overlay.infotext) if plan.inputs and plan.inputs.overlay
+            else {},
+            "index_of_first_image": 0, "infotexts": infotexts, "styles": req.styles or [],
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip,
+            "is_using_inpainting_conditioning": False, "version": png_metadata.inkwash_version(),
+        }
+        return {"images": images, "parameters": echo, "info": json.dumps(info)}
+
+    # -- progress and control ------------------------------------------------------------------------
+    def progress(self, skip_current_image: bool) -> dict:
+        snapshot = self.ctx.queue.progress
+        job_id = snapshot.job_id
+        with self._lock:
+            running = self._running.get(job_id) if job_id else None
+            interrupted = job_id in self._interrupted
+        index, count = (running.index, len(running.jobs)) if running else (0, 1)
+        fraction = snapshot.value / snapshot.max if snapshot.max else 0.0
+        progress = (index + fraction) / count if job_id else 0.0
+        elapsed = time.time() - snapshot.started if job_id and snapshot.started else 0.0
+        eta = elapsed / progress - elapsed if progress > 0 else 0.0
+        preview = snapshot.preview if job_id and not skip_current_image else None
+        return {
+            "progress": round(progress, 4), "eta_relative": round(eta, 2),
+            "state": {"skipped": False, "interrupted": interrupted, "stopping_generation": False,
+                      "job": f"task({job_id})" if job_id else "", "job_count": self.ctx.queue.remaining(),
+                      "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(snapshot.started))
+                      if snapshot.started else "0",
+                      "job_no": index, "sampling_step": snapshot.value, "sampling_steps": snapshot.max},
+            "current_image": _png_base64(preview) if isinstance(preview, Image.Image) else None,
+            "textinfo": None,
+            "current_task": f"task({job_id})" if job_id else None,
+        }
+
+    def interrupt(self, skip: bool = False) -> None:
+        """A1111's interrupt stops the whole request; skip only the current batch."""
+        job_id = self.ctx.queue.progress.job_id
+        if job_id is None:
+            return
+        with self._lock:
+            running = self._running.get(job_id)
+            if skip and running is not None:
+                running.skipped.add(job_id)
+            self._interrupted.add(job_id)
+            rest = running.jobs[running.index + 1:] if running and not skip else []
+        for later in rest:
+            self.ctx.queue.cancel(later)
+        self.ctx.queue.interrupt(job_id)
+
+    def png_info(self, req: PngInfoRequest) -> dict:
+        if not req.image.strip():
+            return {"info": "", "items": {}, "parameters": {}}
+        raw = decode_base64("image", req.image, self.ctx.max_upload_bytes)
+        image = open_image_bytes("image", raw)  # refuses what isn't an image
+        # PNG text chunks read directly: PIL stops at text chunks over 1 MB (large workflows)
+        texts = png_metadata.read_png_text(raw) or {k: v for k, v in image.info.items() if isinstance(v, str)}
+        info = texts.pop("parameters", None) or _exif_infotext(image) or ""
+        return {"info": info, "items": texts, "parameters": png_metadata.parse_infotext(info) if info else {}}
+
+
+def _sampler_list() -> list[dict]:
+    return [{"name": name, "aliases": [a for a, n in A1111_SAMPLER_ALIASES.items() if n == name] + [comfy],
+             "options": {"scheduler": automatic}} for name, (comfy, automatic) in A1111_SAMPLERS.items()]
+
+
+def _scheduler_list() -> list[dict]:
+    return [{"name": label.lower().replace(" ", "_"), "label": label, "aliases": None, "default_rho": -1,
+             "need_inner_model": False, "comfy_name": comfy} for label, comfy in A1111_SCHEDULES.items()]
+
+
+# -- routes -----------------------------------------------------------------------------------------------
+
+def router(ctx: ServerContext) -> APIRouter:
+    api = A1111Api(ctx)
+    routes = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
+
+    @routes.post("/txt2img")
+    async def txt2img(req: Txt2ImgRequest):
+        try:
+            plan = await run_in_threadpool(api.txt2img_plan, req)
+        except BadRequest as exc:
+            return bad_request(exc)
+        return await api.generate(plan, req, req.model_dump())
+
+    @routes.post("/img2img")
+    async def img2img(req: Img2ImgRequest):
+        try:
+            plan = await run_in_threadpool(api.img2img_plan, req)
+        except BadRequest as exc:
+            return bad_request(exc)
+        echo = req.model_dump()
+        if not req.include_init_images:  # as A1111: don't send the (large) inputs back
+            echo["init_images"], echo["mask"] = None, None
+        return await api.generate(plan, req, echo)
+
+    @routes.get("/progress")
+    def progress(skip_current_image: bool = False):
+        return api.progress(skip_current_image)
+
+    @routes.post("/interrupt")
+    def interrupt():
+        api.interrupt()
+        return {}
+
+    @routes.post("/skip")
+    def skip():
+        api.interrupt(skip=True)
+        return {}
+
+    @routes.post("/png-info")
+    def png_info(req: PngInfoRequest):
+        try:
+            return api.png_info(req)
+        except BadRequest as exc:
+            return bad_request(exc)
+
+    @routes.get("/options")
+    def get_options():
+        return api.options()
+
+    @routes.post("/options")
+    def set_options(body: dict[str, Any]):
+        try:
+            api.set_options(body)
+        except BadRequest as exc:
+            return bad_request(exc)
+        return None
+
+    @routes.get("/sd-models")
+    def sd_models():
+        models = []
+        for name in api.checkpoints():
+            short, sha256 = api.model_hash(name)
+            path = api._path(name)
+            models.append({"title": f"{name} [{short}]" if short else name,
+                           "model_name": os.path.splitext(name.replace("/", "_").replace("\\", "_"))[0],
+                           "hash": short, "sha256": sha256, "filename": str(path) if path else name, "config": None})
+        return models
+
+    @routes.post("/refresh-checkpoints")
+    def refresh_checkpoints():
+        return None  # the folder is read on every request
+
+    @routes.get("/sd-vae")
+    def sd_vae():
+        return [{"model_name": name, "filename": name} for name in ctx.folders.list("vae")]
+
+    @routes.get("/samplers")
+    def samplers():
+        return _sampler_list()
+
+    @routes.get("/schedulers")
+    def schedulers():
+        return _scheduler_list()
+
+    return routes

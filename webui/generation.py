@@ -1,0 +1,642 @@
+"""Generation parameters (from the tabs or the A1111 API) -> API-format workflows.
+
+Every workflow is one of workflows/*.json with its node inputs patched, so a saved image's embedded
+workflow looks like the template it came from. What the nodes cannot do is done in PIL:
+
+  in the graph   resize modes 0/1 without a mask (ImageScale), 3 (LatentUpscale), the noise mask
+                 (LoadImageMask + SetLatentNoiseMask), "latent nothing" (VAEEncodeForInpaint),
+                 clip skip (CLIPSetLastLayer), batches.
+  before (PIL)   on the stored input image and mask: resize mode 2 "resize and fill"; with a mask,
+                 every resize mode (a MASK can't go through ImageScale); mask rounding, inversion and
+                 blur; the "only masked" crop; masked content "fill" and "latent noise" (approximated
+                 by seeded pixel noise: no node writes random values into a latent).
+  after (PIL)    inpainting only: A1111's overlay of the untouched pixels and the paste-back of an
+                 "only masked" crop, written over the saved PNG with its metadata kept.
+
+The pre- and post-processing follow A1111's modules/processing.py, images.py and masking.py.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+from PIL.PngImagePlugin import PngInfo
+
+from ..nodes.folders import REPO_ROOT, Folders, safe_path
+from ..nodes.runtime.png_metadata import format_infotext, parse_infotext, read_png_text
+from ..nodes.runtime.schedulers import (
+    A1111_SAMPLER_ALIASES,
+    A1111_SAMPLERS,
+    A1111_SCHEDULES,
+    SAMPLER_NAMES,
+    SCHEDULER_NAMES,
+    from_a1111,
+)
+
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+DEFAULT_CHECKPOINT = "inkwash-demo.safetensors"
+
+MIN_SIZE, MAX_SIZE = 64, 2048
+MAX_BATCH_SIZE = 64
+MAX_BATCH_COUNT = 100
+MAX_STEPS = 1000
+MAX_CLIP_SKIP = 12
+MAX_SEED = 2 ** 64 - 1  # KSampler's seed widget
+RANDOM_SEEDS = 4294967294  # A1111's get_fixed_seed draws below this
+DEFAULT_MAX_PIXELS = 2048 * 2048
+MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
+
+# A1111's lowercase scheduler names (its API takes them as well as the labels).
+A1111_SCHEDULE_NAMES: dict[str, str | None] = {
+    "automatic": None, "uniform": "normal", "karras": "karras", "exponential": "exponential",
+    "sgm_uniform": "sgm_uniform", "simple": "simple", "normal": "normal", "ddim": "ddim_uniform", "beta": "beta",
+}
+
+# Marks a saved PNG whose pixels were already post-processed, so a cached re-run doesn't do it twice.
+POSTPROCESSED_KEY = "inkwash_postprocessed"
+
+
+class BadRequest(ValueError):
+    """Parameters that can't be generated; the message names the field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass
+class GenerationParams:
+    prompt: str = ""
+    negative_prompt: str = ""
+    checkpoint: str = DEFAULT_CHECKPOINT
+    sampler_name: str = "euler"  # ComfyUI's name or A1111's ("Euler a", "DPM++ 2M Karras")
+    scheduler: str | None = None  # ComfyUI's name or A1111's schedule type; None = A1111's "Automatic"
+    steps: int = 20
+    cfg_scale: float = 7.0
+    seed: int = -1  # -1: random, resolved once for the whole request
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    n_iter: int = 1  # batch count: one workflow each, seeds advancing by batch_size
+    clip_skip: int = 1
+    denoising_strength: float = 0.75  # img2img only
+    init_image: Image.Image | None = None
+    mask: Image.Image | None = None  # white = repaint (A1111's convention)
+    mask_blur: int = 4
+    mask_round: bool = True
+    inpainting_mask_invert: bool = False
+    inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = False  # "only masked"
+    inpaint_full_res_padding: int = 32
+    resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
+    save_images: bool = True  # False: PreviewImage (temp folder) instead of SaveImage
+    filename_prefix: str = "inkwash"
+
+
+# -- checking and resolving ------------------------------------------------------------------------------
+
+def _int(params: GenerationParams, name: str, low: int, high: int) -> int:
+    value = getattr(params, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise BadRequest(name, f"expected an integer, got {value!r}")
+    value = int(value)
+    if not low <= value <= high:
+        raise BadRequest(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(params: GenerationParams, name: str, low: float, high: float) -> float:
+    value = getattr(params, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise BadRequest(name, f"expected a number, got {value!r}")
+    if not low <= value <= high:
+        raise BadRequest(name, f"must be between {low} and {high}, got {value}")
+    return float(value)
+
+
+def _size(params: GenerationParams, name: str) -> int:
+    value = getattr(params, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise BadRequest(name, f"expected a number of pixels, got {value!r}")
+    rounded = int(value) // 8 * 8  # as A1111, whose latents are size // 8
+    if not MIN_SIZE <= rounded <= MAX_SIZE:
+        raise BadRequest(name, f"must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {value}")
+    return rounded
+
+
+def _schedule(value: Any) -> str | None:
+    """ComfyUI scheduler for a ComfyUI name, an A1111 label ("Karras") or A1111 name ("karras");
+    None for "Automatic"."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("scheduler", f"expected a name, got {value!r}")
+    if value in SCHEDULER_NAMES:
+        return value
+    if value in A1111_SCHEDULES:
+        return A1111_SCHEDULES[value]
+    if value in A1111_SCHEDULE_NAMES:
+        return A1111_SCHEDULE_NAMES[value]
+    known = ", ".join([*A1111_SCHEDULES, *SCHEDULER_NAMES])
+    raise BadRequest("scheduler", f"unknown scheduler {value!r}; known: {known}")
+
+
+def sampler_and_scheduler(sampler_name: Any, scheduler: Any = None) -> tuple[str, str]:
+    """(ComfyUI sampler, ComfyUI scheduler) for ComfyUI or A1111 names. A1111's pre-1.9 combined names
+    ("DPM++ 2M Karras") carry the schedule, which wins as in A1111; "Automatic" (or none) picks the
+    schedule A1111 uses for that sampler."""
+    if not isinstance(sampler_name, str) or not sampler_name:
+        raise BadRequest("sampler_name", f"expected a sampler name, got {sampler_name!r}")
+    schedule = _schedule(scheduler)
+    if sampler_name in SAMPLER_NAMES:
+        automatic = next((auto for comfy, auto in A1111_SAMPLERS.values() if comfy == sampler_name), "normal")
+        return sampler_name, schedule or automatic
+    try:
+        comfy, implied = from_a1111(sampler_name)
+    except ValueError:
+        known = ", ".join([*A1111_SAMPLERS, *SAMPLER_NAMES])
+        raise BadRequest("sampler_name", f"unknown sampler {sampler_name!r}; known: {known}") from None
+    name = A1111_SAMPLER_ALIASES.get(sampler_name, sampler_name)
+    combined = name not in A1111_SAMPLERS  # "DPM++ 2M Karras": the suffix names the schedule
+    return comfy, implied if combined or schedule is None else schedule
+
+
+def resolve(params: GenerationParams, folders: Folders | None = None,
+            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> GenerationParams:
+    """A checked copy with ComfyUI sampler/scheduler names, sizes rounded down to multiples of 8 and a
+    concrete seed. Raises BadRequest naming the field. With `folders`, the checkpoint must exist."""
+    for name in ("prompt", "negative_prompt"):
+        if not isinstance(getattr(params, name), str):
+            raise BadRequest(name, f"expected text, got {type(getattr(params, name)).__name__}")
+    sampler, scheduler = sampler_and_scheduler(params.sampler_name, params.scheduler)
+    width, height = _size(params, "width"), _size(params, "height")
+    batch_size = _int(params, "batch_size", 1, MAX_BATCH_SIZE)
+    n_iter = _int(params, "n_iter", 1, MAX_BATCH_COUNT)
+    if max_pixels is not None and width * height * batch_size > max_pixels:
+        raise BadRequest("width/height/batch_size", f"{width}x{height} x {batch_size} images is "
+                         f"{width * height * batch_size} pixels, over the limit of {max_pixels}")
+    seed = params.seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed):
+        raise BadRequest("seed", f"expected an integer, got {seed!r}")
+    seed = random.randrange(RANDOM_SEEDS) if seed < 0 else int(seed)
+    if seed + batch_size * n_iter - 1 > MAX_SEED:
+        raise BadRequest("seed", f"seed {seed} plus one per image goes past {MAX_SEED}")
+    checkpoint = params.checkpoint
+    if not isinstance(checkpoint, str) or not checkpoint:
+        raise BadRequest("checkpoint", f"expected a checkpoint name, got {checkpoint!r}")
+    if folders is not None and checkpoint not in folders.list("checkpoints"):
+        raise BadRequest("checkpoint", f"checkpoint {checkpoint!r} not found in the checkpoints folder")
+    resolved = replace(
+        params, sampler_name=sampler, scheduler=scheduler, width=width, height=height, batch_size=batch_size,
+        n_iter=n_iter, seed=seed,
+        steps=_int(params, "steps", 1, MAX_STEPS),
+        cfg_scale=_float(params, "cfg_scale", 0.0, 100.0),
+        clip_skip=_int(params, "clip_skip", 1, MAX_CLIP_SKIP),
+        denoising_strength=_float(params, "denoising_strength", 0.0, 1.0),
+        mask_blur=_int(params, "mask_blur", 0, 64),
+        inpainting_fill=_int(params, "inpainting_fill", 0, 3),
+        inpaint_full_res_padding=_int(params, "inpaint_full_res_padding", 0, 256),
+        resize_mode=_int(params, "resize_mode", 0, 3))
+    for name in ("init_image", "mask"):
+        value = getattr(params, name)
+        if value is not None and not isinstance(value, Image.Image):
+            raise BadRequest(name, f"expected an image, got {type(value).__name__}")
+    if resolved.mask is not None and resolved.init_image is None:
+        raise BadRequest("mask", "a mask needs an init image")
+    if resolved.mask is not None and resolved.resize_mode == 3:
+        raise BadRequest("resize_mode", "resize mode 3 (latent upscale) can't be combined with a mask")
+    return resolved
+
+
+def iteration_seeds(params: GenerationParams, iteration: int) -> list[int]:
+    """The seeds of a batch-count iteration's images, as A1111's all_seeds."""
+    first = params.seed + iteration * params.batch_size
+    return [first + i for i in range(params.batch_size)]
+
+
+# -- workflows -------------------------------------------------------------------------------------------
+
+@cache
+def _load_template(name: str) -> dict:
+    return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
+
+
+def template(name: str) -> dict:
+    """A fresh copy of workflows/<name>.json."""
+    return copy.deepcopy(_load_template(name))
+
+
+def _patch_common(workflow: dict, params: GenerationParams, seed: int, denoise: float) -> None:
+    workflow["4"]["inputs"]["ckpt_name"] = params.checkpoint
+    workflow["6"]["inputs"]["text"] = params.prompt
+    workflow["7"]["inputs"]["text"] = params.negative_prompt
+    workflow["3"]["inputs"].update(seed=seed, steps=params.steps, cfg=params.cfg_scale,
+                                   sampler_name=params.sampler_name, scheduler=params.scheduler, denoise=denoise)
+    if params.clip_skip > 1:
+        workflow["20"] = {"class_type": "CLIPSetLastLayer",
+                          "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -params.clip_skip}}
+        workflow["6"]["inputs"]["clip"] = workflow["7"]["inputs"]["clip"] = ["20", 0]
+    if params.save_images:
+        workflow["9"]["inputs"]["filename_prefix"] = params.filename_prefix
+    else:
+        workflow["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+
+
+def txt2img_workflow(params: GenerationParams, iteration: int = 0) -> dict:
+    """The txt2img workflow of one batch-count iteration. `params` should be resolved (a seed of -1
+    is drawn here otherwise, and the iterations of one request would not share it)."""
+    params = resolve(params, max_pixels=None)
+    workflow = template("txt2img")
+    _patch_common(workflow, params, iteration_seeds(params, iteration)[0], 1.0)
+    workflow["5"]["inputs"].update(width=params.width, height=params.height, batch_size=params.batch_size)
+    return workflow
+
+
+def img2img_workflow(params: GenerationParams, init_image_name: str, mask_name: str | None = None,
+                     iteration: int = 0, *, resized: bool = False) -> dict:
+    """The img2img (inpaint, with a mask) workflow of one iteration, on images in the input folder.
+
+    Unless `resized` (the stored image is already width x height, as prepare_img2img leaves it), the
+    resize mode is done by ImageScale (0, 1) or LatentUpscale (3); mode 2 and masks need
+    prepare_img2img. A batch is one sampler/decoder/saver branch per image, since one init image
+    encodes to a batch of one; image i gets seed + i, as it would in a batch."""
+    params = resolve(params, max_pixels=None)
+    if mask_name is not None and not resized:
+        raise BadRequest("mask", "a mask must be prepared (prepare_img2img) to the image size first")
+    if params.resize_mode == 2 and not resized:
+        raise BadRequest("resize_mode", "resize mode 2 (resize and fill) needs prepare_img2img")
+    workflow = template("inpaint" if mask_name is not None else "img2img")
+    seeds = iteration_seeds(params, iteration)
+    _patch_common(workflow, params, seeds[0], params.denoising_strength)
+    workflow["10"]["inputs"]["image"] = init_image_name
+    if not resized and params.resize_mode in (0, 1):
+        workflow["21"] = {"class_type": "ImageScale", "inputs": {
+            "image": ["10", 0], "upscale_method": "lanczos", "width": params.width, "height": params.height,
+            "crop": "center" if params.resize_mode == 1 else "disabled"}}
+        workflow["11"]["inputs"]["pixels"] = ["21", 0]
+    if not resized and params.resize_mode == 3:
+        workflow["22"] = {"class_type": "LatentUpscale", "inputs": {
+            "samples": ["11", 0], "upscale_method": "bilinear", "width": params.width, "height": params.height,
+            "crop": "disabled"}}
+        workflow["3"]["inputs"]["latent_image"] = ["22", 0]
+    if mask_name is not None:
+        # A separate grayscale mask (white = repaint); red of an L image is its gray value.
+        workflow["23"] = {"class_type": "LoadImageMask", "inputs": {"image": mask_name, "channel": "red"}}
+        workflow["12"]["inputs"]["mask"] = ["23", 0]
+        if params.inpainting_fill == 3:  # latent nothing: encode with the masked pixels greyed out
+            workflow["11"] = {"class_type": "VAEEncodeForInpaint", "inputs": {
+                "pixels": ["10", 0], "vae": ["4", 2], "mask": ["23", 0], "grow_mask_by": 0}}
+    for index, seed in enumerate(seeds[1:], start=1):
+        _add_branch(workflow, index, seed)
+    return workflow
+
+
+def _add_branch(workflow: dict, index: int, seed: int) -> None:
+    """Another sampler -> decoder -> saver branch from the same latent, for image `index` of a batch."""
+    sampler, decoder, saver = (copy.deepcopy(workflow[n]) for n in ("3", "8", "9"))
+    sampler["inputs"]["seed"] = seed
+    decoder["inputs"]["samples"] = [f"3_{index}", 0]
+    saver["inputs"]["images"] = [f"8_{index}", 0]
+    workflow[f"3_{index}"], workflow[f"8_{index}"], workflow[f"9_{index}"] = sampler, decoder, saver
+
+
+def output_nodes(workflow: dict) -> list[str]:
+    """The saver nodes of a generated workflow, in image order."""
+    ids = [n for n in workflow if n == "9" or n.startswith("9_")]
+    return sorted(ids, key=lambda n: 0 if n == "9" else int(n[2:]))
+
+
+# -- input images ----------------------------------------------------------------------------------------
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+_PNG_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16")
+
+
+def store_input_image(folders: Folders, image: Image.Image, prefix: str = "image") -> str:
+    """Write `image` as a PNG under a new unique name in the input folder and return that name.
+
+    `prefix` may name a subfolder ("a1111/init"); every part is reduced to safe characters and the
+    result checked against the folder. The file appears complete or not at all."""
+    parts = [_UNSAFE_CHARS.sub("_", part).strip("._") for part in str(prefix).replace("\\", "/").split("/")]
+    parts = [p for p in parts if p] or ["image"]
+    name = "/".join(parts) + f"_{secrets.token_hex(8)}.png"
+    path = safe_path(folders.input_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path = safe_path(folders.input_dir, name)  # again, now that the subfolder exists
+    if image.mode not in _PNG_MODES:
+        image = image.convert("RGBA")
+    _write_png_atomically(path, image)
+    return name
+
+
+def _write_png_atomically(path: Path, image: Image.Image, info: PngInfo | None = None) -> None:
+    temp = path.parent / f".{secrets.token_hex(8)}.png.tmp"  # hidden: LoadImage's list skips it
+    try:
+        with open(temp, "xb") as file:
+            image.save(file, format="PNG", pnginfo=info, compress_level=4)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+# -- A1111's image operations ----------------------------------------------------------------------------
+
+def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+    """RGB, transparent parts on `background` (A1111's images.flatten with its default colour)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, background)
+        flat.paste(rgba, mask=rgba)
+        image = flat
+    return image.convert("RGB")
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+    """A1111's images.resize_image with the Lanczos resizer: 0 stretch, 1 cover and centre-crop,
+    2 fit and fill the borders with the stretched edge rows/columns."""
+    def resize(im: Image.Image, w: int, h: int) -> Image.Image:
+        return im.resize((w, h), resample=Image.Resampling.LANCZOS)
+
+    if mode == 0:
+        return resize(image, width, height)
+    ratio, src_ratio = width / height, image.width / image.height
+    if mode == 1:
+        src_w = width if ratio > src_ratio else image.width * height // image.height
+        src_h = height if ratio <= src_ratio else image.height * width // image.width
+    else:
+        src_w = width if ratio < src_ratio else image.width * height // image.height
+        src_h = height if ratio >= src_ratio else image.height * width // image.width
+    resized = resize(image, src_w, src_h)
+    result = Image.new(image.mode, (width, height))
+    result.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+    if mode == 2 and ratio < src_ratio:
+        fill_height = height // 2 - src_h // 2
+        if fill_height > 0:
+            result.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
+            result.paste(resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)),
+                         box=(0, fill_height + src_h))
+    elif mode == 2 and ratio > src_ratio:
+        fill_width = width // 2 - src_w // 2
+        if fill_width > 0:
+            result.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
+            result.paste(resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)),
+                         box=(fill_width + src_w, 0))
+    return result
+
+
+def binary_mask(mask: Image.Image, round_values: bool = True) -> Image.Image:
+    """A1111's create_binary_mask: the alpha of a transparent RGBA mask, else its gray; rounded at 128."""
+    if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
+        mask = mask.getchannel("A")
+    mask = mask.convert("L")
+    return mask.point(lambda v: 255 if v > 128 else 0) if round_values else mask
+
+
+def blur_mask(mask: Image.Image, sigma: int) -> Image.Image:
+    """A1111's mask blur: a separable Gaussian with kernel 2 * int(2.5 sigma + 0.5) + 1."""
+    if sigma <= 0:
+        return mask
+    kernel = 2 * int(2.5 * sigma + 0.5) + 1
+    array = cv2.GaussianBlur(np.array(mask), (kernel, 1), sigma)
+    return Image.fromarray(cv2.GaussianBlur(array, (1, kernel), sigma))
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """A1111's masking.fill: the masked area filled with ever less blurred colours of its surroundings."""
+    filled = Image.new("RGBA", image.size)
+    kept = Image.new("RGBa", image.size)
+    kept.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
+    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
+        blurred = kept.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+        for _ in range(repeats):
+            filled.alpha_composite(blurred)
+    return filled.convert("RGB")
+
+
+def noise_masked(image: Image.Image, mask: Image.Image, seed: int) -> Image.Image:
+    """Seeded RGB noise where the mask is set: the pixel-space stand-in for A1111's "latent noise"."""
+    rng = np.random.default_rng(seed)
+    noise = Image.fromarray(rng.integers(0, 256, (image.height, image.width, 3), dtype=np.uint8))
+    return Image.composite(noise, image, mask.point(lambda v: 255 if v >= 128 else 0))
+
+
+def crop_region(mask: Image.Image, pad: int) -> tuple[int, int, int, int] | None:
+    """A1111's get_crop_region_v2: the mask's bounding box grown by `pad`, or None for a blank mask."""
+    box = mask.getbbox()
+    if not box:
+        return None
+    x1, y1, x2, y2 = box
+    return (max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.width), min(y2 + pad, mask.height))
+
+
+def expand_crop_region(region: tuple[int, int, int, int], width: int, height: int,
+                       image_width: int, image_height: int) -> tuple[int, int, int, int]:
+    """A1111's expand_crop_region: grow the crop to the generation's aspect ratio, inside the image."""
+    x1, y1, x2, y2 = region
+    if (x2 - x1) / (y2 - y1) > width / height:
+        diff = int((x2 - x1) / (width / height) - (y2 - y1))
+        y1, y2 = y1 - diff // 2, y2 + diff - diff // 2
+        if y2 >= image_height:
+            y1, y2 = y1 - (y2 - image_height), image_height
+        if y1 < 0:
+            y1, y2 = 0, y2 - y1
+        y2 = min(y2, image_height)
+    else:
+        diff = int((y2 - y1) * (width / height) - (x2 - x1))
+        x1, x2 = x1 - diff // 2, x2 + diff - diff // 2
+        if x2 >= image_width:
+            x1, x2 = x1 - (x2 - image_width), image_width
+        if x1 < 0:
+            x1, x2 = 0, x2 - x1
+        x2 = min(x2, image_width)
+    return x1, y1, x2, y2
+
+
+# -- inpainting: before and after the run ----------------------------------------------------------------
+
+@dataclass
+class InpaintOverlay:
+    """What A1111 does to an inpainted image after decoding: paste an "only masked" crop back into the
+    whole image, then lay the untouched pixels (the original, transparent where repainted) over it."""
+
+    overlay: Image.Image  # RGBA at the final image size
+    paste_box: tuple[int, int, int, int] | None  # x, y, w, h of the "only masked" crop
+    infotext: dict[str, Any]  # A1111's extra generation parameters for inpainting
+
+    def apply(self, generated: Image.Image) -> Image.Image:
+        image = generated.convert("RGB")
+        if self.paste_box is not None:
+            x, y, w, h = self.paste_box
+            base = Image.new("RGBA", self.overlay.size)
+            base.paste(resize_image(1, image, w, h), (x, y))
+            image = base
+        image = image.convert("RGBA")
+        image.alpha_composite(self.overlay)
+        return image.convert("RGB")
+
+
+@dataclass
+class PreparedInputs:
+    init_name: str
+    mask_name: str | None
+    resized: bool  # the stored image is already width x height
+    overlay: InpaintOverlay | None
+    stored: list[str]  # input-folder names written
+
+
+def prepare_img2img(folders: Folders, params: GenerationParams, prefix: str = "img2img") -> PreparedInputs:
+    """Store `params.init_image` (and mask) in the input folder, doing in PIL what the nodes can't.
+    `params` must be resolved."""
+    if params.init_image is None:
+        raise BadRequest("init_image", "img2img needs an init image")
+    image = flatten(params.init_image)
+    mask = None
+    if params.mask is not None:
+        mask = binary_mask(params.mask, params.mask_round)
+        if mask.size != image.size:
+            mask = mask.resize(image.size, resample=Image.Resampling.LANCZOS)
+        if params.inpainting_mask_invert:
+            mask = ImageOps.invert(mask)
+        mask = blur_mask(mask, params.mask_blur)
+    region = None
+    if mask is not None and params.inpaint_full_res:
+        region = crop_region(mask, params.inpaint_full_res_padding)
+    if mask is None or (params.inpaint_full_res and region is None):
+        # "only masked" with a blank mask is plain img2img in A1111 too
+        resized = params.resize_mode == 2
+        if resized:
+            image = resize_image(2, image, params.width, params.height)
+        name = store_input_image(folders, image, f"{prefix}/init")
+        return PreparedInputs(name, None, resized, None, [name])
+
+    width, height = params.width, params.height
+    extra: dict[str, Any] = {"Mask blur": params.mask_blur or None}
+    if params.inpainting_mask_invert:
+        extra["Mask mode"] = "Inpaint not masked"
+
+    paste_box = None
+    if region is not None:
+        region = expand_crop_region(region, width, height, mask.width, mask.height)
+        x1, y1, x2, y2 = region
+        paste_box = (x1, y1, x2 - x1, y2 - y1)
+        overlay_mask = mask
+        latent_mask = resize_image(2, mask.crop(region), width, height)
+        extra.update({"Inpaint area": "Only masked", "Masked area padding": params.inpaint_full_res_padding})
+    else:  # whole picture
+        image = resize_image(params.resize_mode, image, width, height)
+        latent_mask = resize_image(params.resize_mode, mask, width, height)
+        overlay_mask = Image.fromarray(np.clip(np.asarray(latent_mask, dtype=np.float32) * 2, 0, 255).astype(np.uint8))
+    overlay = image.convert("RGBA")
+    overlay.putalpha(ImageOps.invert(overlay_mask.convert("L")))
+    if region is not None:
+        image = resize_image(2, image.crop(region), width, height)
+    if params.inpainting_fill != 1:
+        image = fill_masked(image, latent_mask)
+        extra["Masked content"] = MASKED_CONTENT[params.inpainting_fill]
+    if params.inpainting_fill == 2:
+        image = noise_masked(image, latent_mask, params.seed)
+    init_name = store_input_image(folders, image, f"{prefix}/init")
+    mask_name = store_input_image(folders, latent_mask.convert("L"), f"{prefix}/mask")
+    return PreparedInputs(init_name, mask_name, True, InpaintOverlay(overlay, paste_box, extra),
+                          [init_name, mask_name])
+
+
+def add_infotext_params(infotext: str | None, extra: dict[str, Any]) -> str | None:
+    """Insert A1111 parameters before "Version" (where A1111 writes its extra parameters)."""
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if not infotext or not extra:
+        return infotext
+    parsed = parse_infotext(infotext, defaults=False)
+    prompt, negative = parsed.pop("Prompt"), parsed.pop("Negative prompt")
+    params: dict[str, Any] = {}
+    for key, value in parsed.items():
+        if key.endswith("-1") and f"{key[:-2]}-2" in parsed:
+            params[key[:-2]] = f"{value}x{parsed[f'{key[:-2]}-2']}"
+        elif not key.endswith("-2") or f"{key[:-2]}-1" not in parsed:
+            params[key] = value
+    version = params.pop("Version", None)
+    params.update(extra)
+    params["Version"] = version
+    return format_infotext(prompt, negative, params)
+
+
+def postprocess_saved(path: Path, overlay: InpaintOverlay) -> None:
+    """Rewrite a saved inpainting result as A1111 shows it, keeping its text chunks (once only)."""
+    texts = read_png_text(path)
+    if POSTPROCESSED_KEY in texts:
+        return
+    with Image.open(path) as saved:
+        result = overlay.apply(saved)
+    texts["parameters"] = add_infotext_params(texts.get("parameters"), overlay.infotext) or ""
+    texts[POSTPROCESSED_KEY] = "inpaint overlay" + (" and paste-back" if overlay.paste_box else "")
+    info = PngInfo()
+    for key, value in texts.items():
+        if value:
+            info.add_text(key, value)
+    _write_png_atomically(path, result, info)
+
+
+# -- whole requests --------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Everything one request runs: a workflow per batch-count iteration and what to do afterwards."""
+
+    params: GenerationParams  # resolved: ComfyUI names, concrete seed
+    workflows: list[dict]
+    inputs: PreparedInputs | None = None
+    seeds: list[list[int]] = field(default_factory=list)
+
+    @property
+    def all_seeds(self) -> list[int]:
+        return [seed for seeds in self.seeds for seed in seeds]
+
+    def finish(self, folders: Folders, iteration: int, outputs: dict) -> list[Path]:
+        """The image files a finished iteration wrote (its job's outputs), in order, post-processed."""
+        paths = []
+        for node_id in output_nodes(self.workflows[iteration]):
+            for entry in (outputs.get(node_id) or {}).get("images", []):
+                base = folders.temp_dir if entry.get("type") == "temp" else folders.output_dir
+                subfolder = entry.get("subfolder") or ""
+                path = safe_path(base, f"{subfolder}/{entry['filename']}" if subfolder else entry["filename"])
+                if self.inputs is not None and self.inputs.overlay is not None:
+                    postprocess_saved(path, self.inputs.overlay)
+                paths.append(path)
+        return paths
+
+
+def build_txt2img(params: GenerationParams, folders: Folders | None = None,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Plan:
+    params = resolve(params, folders, max_pixels)
+    workflows = [txt2img_workflow(params, i) for i in range(params.n_iter)]
+    return Plan(params, workflows, None, [iteration_seeds(params, i) for i in range(params.n_iter)])
+
+
+def build_img2img(params: GenerationParams, folders: Folders, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  prefix: str = "img2img") -> Plan:
+    """Resolve, store the input image(s) and build the workflows. The caller runs them and passes each
+    job's outputs to Plan.finish."""
+    params = resolve(params, folders, max_pixels)
+    if params.init_image is None:
+        raise BadRequest("init_images", "img2img needs an init image")
+    inputs = prepare_img2img(folders, params, prefix)
+    workflows = [img2img_workflow(params, inputs.init_name, inputs.mask_name, i, resized=inputs.resized)
+                 for i in range(params.n_iter)]
+    return Plan(params, workflows, inputs, [iteration_seeds(params, i) for i in range(params.n_iter)])
+
