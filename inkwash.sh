@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Inkwash: set up (first run) and launch.
-#   ./inkwash.sh                      set up .venv if needed, then launch the app
+#   ./inkwash.sh [serve OPTIONS]      set up .venv if needed, then launch the app at http://127.0.0.1:7860
+#                                     (`./inkwash.sh serve --help`: --listen, --auth, --port, TLS ...)
 #   ./inkwash.sh test [PYTEST ARGS]   same set-up with the test extras, then run the test suite
 #   ./inkwash.sh run WORKFLOW [...]   run a workflow headless (see `./inkwash.sh run --help`)
 #   ./inkwash.sh bench                run the benchmarks in bench/
@@ -52,18 +53,13 @@ case "$command" in
         setup ""
         exec "$VENV/bin/python" -m inkwash.demo.train "$@"
         ;;
-    launch)
+    launch|serve)
+        [ "$command" = serve ] && shift
         setup ""
-        cat <<MSG
-Inkwash is installed. The browser UI is not part of this version yet; run a workflow headless:
-
-  ./inkwash.sh run workflows/txt2img.json --set 6.text="a small green star in the top left corner"
-
-Images are written to output/. Workflows are ComfyUI API-format JSON; see README.md.
-MSG
+        exec "$VENV/bin/inkwash" serve "$@"
         ;;
     *)
-        echo "usage: ./inkwash.sh [test [PYTEST ARGS] | run WORKFLOW [--set NODE.INPUT=VALUE ...] | bench | train-demo]" >&2
+        echo "usage: ./inkwash.sh [serve [OPTIONS] | test [PYTEST ARGS] | run WORKFLOW [--set NODE.INPUT=VALUE ...] | bench | train-demo]" >&2
         exit 2
         ;;
 esac

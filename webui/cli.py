@@ -1,5 +1,9 @@
 """The `inkwash` command line.
 
+`inkwash serve [--listen [HOST]] [--port 7860] [--auth USER:PASS | --auth-file FILE] ...` starts the app:
+the browser UI, the graph editor and both APIs on one port. `inkwash hash-password USER` prints a line
+for --auth-file.
+
 `inkwash run WORKFLOW.json [--set NODE_ID.INPUT=VALUE ...]` runs a workflow headless and prints one JSON
 event per line (the same events, named as ComfyUI's websocket messages, that every other door gets).
 Exit status: 0 success, 1 execution failed or was interrupted, 2 the workflow is invalid.
@@ -92,9 +96,35 @@ def run_command(args: argparse.Namespace) -> int:
     return EXIT_OK if result.status == "success" else EXIT_FAILED
 
 
+def serve_command(args: argparse.Namespace) -> int:
+    from .serve_options import ServeRefused, resolve
+
+    try:
+        options = resolve(args)
+    except ServeRefused as refusal:
+        print(f"inkwash: not starting: {refusal}", file=sys.stderr)
+        return EXIT_INVALID
+    for warning in options.warnings:
+        print(f"inkwash: warning: {warning}", file=sys.stderr)
+    from .server import serve
+
+    serve(options)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .security import add_hash_password_arguments, hash_password_command
+    from .serve_options import add_serve_arguments
+
     parser = argparse.ArgumentParser(prog="inkwash", description="Inkwash: a Stable Diffusion studio on a node graph")
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start the app: browser UI, graph editor, ComfyUI and A1111 APIs")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=serve_command)
+    hash_password = commands.add_parser("hash-password", help="print a USER:HASH line for --auth-file "
+                                                              "(the password is read from the terminal)")
+    add_hash_password_arguments(hash_password)
+    hash_password.set_defaults(handler=hash_password_command)
     run = commands.add_parser("run", help="run a workflow (API-format JSON, or a PNG that carries one) headless")
     run.add_argument("workflow", help="workflow file (.json in ComfyUI's API format, or a PNG saved by Inkwash)")
     run.add_argument("--set", action="append", type=parse_assignment, default=[], metavar="NODE_ID.INPUT=VALUE",

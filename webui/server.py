@@ -1,0 +1,79 @@
+"""One process, one port: the Gradio tabs at /, the graph editor at /graph/, the ComfyUI API (at / and
+/api/), the A1111 API at /sdapi/v1/, all submitting to one job queue, behind one security layer."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from ..nodes import folders as folders_module
+from .context import ServerContext
+from .serve_options import ServeOptions
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+
+def create_context(options: ServeOptions) -> ServerContext:
+    """The folders, registry, event hub and queue (not yet started) for these options."""
+    from ..nodes.registry import core_nodes
+    from .events import EventHub
+    from .jobs import JobQueue
+
+    folders = folders_module.configure(models_dir=options.models_dir, output_dir=options.output_dir,
+                                       input_dir=options.input_dir, extra_model_paths=options.extra_model_paths)
+    for path in (folders.output_dir, folders.input_dir, folders.temp_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(options.data_dir or DEFAULT_DATA_DIR)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    registry = core_nodes()
+    hub = EventHub()
+    queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub)
+    return ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir)
+
+
+def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:
+    """The whole application. The queue's worker starts and stops with the app."""
+    from . import a1111_api, comfy_api, graph_editor
+    from .security import HostPolicy, SecurityMiddleware
+
+    options = options or ServeOptions()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        ctx.queue.start()
+        try:
+            yield
+        finally:
+            ctx.queue.stop()
+
+    # No generated API docs: they would list every route to anyone who can reach the port.
+    app = FastAPI(title="Inkwash", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    comfy = comfy_api.router(ctx)
+    app.include_router(comfy)
+    app.include_router(comfy, prefix="/api")
+    app.include_router(a1111_api.router(ctx))
+    app.include_router(graph_editor.router(ctx))
+    graph_editor.mount_editor(app, ctx)
+    if with_ui:
+        import gradio as gr
+
+        from .tabs import build_ui
+
+        app = gr.mount_gradio_app(app, build_ui(ctx), path="/")
+    app.add_middleware(SecurityMiddleware, credentials=options.credentials,
+                       allowed_hosts=HostPolicy.for_bind(options.host, options.allowed_hosts),
+                       max_upload_bytes=ctx.max_upload_bytes)
+    return app
+
+
+def serve(options: ServeOptions) -> None:
+    import uvicorn
+
+    from .security import tls_kwargs
+
+    ctx = create_context(options)
+    app = create_app(ctx, options)
+    print(f"Inkwash is running at {options.url}  (graph editor: {options.url.rstrip('/')}/graph/)", flush=True)
+    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", **tls_kwargs(options))
