@@ -230,10 +230,12 @@ def test_killed_server_restarts_with_pending_jobs_and_history(options):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         # Long enough that the kill lands while they are queued or running.
-        pending = [httpx.post(f"{base}/prompt", json={"prompt": txt2img(seed=10 + i, steps=200)}).json()["prompt_id"]
+        pending = [httpx.post(f"{base}/prompt", json={"prompt": txt2img(seed=10 + i, steps=30)}).json()["prompt_id"]
                    for i in range(3)]
         while not httpx.get(f"{base}/queue").json()["queue_running"]:
             time.sleep(0.05)
+        unfinished = set(pending) - set(httpx.get(f"{base}/history").json())
+        assert unfinished  # the kill below lands with work left
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()

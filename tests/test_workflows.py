@@ -159,7 +159,7 @@ def test_cli_execution_failure_exits_1(folders, tmp_path):
     assert "corrupt.safetensors" in error["data"]["exception_message"]
 
 
-@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "depth2img", "controlnet_canny"])
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "depth2img", "depth2img_sd2", "controlnet_canny"])
 def test_shipped_workflows_validate_against_the_node_declarations(registry, name, folders):
     workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
     validation = Executor(registry).validate(workflow)

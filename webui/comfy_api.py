@@ -35,7 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ..nodes.folders import KIND_ALIASES, MODEL_KINDS, UnsafePath, safe_path
 from ..nodes.registry import object_info
-from .context import ServerContext
+from .context import ServerContext, oversized_nodes
 from .events import SubscriptionClosed
 from .jobs import InvalidWorkflow
 
@@ -213,27 +213,6 @@ def _query_int(request: Request, name: str) -> int | None:
 
 # -- prompts ---------------------------------------------------------------------------------------
 
-def _oversized(workflow: Mapping, max_pixels: int) -> dict[str, dict]:
-    """Node errors, in ComfyUI's shape, for nodes asking for more than `max_pixels` (width x height x
-    batch) -- a single request must not be able to exhaust the machine."""
-    errors: dict[str, dict] = {}
-    for node_id, node in workflow.items():
-        inputs = node.get("inputs") if isinstance(node, Mapping) else None
-        if not isinstance(inputs, Mapping):
-            continue
-        width, height, batch = inputs.get("width"), inputs.get("height"), inputs.get("batch_size", 1)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (width, height, batch)):
-            continue
-        pixels = width * height * max(batch, 1)
-        if pixels > max_pixels:
-            message = f"width x height x batch_size = {pixels:.0f} is more than this server allows ({max_pixels})"
-            errors[str(node_id)] = {
-                "errors": [{"type": "value_bigger_than_max", "message": message, "details": message,
-                            "extra_info": {"input_name": "width", "received_value": width}}],
-                "dependent_outputs": [], "class_type": node.get("class_type")}
-    return errors
-
-
 async def _submit(ctx: ServerContext, body: dict) -> dict | Response:
     no_node_errors = {"node_errors": {}}
     prompt = body.get("prompt")
@@ -250,7 +229,7 @@ async def _submit(ctx: ServerContext, body: dict) -> dict | Response:
     if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
         raise Refused(400, "invalid_request", "client_id must be a string of at most 128 characters",
                       **no_node_errors)
-    too_big = _oversized(prompt, ctx.max_pixels)
+    too_big = oversized_nodes(prompt, ctx.max_pixels)
     if too_big:
         raise Refused(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
                       "; ".join(e["errors"][0]["message"] for e in too_big.values()), node_errors=too_big)

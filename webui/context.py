@@ -23,3 +23,24 @@ class ServerContext:
     data_dir: Path  # the job database, saved workflows, user settings
     max_upload_bytes: int = 50 * 2**20
     max_pixels: int = 2048 * 2048  # width x height x batch a single API request may ask for
+
+
+def oversized_nodes(workflow: Mapping, max_pixels: int) -> dict[str, dict]:
+    """Node errors, in ComfyUI's shape, for nodes asking for more than `max_pixels` (width x height x
+    batch) -- a single request must not be able to exhaust the machine."""
+    errors: dict[str, dict] = {}
+    for node_id, node in workflow.items():
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if not isinstance(inputs, Mapping):
+            continue
+        width, height, batch = inputs.get("width"), inputs.get("height"), inputs.get("batch_size", 1)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (width, height, batch)):
+            continue
+        pixels = width * height * max(batch, 1)
+        if pixels > max_pixels:
+            message = f"width x height x batch_size = {pixels:.0f} is more than this server allows ({max_pixels})"
+            errors[str(node_id)] = {
+                "errors": [{"type": "value_bigger_than_max", "message": message, "details": message,
+                            "extra_info": {"input_name": "width", "received_value": width}}],
+                "dependent_outputs": [], "class_type": node.get("class_type")}
+    return errors

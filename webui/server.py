@@ -59,9 +59,10 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
     if with_ui:
         import gradio as gr
 
-        from .tabs import build_ui
+        from .tabs import allowed_paths, build_ui
 
-        app = gr.mount_gradio_app(app, build_ui(ctx), path="/")
+        # Gradio serves only files under folders it is told about: the saved images and previews.
+        app = gr.mount_gradio_app(app, build_ui(ctx), path="/", allowed_paths=allowed_paths(ctx))
     app.add_middleware(SecurityMiddleware, credentials=options.credentials,
                        allowed_hosts=HostPolicy.for_bind(options.host, options.allowed_hosts),
                        max_upload_bytes=ctx.max_upload_bytes)

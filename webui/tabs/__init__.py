@@ -1,0 +1,88 @@
+"""The browser UI: Gradio tabs over the shared queue. `build_ui(ctx)` is mounted at "/" next to the APIs
+(pass `allowed_paths(ctx)` to gr.mount_gradio_app so the galleries may show the saved images)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..context import ServerContext
+from . import depth2img, history, img2img, inpaint, pnginfo, txt2img, workflows
+from .common import GenerationTab
+from .generate import send_image
+
+GRAPH_EDITOR_URL = "/graph/"
+TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "workflows", "pnginfo", "history")
+
+
+def allowed_paths(ctx: ServerContext) -> list[str]:
+    """Folders whose files the UI shows: saved images (output) and previews such as depth maps (temp)."""
+    return [str(ctx.folders.output_dir), str(ctx.folders.temp_dir)]
+
+
+def build_ui(ctx: ServerContext) -> gr.Blocks:
+    with gr.Blocks(title="Inkwash") as blocks:
+        with gr.Row():
+            gr.Markdown("## Inkwash")
+            gr.HTML(f'<div style="text-align:right"><a href="{GRAPH_EDITOR_URL}" target="_blank" '
+                    f'rel="noopener">Open the graph editor &#8599;</a></div>')
+        with gr.Tabs() as tabs:
+            generation: dict[str, GenerationTab] = {}
+            for module in (txt2img, img2img, inpaint, depth2img):
+                mode = module.__name__.rsplit(".", 1)[-1]
+                with gr.Tab(mode, id=mode):
+                    generation[mode] = module.build(ctx)
+            with gr.Tab("Workflows", id="workflows"):
+                workflows_tab = workflows.build(ctx)
+            with gr.Tab("PNG Info", id="pnginfo"):
+                png_tab = pnginfo.build()
+            with gr.Tab("Queue & history", id="history"):
+                history_tab = history.build(ctx)
+        _wire_send_to(generation, tabs)
+        _wire_png_info(ctx, png_tab, generation, workflows_tab, tabs)
+        _wire_reopen(ctx, history_tab, workflows_tab, tabs)
+    return blocks
+
+
+def _image_input(tab: GenerationTab):
+    return tab.inputs["inpaint_image"] if tab.mode == "inpaint" else tab.inputs["init_image"]
+
+
+def _wire_send_to(generation: dict[str, GenerationTab], tabs: gr.Tabs) -> None:
+    for source in generation.values():
+        for target_mode, button in source.send.items():
+            target = generation[target_mode]
+
+            def send(results, selected, target_mode=target_mode):
+                return (*send_image(results, selected), gr.Tabs(selected=target_mode))
+
+            button.click(send, inputs=[source.results, source.selected],
+                         outputs=[_image_input(target), target.inputs["prompt"], target.inputs["negative_prompt"],
+                                  tabs])
+
+
+def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict[str, GenerationTab],
+                   workflows_tab: workflows.WorkflowsTab, tabs: gr.Tabs) -> None:
+    def fields_of(mode: str) -> list:
+        return [generation[mode].inputs[name] for name in pnginfo.SENT_FIELDS]
+
+    png.send_txt2img.click(lambda text: (*pnginfo.sent_values(text), gr.Tabs(selected="txt2img")),
+                           inputs=[png.parameters], outputs=[*fields_of("txt2img"), tabs])
+
+    def to_img2img(path, text):
+        if not path:
+            raise gr.Error("Drop an image first")
+        return (*pnginfo.sent_values(text), path, gr.Tabs(selected="img2img"))
+
+    png.send_img2img.click(to_img2img, inputs=[png.image, png.parameters],
+                           outputs=[*fields_of("img2img"), generation["img2img"].inputs["init_image"], tabs])
+    png.open_workflow.click(lambda path: (*workflows.open_upload(ctx, path), gr.Tabs(selected="workflows")),
+                            inputs=[png.image], outputs=[*workflows_tab.opened_outputs, tabs])
+
+
+def _wire_reopen(ctx: ServerContext, history_tab: history.HistoryTab, workflows_tab: workflows.WorkflowsTab,
+                 tabs: gr.Tabs) -> None:
+    def reopen(job_id):
+        workflow = history.finished_workflow(ctx, job_id)
+        opened = workflows.open_workflow(ctx, workflow, name=f"job-{job_id.strip()[:8]}")
+        return (*opened, gr.Tabs(selected="workflows"))
+
+    history_tab.reopen.click(reopen, inputs=[history_tab.job_id], outputs=[*workflows_tab.opened_outputs, tabs])

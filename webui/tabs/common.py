@@ -1,0 +1,132 @@
+"""The controls every generation tab shares (checkpoint, prompts, sampler, size, seed, batches, the
+Generate / Interrupt buttons, progress, preview and the result gallery) and their wiring."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gradio as gr
+from gradio.components import Component
+
+from ...nodes.runtime.schedulers import SAMPLER_NAMES, SCHEDULER_NAMES
+from ..context import ServerContext
+from ..generation import DEFAULT_CHECKPOINT, MAX_BATCH_COUNT, MAX_SIZE, MIN_SIZE
+from . import generate as handlers
+from .running import idle_html
+
+DEMO_SIZE = 128  # the bundled demo model's resolution
+SEND_TARGETS = ("img2img", "inpaint", "depth2img")
+
+
+def checkpoint_choices(ctx: ServerContext) -> list[str]:
+    return ctx.folders.list("checkpoints")
+
+
+def default_checkpoint(choices: list[str]) -> str | None:
+    if DEFAULT_CHECKPOINT in choices:
+        return DEFAULT_CHECKPOINT
+    return choices[0] if choices else None
+
+
+def refresh_checkpoints(ctx: ServerContext, current: str | None) -> gr.Dropdown:
+    choices = checkpoint_choices(ctx)
+    return gr.Dropdown(choices=choices, value=current if current in choices else default_checkpoint(choices))
+
+
+@dataclass
+class GenerationTab:
+    """The components of one generation tab; `inputs` are its form fields by name, in order."""
+
+    mode: str
+    inputs: dict[str, Component]
+    refresh: gr.Button
+    generate: gr.Button
+    interrupt: gr.Button
+    reuse_seed: gr.Button
+    progress: gr.HTML
+    preview: gr.Image
+    gallery: gr.Gallery
+    info: gr.Textbox
+    results: gr.State
+    selected: gr.State
+    workflow_file: gr.DownloadButton
+    send: dict[str, gr.Button] = field(default_factory=dict)
+    depth: gr.Gallery | None = None
+
+    @property
+    def outputs(self) -> list[Component]:
+        """The components a GenerationOutputs update goes to, in its order."""
+        outputs = [self.progress, self.preview, self.gallery, self.results, self.info, self.selected,
+                   self.workflow_file]
+        return outputs + ([self.depth] if self.depth is not None else [])
+
+
+def generation_tab(ctx: ServerContext, mode: str,
+                   extra_inputs: Callable[[], dict[str, Component]] | None = None,
+                   with_depth: bool = False) -> GenerationTab:
+    """Lay out a generation tab (inside the current gr.Tab) and wire its own events. `extra_inputs`
+    builds the tab's own fields (init image, mask...) at the top of the settings column."""
+    choices = checkpoint_choices(ctx)
+    inputs: dict[str, Component] = {}
+    with gr.Row(equal_height=True):
+        inputs["checkpoint"] = gr.Dropdown(choices, value=default_checkpoint(choices), label="Checkpoint",
+                                           scale=4)
+        refresh = gr.Button("Refresh", scale=0, min_width=90)
+    with gr.Row():
+        with gr.Column(scale=5):
+            inputs["prompt"] = gr.Textbox(label="Prompt", lines=3, placeholder="What to draw")
+            inputs["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2)
+        with gr.Column(scale=1, min_width=140):
+            generate = gr.Button("Generate", variant="primary")
+            interrupt = gr.Button("Interrupt", variant="stop")
+    with gr.Row():
+        with gr.Column(scale=1):
+            if extra_inputs is not None:
+                inputs.update(extra_inputs())
+            with gr.Row():
+                inputs["sampler_name"] = gr.Dropdown(SAMPLER_NAMES, value="euler", label="Sampler")
+                inputs["scheduler"] = gr.Dropdown(SCHEDULER_NAMES, value="normal", label="Scheduler")
+            inputs["steps"] = gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
+            with gr.Row():
+                inputs["width"] = gr.Slider(MIN_SIZE, MAX_SIZE, value=DEMO_SIZE, step=8, label="Width")
+                inputs["height"] = gr.Slider(MIN_SIZE, MAX_SIZE, value=DEMO_SIZE, step=8, label="Height")
+            with gr.Row():
+                inputs["n_iter"] = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count")
+                inputs["batch_size"] = gr.Slider(1, 8, value=1, step=1, label="Batch size")
+            inputs["cfg_scale"] = gr.Slider(0, 30, value=7.0, step=0.5, label="CFG scale")
+            with gr.Row(equal_height=True):
+                inputs["seed"] = gr.Number(-1, precision=0, label="Seed (-1: random)", scale=4)
+                reuse_seed = gr.Button("Reuse seed", scale=0, min_width=110)
+        with gr.Column(scale=1):
+            progress = gr.HTML(idle_html())
+            preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
+            gallery = gr.Gallery(label="Results", columns=4, height="auto", preview=True, interactive=False)
+            depth = gr.Gallery(label="Depth map", columns=4, height=160, interactive=False) if with_depth else None
+            info = gr.Textbox(label="Generation parameters", lines=4, interactive=False)
+            with gr.Row():
+                send = {target: gr.Button(f"Send to {target}", size="sm") for target in SEND_TARGETS}
+                workflow_file = gr.DownloadButton("Save workflow", size="sm")
+    tab = GenerationTab(mode, inputs, refresh, generate, interrupt, reuse_seed, progress, preview, gallery,
+                        info, gr.State(None), gr.State(0), workflow_file, send, depth)
+    _wire(ctx, tab)
+    return tab
+
+
+def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
+    names = list(tab.inputs)
+    with_depth = tab.depth is not None
+
+    def run(*values):
+        for update in handlers.generate(ctx, tab.mode, dict(zip(names, values))):
+            yield tuple(update) if with_depth else tuple(update)[:-1]
+
+    # The handler mostly waits on the queue, which serialises the work: no need to hold other users back.
+    tab.generate.click(run, inputs=list(tab.inputs.values()), outputs=tab.outputs, concurrency_limit=None,
+                       api_name=tab.mode)
+    tab.interrupt.click(lambda results: handlers.interrupt(ctx, results), inputs=[tab.results], outputs=None,
+                        queue=False)
+    tab.refresh.click(lambda current: refresh_checkpoints(ctx, current), inputs=[tab.inputs["checkpoint"]],
+                      outputs=[tab.inputs["checkpoint"]])
+    tab.gallery.select(handlers.select_image, inputs=[tab.results],
+                       outputs=[tab.selected, tab.info, tab.workflow_file])
+    tab.reuse_seed.click(handlers.reuse_seed, inputs=[tab.results, tab.selected], outputs=[tab.inputs["seed"]])

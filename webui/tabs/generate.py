@@ -1,0 +1,255 @@
+"""The generation tabs' handlers (txt2img, img2img, inpaint, depth2img): form values -> workflows on the
+queue -> streamed progress, previews and results; and what the result gallery's buttons do.
+
+Handlers are plain functions of plain values (a form is a dict of field name -> value), so they are
+tested without a browser; common.py wires them to the components.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageChops
+
+from ...nodes.runtime.png_metadata import read_png_metadata
+from ..context import ServerContext
+from ..generation import BadRequest, GenerationParams, Plan, build_img2img, build_txt2img
+from .depth_workflow import DEPTH_PREVIEW_NODE, build_depth2img
+from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
+
+MODES = ("txt2img", "img2img", "inpaint", "depth2img")
+MASKED_CONTENT_CHOICES = ["fill", "original", "latent noise", "latent nothing"]  # A1111's order: 0..3
+INPAINT_AREAS = ["Whole picture", "Only masked"]
+MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
+INT_FIELDS = ("steps", "width", "height", "batch_size", "n_iter", "mask_blur", "inpaint_full_res_padding",
+              "resize_mode", "inpainting_fill")
+FLOAT_FIELDS = ("cfg_scale", "denoising_strength")
+TEXT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler")
+PREVIEW_SIDE = 256
+WORKFLOW_FILES = Path(tempfile.gettempdir()) / "inkwash-workflows"  # Gradio serves from the temp dir
+
+
+class GenerationOutputs(NamedTuple):
+    """One streamed update of a generation tab, in the order of its output components."""
+
+    progress: str
+    preview: Any  # the running job's latent preview (PIL) or None
+    gallery: Any  # [(path, caption)], or gr.skip() when unchanged
+    results: dict  # the session's results (see new_results)
+    info: str  # the infotext of the selected image
+    selected: int
+    workflow_file: str | None
+    depth: Any  # depth maps (depth2img) as [(path, caption)], or gr.skip()
+
+
+# -- form -> parameters -> plan ------------------------------------------------------------------------
+
+def as_pil(image: Any) -> Image.Image | None:
+    """A PIL image from what Gradio hands over (PIL, numpy array or file path)."""
+    if image is None or isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image.astype(np.uint8) if image.dtype != np.uint8 else image)
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            opened.load()
+            return opened
+    raise BadRequest("image", f"expected an image, got {type(image).__name__}")
+
+
+def editor_image_and_mask(editor: Any, uploaded_mask: Any = None) -> tuple[Image.Image | None, Image.Image | None]:
+    """(image, mask) from gr.ImageEditor's value: the background is the image, the painted layers'
+    alpha is the mask (white = repaint). An uploaded mask wins over the painted one."""
+    if editor is None:
+        return None, None
+    if isinstance(editor, dict):
+        background = as_pil(editor.get("background")) or as_pil(editor.get("composite"))
+        layers = [as_pil(layer) for layer in editor.get("layers") or [] if layer is not None]
+    else:
+        background, layers = as_pil(editor), []
+    if uploaded_mask is not None:
+        return background, as_pil(uploaded_mask)
+    if background is None or not layers:
+        return background, None
+    painted = Image.new("L", background.size, 0)
+    for layer in layers:
+        alpha = layer.convert("RGBA").getchannel("A")
+        if alpha.size != background.size:
+            alpha = alpha.resize(background.size)
+        painted = ImageChops.lighter(painted, alpha)
+    return background, painted if painted.getbbox() else None
+
+
+def params_from_form(mode: str, form: dict) -> GenerationParams:
+    if mode not in MODES:
+        raise BadRequest("mode", f"unknown tab {mode!r}")
+    values: dict[str, Any] = {}
+    for name in TEXT_FIELDS:
+        if form.get(name) is not None:
+            values[name] = form[name]
+    for name in INT_FIELDS:
+        if form.get(name) is not None:
+            values[name] = _integer(name, form[name])
+    for name in FLOAT_FIELDS:
+        if form.get(name) is not None:
+            values[name] = float(form[name])
+    seed = form.get("seed")
+    values["seed"] = -1 if seed is None or seed == "" else _integer("seed", seed)
+    if mode in ("img2img", "depth2img"):
+        values["init_image"] = as_pil(form.get("init_image"))
+    if mode == "inpaint":
+        image, mask = editor_image_and_mask(form.get("inpaint_image"), form.get("mask_image"))
+        if image is None:
+            raise BadRequest("init_image", "upload the image to inpaint")
+        if mask is None:
+            raise BadRequest("mask", "paint over the area to repaint, or upload a mask")
+        values.update(init_image=image, mask=mask,
+                      inpaint_full_res=form.get("inpaint_area") in (1, INPAINT_AREAS[1]),
+                      inpainting_mask_invert=form.get("mask_mode") in (1, MASK_MODES[1]))
+    return GenerationParams(**values)
+
+
+def _integer(name: str, value: Any) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(name, f"expected a number, got {value!r}") from None
+    if not np.isfinite(number) or number != int(number):
+        raise BadRequest(name, f"expected an integer, got {value!r}")
+    return int(number)
+
+
+def build_plan(ctx: ServerContext, mode: str, form: dict) -> Plan:
+    params = params_from_form(mode, form)
+    if mode == "txt2img":
+        return build_txt2img(params, ctx.folders, ctx.max_pixels)
+    if mode == "depth2img":
+        return build_depth2img(params, ctx.folders, ctx.max_pixels, form.get("controlnet"))
+    if params.init_image is None:
+        raise BadRequest("init_image", f"{mode} needs an init image")
+    return build_img2img(params, ctx.folders, ctx.max_pixels, prefix=mode)
+
+
+# -- running -------------------------------------------------------------------------------------------
+
+def new_results(mode: str, plan: Plan, job_ids: list[str]) -> dict:
+    """The session's record of one Generate click: its jobs, workflows and the images they made."""
+    return {"mode": mode, "jobs": job_ids, "workflows": plan.workflows, "seed": plan.params.seed,
+            "prompt": plan.params.prompt, "negative_prompt": plan.params.negative_prompt,
+            "images": [], "depth": []}
+
+
+def _collect(ctx: ServerContext, plan: Plan, results: dict, iteration: int, outputs: dict) -> None:
+    try:
+        paths = plan.finish(ctx.folders, iteration, outputs)
+    except (OSError, ValueError, KeyError):  # an interrupted job may have left less than it reports
+        paths = []
+    seeds = plan.seeds[iteration] if iteration < len(plan.seeds) else []
+    for index, path in enumerate(paths):
+        if not path.is_file():
+            continue
+        results["images"].append({
+            "path": str(path), "iteration": iteration,
+            "seed": seeds[index] if index < len(seeds) else plan.params.seed,
+            "infotext": read_png_metadata(path).get("parameters") or ""})
+    if results["mode"] == "depth2img":
+        results["depth"] += [str(p) for p in output_files(ctx, outputs, [DEPTH_PREVIEW_NODE])]
+
+
+def gallery_items(results: dict | None) -> list[tuple[str, str]]:
+    return [(image["path"], f"seed {image['seed']}") for image in (results or {}).get("images", [])]
+
+
+def generate(ctx: ServerContext, mode: str, form: dict) -> Iterator[GenerationOutputs]:
+    """Queue the tab's workflows and stream progress until every job is done."""
+    try:
+        plan = build_plan(ctx, mode, form)
+        job_ids = submit_all(ctx, plan.workflows)
+    except (BadRequest, SubmitError) as exc:
+        raise gr.Error(str(exc)) from None
+    results = new_results(mode, plan, job_ids)
+    shown = -1
+    for state in watch(ctx, job_ids):
+        for job_id in state.newly_done:
+            _collect(ctx, plan, results, job_ids.index(job_id), state.done[job_id].outputs)
+        changed = len(results["images"]) != shown or state.finished
+        shown = len(results["images"])
+        preview = None if state.finished else enlarged(state.progress.preview)
+        yield GenerationOutputs(
+            progress_html(state, "Batch", plan.workflows), preview,
+            gallery_items(results) if changed else gr.skip(), results, image_info(results, 0), 0,
+            workflow_file(results, 0) if changed else gr.skip(),
+            [(p, "depth map") for p in results["depth"]] if changed else gr.skip())
+
+
+def enlarged(preview: Image.Image | None, side: int = PREVIEW_SIDE) -> Image.Image | None:
+    """The latent preview (1/8 of the image size) scaled up to be seen."""
+    if preview is None or max(preview.size) >= side:
+        return preview
+    scale = side / max(preview.size)
+    return preview.resize((round(preview.width * scale), round(preview.height * scale)), Image.Resampling.BILINEAR)
+
+
+def interrupt(ctx: ServerContext, results: dict | None) -> None:
+    """Stop this session's jobs: pending ones are cancelled, the running one interrupted."""
+    stop_jobs(ctx, list((results or {}).get("jobs", [])))
+
+
+# -- the result gallery ----------------------------------------------------------------------------------
+
+def selected_image(results: dict | None, selected: int | None) -> dict | None:
+    images = (results or {}).get("images") or []
+    if not images:
+        return None
+    index = selected if isinstance(selected, int) and 0 <= selected < len(images) else 0
+    return images[index]
+
+
+def image_info(results: dict | None, selected: int | None) -> str:
+    image = selected_image(results, selected)
+    return image["infotext"] if image else ""
+
+
+def select_image(results: dict | None, evt: gr.SelectData) -> tuple[int, str, str | None]:
+    """Gallery click: (selected index, its infotext, its workflow file)."""
+    index = evt.index if isinstance(evt.index, int) else 0
+    return index, image_info(results, index), workflow_file(results, index)
+
+
+def reuse_seed(results: dict | None, selected: int | None) -> int:
+    """The seed of the selected image (of the last run when none is selected), -1 before any run."""
+    image = selected_image(results, selected)
+    if image is not None:
+        return int(image["seed"])
+    return int((results or {}).get("seed", -1))
+
+
+def workflow_file(results: dict | None, selected: int | None) -> str | None:
+    """A .json file of the exact API-format workflow that produced the selected image."""
+    image = selected_image(results, selected)
+    if image is None:
+        return None
+    workflow = results["workflows"][image["iteration"]]
+    text = json.dumps(workflow, indent=2)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    path = WORKFLOW_FILES / f"{results.get('mode', 'workflow')}-seed{image['seed']}-{digest}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(".tmp")
+        temp.write_text(text)
+        temp.replace(path)
+    return str(path)
+
+
+def send_image(results: dict | None, selected: int | None) -> tuple[str, str, str]:
+    """(image path, prompt, negative prompt) of the selected image, for another tab."""
+    image = selected_image(results, selected)
+    if image is None:
+        raise gr.Error("Generate an image first")
+    return image["path"], results.get("prompt", ""), results.get("negative_prompt", "")

@@ -1,0 +1,82 @@
+"""PNG Info: what a picture carries (A1111's parameters, ComfyUI's workflow), and sending its settings
+to txt2img or img2img."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ...nodes.runtime.png_metadata import parse_infotext, read_png_metadata
+from ..generation import BadRequest, sampler_and_scheduler
+
+# The form fields an infotext fills, as the generation tabs name them.
+SENT_FIELDS = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
+               "height")
+
+
+def png_info(path: str | None) -> tuple[str, str]:
+    """(A1111 infotext, workflow JSON: the API-format prompt, else the editor's workflow)."""
+    if not path:
+        return "", ""
+    metadata = read_png_metadata(Path(path))
+    workflow = metadata.get("prompt") or metadata.get("workflow")
+    return metadata.get("parameters") or "", json.dumps(workflow, indent=2) if workflow else ""
+
+
+def infotext_fields(infotext: str) -> dict[str, Any]:
+    """The generation form's values an infotext gives, with ComfyUI sampler and scheduler names;
+    fields the text doesn't have are left out."""
+    if not infotext or not infotext.strip():
+        return {}
+    parsed = parse_infotext(infotext, defaults=False)
+    fields: dict[str, Any] = {"prompt": parsed.get("Prompt", ""), "negative_prompt": parsed.get("Negative prompt", "")}
+    if parsed.get("Sampler"):
+        try:
+            fields["sampler_name"], fields["scheduler"] = sampler_and_scheduler(
+                parsed["Sampler"], parsed.get("Schedule type") or None)
+        except BadRequest:
+            pass  # a sampler we don't have: keep the form's
+    for key, name, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
+                            ("Size-1", "width", int), ("Size-2", "height", int)):
+        try:
+            fields[name] = kind(float(parsed[key])) if kind is int else kind(parsed[key])
+        except (KeyError, TypeError, ValueError):
+            pass
+    return fields
+
+
+def sent_values(infotext: str) -> list:
+    """SENT_FIELDS' values in order; gr.skip() for those the infotext lacks."""
+    fields = infotext_fields(infotext)
+    return [fields[name] if name in fields else gr.skip() for name in SENT_FIELDS]
+
+
+@dataclass
+class PngInfoTab:
+    image: gr.Image
+    parameters: gr.Textbox
+    workflow_json: gr.Code
+    send_txt2img: gr.Button
+    send_img2img: gr.Button
+    open_workflow: gr.Button
+
+
+def build() -> PngInfoTab:
+    with gr.Row():
+        with gr.Column():
+            # filepath and no mode conversion: the file as uploaded, text chunks intact
+            image = gr.Image(label="Drop a PNG", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                             height=360)
+        with gr.Column():
+            parameters = gr.Textbox(label="Parameters", lines=6, interactive=False)
+            with gr.Row():
+                send_txt2img = gr.Button("Send to txt2img")
+                send_img2img = gr.Button("Send to img2img")
+                open_workflow = gr.Button("Open in Workflows")
+            with gr.Accordion("Workflow", open=False):
+                workflow_json = gr.Code(language="json", interactive=False)
+    image.change(png_info, inputs=[image], outputs=[parameters, workflow_json])
+    return PngInfoTab(image, parameters, workflow_json, send_txt2img, send_img2img, open_workflow)
