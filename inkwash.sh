@@ -28,11 +28,22 @@ setup() {  # $1: pip extras, e.g. "[test]"
     fi
 }
 
+browser_setup() {  # Debian's Chromium for the browser tests; Playwright drives it (never `playwright install`)
+    [ -x /usr/bin/chromium ] && return 0
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "inkwash: installing chromium for the browser tests" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "inkwash: /usr/bin/chromium is missing (apt-get install chromium chromium-driver); browser tests will skip" >&2
+    fi
+}
+
 command=${1:-launch}
 case "$command" in
     test)
         shift
         setup "[test]"
+        browser_setup
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     run)

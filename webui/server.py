@@ -54,7 +54,9 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
     app.include_router(comfy)
     app.include_router(comfy, prefix="/api")
     app.include_router(a1111_api.router(ctx))
-    app.include_router(graph_editor.router(ctx))
+    editor = graph_editor.router(ctx)  # the editor calls its routes under /api (and /graph/api)
+    app.include_router(editor)
+    app.include_router(editor, prefix="/api")
     graph_editor.mount_editor(app, ctx)
     if with_ui:
         import gradio as gr
