@@ -18,3 +18,26 @@ def folders(tmp_path):
         path.mkdir(parents=True, exist_ok=True)
     yield configured
     folders_module._current = previous
+
+
+TINY_CKPT = "tiny-sd1.safetensors"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """The core nodes."""
+    from inkwash.nodes.registry import core_nodes
+
+    return core_nodes()
+
+
+@pytest.fixture
+def checkpoint(folders):
+    """A tiny SD1-shaped checkpoint, TINY_CKPT, in this test's checkpoints folder."""
+    from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
+    from tiny_models import tiny_sd1
+
+    path = folders.models_dir / "checkpoints" / TINY_CKPT
+    path.parent.mkdir(parents=True)
+    save_checkpoint(path, *tiny_sd1())
+    return path

@@ -13,14 +13,11 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.testclient import TestClient
 
-from inkwash.nodes.registry import core_nodes
-from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
 from inkwash.nodes.runtime.png_metadata import read_png_metadata
 from inkwash.webui.comfy_api import router
 from inkwash.webui.context import ServerContext
 from inkwash.webui.events import EventHub
 from inkwash.webui.jobs import JobQueue
-from tiny_models import tiny_sd1
 
 CKPT = "tiny-sd1.safetensors"
 TXT2IMG = {
@@ -41,19 +38,6 @@ def copy_of_image(name: str) -> dict:
     """LoadImage -> SaveImage: a workflow that needs no model."""
     return {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "copy"}}}
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return core_nodes()
-
-
-@pytest.fixture
-def checkpoint(folders):
-    path = folders.models_dir / "checkpoints" / CKPT
-    path.parent.mkdir(parents=True)
-    save_checkpoint(path, *tiny_sd1())
-    return path
 
 
 @pytest.fixture

@@ -5,28 +5,12 @@ import json
 import numpy as np
 import pytest
 from inkwash.nodes.executor import Executor
-from inkwash.nodes.registry import core_nodes
-from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
 from inkwash.nodes.runtime.png_metadata import parse_infotext, read_png_metadata
 from inkwash.webui import generation as gen
 from inkwash.webui.generation import BadRequest, GenerationParams
 from PIL import Image
-from tiny_models import tiny_sd1
 
 CKPT = "tiny-sd1.safetensors"
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return core_nodes()
-
-
-@pytest.fixture
-def checkpoint(folders):
-    path = folders.models_dir / "checkpoints" / CKPT
-    path.parent.mkdir(parents=True)
-    save_checkpoint(path, *tiny_sd1())
-    return path
 
 
 def small(**changes) -> GenerationParams:

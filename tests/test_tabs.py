@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from inkwash.nodes.executor import Executor
-from inkwash.nodes.registry import core_nodes, object_info
+from inkwash.nodes.registry import object_info
 from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
 from inkwash.nodes.runtime.png_metadata import parse_infotext
 from inkwash.webui.context import ServerContext
@@ -24,19 +24,6 @@ from inkwash.webui.tabs.workflow_files import (WorkflowError, apply_values, form
 from tiny_models import tiny_sd1
 
 CKPT = "tiny-sd1.safetensors"
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return core_nodes()
-
-
-@pytest.fixture
-def checkpoint(folders):
-    path = folders.models_dir / "checkpoints" / CKPT
-    path.parent.mkdir(parents=True)
-    save_checkpoint(path, *tiny_sd1())
-    return path
 
 
 @pytest.fixture

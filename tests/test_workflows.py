@@ -10,10 +10,8 @@ import pytest
 from PIL import Image
 
 from inkwash.nodes.executor import Executor
-from inkwash.nodes.registry import core_nodes, object_info
-from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
+from inkwash.nodes.registry import object_info
 from inkwash.nodes.runtime.png_metadata import parse_infotext, read_png_metadata
-from tiny_models import tiny_sd1
 
 REPO = Path(__file__).resolve().parent.parent
 CKPT = "tiny-sd1.safetensors"
@@ -30,19 +28,6 @@ COMFYUI_DEFAULT = {
     "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
     "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
 }
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return core_nodes()
-
-
-@pytest.fixture
-def checkpoint(folders):
-    path = folders.models_dir / "checkpoints" / CKPT
-    path.parent.mkdir(parents=True)
-    save_checkpoint(path, *tiny_sd1())
-    return path
 
 
 def small(workflow, size=64, steps=4):
