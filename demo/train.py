@@ -8,7 +8,7 @@ stopped, and a finished stage is skipped (until --restart). Budgets are training
     vae             10.5   AutoencoderKL 128x128 -> 4x16x16; then encodes the dataset once (~4 min)
     unet              42   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
     controlnet_canny  18   ControlNet on canny edges, UNet frozen (a fixed 2,000 steps)
-    controlnet_depth  18   ControlNet on depth maps, UNet frozen (a fixed 2,000 steps)
+    controlnet_depth  11   ControlNet on depth maps, UNet frozen (a fixed 1,200 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders
 
