@@ -8,6 +8,7 @@ checking that the result stays inside its folder.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,22 @@ def safe_path(base: Path, name: str) -> Path:
     if target != base_resolved and base_resolved not in target.parents:
         raise UnsafePath(f"file name {name!r} leaves its folder")
     return target
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a hidden temporary file beside it and a rename: readers, and a
+    process killed halfway, see the old file or the whole new one, never part of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(temp, "xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import secrets
 import struct
 import threading
 import time
@@ -29,6 +28,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from ..nodes.folders import write_atomically
 from ..nodes.runtime import png_metadata
 from ..nodes.runtime.schedulers import (
     A1111_SAMPLER_ALIASES,
@@ -283,11 +283,7 @@ class A1111Api:
         return options if isinstance(options, dict) else {}
 
     def save_options(self, options: dict) -> None:
-        path = self.ctx.data_dir / OPTIONS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.parent / f".{OPTIONS_FILE}.{secrets.token_hex(4)}.tmp"
-        temp.write_text(json.dumps(options, indent=2))
-        os.replace(temp, path)
+        write_atomically(self.ctx.data_dir / OPTIONS_FILE, json.dumps(options, indent=2).encode())
 
     def default_checkpoint(self) -> str:
         names = self.checkpoints()

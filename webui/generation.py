@@ -18,8 +18,8 @@ The pre- and post-processing follow A1111's modules/processing.py, images.py and
 from __future__ import annotations
 
 import copy
+import io
 import json
-import os
 import random
 import re
 import secrets
@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
-from ..nodes.folders import REPO_ROOT, Folders, safe_path
+from ..nodes.folders import REPO_ROOT, Folders, safe_path, write_atomically
 from ..nodes.runtime.png_metadata import format_infotext, parse_infotext, read_png_text
 from ..nodes.runtime.schedulers import (
     A1111_SAMPLER_ALIASES,
@@ -343,16 +343,9 @@ def store_input_image(folders: Folders, image: Image.Image, prefix: str = "image
 
 
 def _write_png_atomically(path: Path, image: Image.Image, info: PngInfo | None = None) -> None:
-    temp = path.parent / f".{secrets.token_hex(8)}.png.tmp"  # hidden: LoadImage's list skips it
-    try:
-        with open(temp, "xb") as file:
-            image.save(file, format="PNG", pnginfo=info, compress_level=4)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG", pnginfo=info, compress_level=4)
+    write_atomically(path, encoded.getvalue())
 
 
 # -- A1111's image operations ----------------------------------------------------------------------------

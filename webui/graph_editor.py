@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from functools import lru_cache
@@ -37,7 +36,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..nodes.folders import MODEL_KINDS, REPO_ROOT
+from ..nodes.folders import MODEL_KINDS, REPO_ROOT, write_atomically
 from ..nodes.registry import object_info
 from .context import ServerContext
 from .graph_layout import api_to_ui
@@ -252,18 +251,6 @@ def _file_info(path: Path, relative_to: Path) -> dict:
             "modified": int(stat.st_mtime * 1000), "created": int(stat.st_ctime * 1000)}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -335,7 +322,7 @@ class SettingsStore:
         with self._lock:
             stored = self._stored()
             stored.update(values)
-            _write_atomic(self.path, json.dumps(stored, indent=1).encode())
+            write_atomically(self.path, json.dumps(stored, indent=1).encode())
 
 
 # -- jobs, in the shape of ComfyUI's /api/jobs ---------------------------------------------------------
@@ -597,7 +584,7 @@ def router(ctx: ServerContext, workflows_dir: Path = WORKFLOWS_DIR,
                     return JSONResponse({"error": "file already exists"}, status_code=409)
                 if path.is_dir():
                     return JSONResponse({"error": "a folder has that name"}, status_code=400)
-                _write_atomic(path, await _read_body(request, ctx.max_upload_bytes))
+                write_atomically(path, await _read_body(request, ctx.max_upload_bytes))
         except Refused as error:
             return _refusal(error)
         except OSError as error:

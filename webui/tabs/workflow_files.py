@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ...nodes.folders import write_atomically
 from ...nodes.registry import object_info
 from ...nodes.runtime.png_metadata import read_png_metadata
 from ..context import ServerContext
@@ -127,15 +127,7 @@ def save_workflow(ctx: ServerContext, name: Any, workflow: dict) -> str:
     except Refused as exc:
         raise WorkflowError(exc.message) from None
     editor_format = api_to_ui(to_api(ctx, workflow), object_info(dict(ctx.registry)), seed_control="fixed")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as file:
-            json.dump(editor_format, file, indent=2)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(editor_format, indent=2).encode())
     return f"saved:{stem}.json"
 
 
