@@ -6,7 +6,8 @@ import importlib
 from .declare import Node
 
 # Modules under nodes/core; each exports NODES = {class_type: NodeClass}.
-CORE_MODULES = ("loaders", "conditioning", "latent", "sampling", "vae", "image", "controlnet", "preprocessors")
+CORE_MODULES = ("loaders", "lora", "conditioning", "latent", "sampling", "vae", "image", "controlnet",
+                "preprocessors")
 
 
 def core_nodes() -> dict[str, type[Node]]:

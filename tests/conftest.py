@@ -20,6 +20,27 @@ def folders(tmp_path):
     folders_module._current = previous
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and two OpenMP threads on two shared cores can crawl."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_model_cache():
+    """An empty shared model cache before and after the test."""
+    from inkwash.nodes.runtime import model_cache
+
+    model_cache.shared().clear()
+    yield
+    model_cache.shared().clear()
+
+
 TINY_CKPT = "tiny-sd1.safetensors"
 
 

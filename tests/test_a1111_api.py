@@ -159,7 +159,10 @@ BAD_REQUESTS = [
     ("txt2img", {"override_settings": {"sd_model_checkpoint": "missing.safetensors"}}, "sd_model_checkpoint"),
     ("txt2img", {"override_settings": {"CLIP_stop_at_last_layers": 40}}, "CLIP_stop_at_last_layers"),
     ("txt2img", {"override_settings": "yes"}, "override_settings"),
-    ("txt2img", {"enable_hr": True}, "enable_hr"),
+    ("txt2img", {"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "hr_upscaler"),
+    ("txt2img", {"override_settings": {"sd_vae": "missing.safetensors"}}, "sd_vae"),
+    ("txt2img", {"refiner_checkpoint": "missing.safetensors"}, "refiner_checkpoint"),
+    ("txt2img", {"refiner_checkpoint": CKPT, "refiner_switch_at": 1.5}, "refiner_switch_at"),
     ("txt2img", {"subseed_strength": 0.5}, "subseed_strength"),
     ("img2img", {}, "init_images"),
     ("img2img", {"init_images": ["!!! not base64 !!!"]}, "init_images"),
@@ -226,6 +229,23 @@ def test_options_persist_and_choose_the_default_checkpoint(client, ctx):
     assert info["sd_model_name"] == "other"
     override = {**SMALL, "override_settings": {"sd_model_checkpoint": title}}
     assert json.loads(client.post("/sdapi/v1/txt2img", json=override).json()["info"])["sd_model_name"] == "tiny-sd1"
+
+
+def test_vae_and_clip_skip_from_options_and_override_settings(client, ctx):
+    save_checkpoint(ctx.folders.models_dir / "vae" / "other.safetensors", *tiny_sd1(seed=3))
+    options = client.get("/sdapi/v1/options").json()
+    assert (options["sd_vae"], options["CLIP_stop_at_last_layers"]) == ("Automatic", 1)
+    assert client.post("/sdapi/v1/options", json={"sd_vae": "other", "CLIP_stop_at_last_layers": 2}).status_code == 200
+    assert client.get("/sdapi/v1/options").json()["sd_vae"] == "other.safetensors"
+    info = json.loads(client.post("/sdapi/v1/txt2img", json=SMALL).json()["info"])
+    parsed = parse_infotext(info["infotexts"][0])
+    assert (parsed["VAE"], parsed["Clip skip"], info["clip_skip"]) == ("other.safetensors", "2", 2)
+    assert info["sd_vae_name"] == "other.safetensors" and len(info["sd_vae_hash"]) == 10
+    override = {**SMALL, "override_settings": {"sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1}}
+    info = json.loads(client.post("/sdapi/v1/txt2img", json=override).json()["info"])
+    assert "VAE" not in info["infotexts"][0] and "Clip skip" not in info["infotexts"][0]
+    assert info["sd_vae_name"] is None
+    assert client.post("/sdapi/v1/options", json={"sd_vae": "nope"}).status_code == 422
 
 
 def test_listings(client, ctx):

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from diffusers import ControlNetModel
@@ -21,6 +22,8 @@ from inkwash.nodes.runtime.model_detect import detect_family, is_v_prediction
 from inkwash.nodes.runtime.model_types import SD1, SD2, SDXL, SDXL_REFINER
 from inkwash.nodes.runtime.state_dict_files import CheckpointError
 
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_model_cache")
+
 FAMILIES = {
     "sd1": lambda: tiny_sd1(),
     "sd1-inpaint": lambda: tiny_sd1("inpaint"),
@@ -32,22 +35,6 @@ FAMILIES = {
     "sdxl": lambda: tiny_sdxl(),
     "sdxl-refiner": lambda: tiny_sdxl(refiner=True),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and two OpenMP threads on two shared cores can crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    model_cache.shared().clear()
-    yield
-    model_cache.shared().clear()
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -209,6 +196,30 @@ def test_sd2_prediction_type_from_marker_metadata_and_sidecar_yaml(tmp_path):
     assert load_checkpoint(plain)[0].family.prediction_type == "epsilon"
     (tmp_path / "plain.yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
     assert load_checkpoint(plain)[0].family.prediction_type == "v_prediction"
+
+
+def test_sd2_v_and_epsilon_files_generate_through_the_txt2img_workflow(folders, registry):
+    from PIL import Image
+
+    from inkwash.nodes.executor import Executor
+    from inkwash.webui.generation import GenerationParams, resolve, txt2img_workflow
+
+    files = {"sd2-768-v.safetensors": (tiny_sd2("v_prediction"), "v_prediction"),
+             "sd2-base.safetensors": (tiny_sd2("epsilon", seed=1), "epsilon"),
+             "sd2-768-v-as-epsilon.safetensors": (tiny_sd2("epsilon"), "epsilon")}  # the v weights, marked epsilon
+    images = {}
+    for name, (parts, prediction_type) in files.items():
+        install(folders, write_tiny_checkpoint(folders.output_dir, name, parts))
+        model = CheckpointLoaderSimple().run(ckpt_name=name)[0]
+        assert model.family.prediction_type == model.scheduler_config["prediction_type"] == prediction_type
+        params = resolve(GenerationParams(prompt="a red circle", checkpoint=name, steps=3, seed=5, width=64, height=64))
+        result = Executor(registry).execute(txt2img_workflow(params))
+        assert result.status == "success", result.error
+        entry = result.outputs["9"]["images"][0]
+        images[name] = np.asarray(Image.open(folders.output_dir / entry["subfolder"] / entry["filename"]), dtype=int)
+        assert images[name].shape == (64, 64, 3)
+        assert images[name].std() > 1  # a NaN latent decodes to a flat black image
+    assert np.abs(images["sd2-768-v.safetensors"] - images["sd2-768-v-as-epsilon.safetensors"]).mean() > 1
 
 
 def test_zero_terminal_snr_marker_round_trips(tmp_path):

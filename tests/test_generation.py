@@ -296,3 +296,27 @@ def test_inpaint_whole_picture_keeps_unmasked_pixels(registry, folders, checkpoi
     result = np.asarray(Image.open(path).convert("RGB"))
     assert np.array_equal(result[:8], np.asarray(original)[:8])
     assert "Denoising strength" not in parse_infotext(read_png_metadata(path)["parameters"])  # 1.0 is left out
+
+
+def test_a_vae_file_decodes_instead_of_the_checkpoints_and_is_named_in_the_infotext(registry, folders, checkpoint):
+    from inkwash.nodes.runtime.png_metadata import short_hash
+    from tiny_models import tiny_sd1, write_tiny_checkpoint
+
+    vae_file = write_tiny_checkpoint(folders.models_dir / "vae", "other.safetensors", tiny_sd1(seed=3))
+    params = gen.resolve(small(vae="other.safetensors", clip_skip=2), folders)
+    workflow = gen.txt2img_workflow(params)
+    assert workflow["40"]["inputs"] == {"vae_name": "other.safetensors"} and workflow["8"]["inputs"]["vae"] == ["40", 0]
+    img2img = gen.img2img_workflow(params, "a.png", resized=True)
+    assert img2img["11"]["inputs"]["vae"] == img2img["8"]["inputs"]["vae"] == ["40", 0]
+
+    executor = Executor(registry)
+    own, other = (gen.build_txt2img(small(vae=vae, clip_skip=2), folders) for vae in ("Automatic", "other.safetensors"))
+    (own_vae,) = saved(folders, own, 0, executor.execute(own.workflows[0]))
+    (other_vae,) = saved(folders, other, 0, executor.execute(other.workflows[0]))
+    assert not np.array_equal(np.asarray(Image.open(own_vae)), np.asarray(Image.open(other_vae)))
+    info = parse_infotext(read_png_metadata(other_vae)["parameters"])
+    assert (info["VAE"], info["VAE hash"], info["Clip skip"]) == ("other.safetensors", short_hash(vae_file), "2")
+    assert "VAE" not in parse_infotext(read_png_metadata(own_vae)["parameters"])
+    with pytest.raises(BadRequest) as caught:
+        gen.resolve(small(vae="missing.safetensors"), folders)
+    assert caught.value.field == "vae" and "other.safetensors" in caught.value.message

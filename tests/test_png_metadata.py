@@ -131,7 +131,7 @@ def test_infotext_through_controlnet_clip_skip_and_advanced_sampler():
         "image": ["8", 0], "upscale_method": "lanczos", "width": 768, "height": 0, "crop": "disabled"}}
 
     text = infotext_from_workflow(graph, "9", size=(768, 768), batch_index=2, version="inkwash-0.1.0")
-    assert text == ("masterpiece best quality girl\nNegative prompt: bad hands\n"
+    assert text == ("masterpiece best quality girl <lora:x:1>\nNegative prompt: bad hands\n"
                     "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 102, "
                     "Size: 768x768, Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Clip skip: 2, "
                     "Version: inkwash-0.1.0")

@@ -176,11 +176,29 @@ def test_png_info_of_a_generated_image_and_send_to_txt2img(ctx):
     assert json.loads(workflow_json) == last.results["workflows"][0]
     fields = pnginfo.infotext_fields(parameters)
     assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "dpmpp_2m",
-                      "scheduler": "karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64}
+                      "scheduler": "karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
+                      "clip_skip": 1}
     assert pnginfo.sent_values(parameters) == [fields[name] for name in pnginfo.SENT_FIELDS]
     assert pnginfo.png_info(None) == ("", "")
     # the PNG opens in the Workflows tab as the API workflow that made it
     assert load_upload(ctx, path) == last.results["workflows"][0]
+
+
+def test_txt2img_with_hires_fix_vae_and_clip_skip(ctx):
+    save_checkpoint(ctx.folders.models_dir / "vae" / "other.safetensors", *tiny_sd1(seed=3))
+    last = run_to_end(ctx, "txt2img", form(
+        enable_hr=True, hr_upscaler="Latent", hr_scale=1.5, hr_second_pass_steps=0, hr_resize_x=0, hr_resize_y=0,
+        denoising_strength=0.7, hr_sampler_name="Use same sampler", hr_scheduler="Use same scheduler", hr_prompt="",
+        hr_negative_prompt="", vae="other.safetensors", clip_skip=2, refiner_checkpoint="None",
+        refiner_switch_at=0.8))
+    (path, _), = last.gallery
+    assert Image.open(path).size == (96, 96)
+    info = parse_infotext(last.info)
+    assert (info["Size-1"], info["Hires upscale"], info["Hires upscaler"]) == ("64", "1.5", "Latent")
+    assert (info["Denoising strength"], info["VAE"], info["Clip skip"]) == ("0.7", "other.safetensors", "2")
+    assert pnginfo.infotext_fields(last.info)["clip_skip"] == 2
+    off = run_to_end(ctx, "txt2img", form(enable_hr=False, hr_upscaler="Latent", vae="Automatic", clip_skip=1))
+    assert Image.open(off.gallery[0][0]).size == (64, 64) and "VAE" not in off.info
 
 
 def test_workflow_form_for_txt2img_has_the_ksampler_widgets(registry, checkpoint):

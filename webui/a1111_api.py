@@ -1,10 +1,11 @@
 """AUTOMATIC1111's HTTP API (/sdapi/v1/*) over the shared job queue.
 
 Requests become GenerationParams and then workflows (webui/generation.py), one queued job per batch
-count; the images returned are the saved PNG files, so they carry A1111's infotext. Fields A1111
-accepts but this server can't honour (hires fix, face restoration, tiling, variation seeds, scripts)
-are refused with 422 when switched on rather than silently ignored; other unknown fields are ignored,
-as A1111 does.
+count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
+refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
+generation_passes.py. Fields A1111 accepts but this server can't honour (face restoration, tiling,
+variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; other
+unknown fields are ignored, as A1111 does.
 """
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from ..nodes.folders import write_atomically
-from ..nodes.runtime import png_metadata
+from ..nodes.runtime import embeddings, png_metadata
 from ..nodes.runtime.schedulers import (
     A1111_SAMPLER_ALIASES,
     A1111_SAMPLERS,
     A1111_SCHEDULES,
 )
-from . import generation
+from . import generation, generation_passes
 from .context import ServerContext
 from .generation import BadRequest, GenerationParams, Plan
 from .jobs import InvalidWorkflow
@@ -46,7 +47,10 @@ OPTIONS_FILE = "options.json"
 
 # A1111 request fields as GenerationParams names them, for error messages in A1111's terms.
 _FIELD_NAMES = {"checkpoint": "override_settings.sd_model_checkpoint", "init_image": "init_images",
-                "clip_skip": "override_settings.CLIP_stop_at_last_layers"}
+                "clip_skip": "override_settings.CLIP_stop_at_last_layers", "vae": "override_settings.sd_vae"}
+REFINER_SWITCH_AT = 0.8  # A1111's UI default, for a request with a refiner and no switch point
+HIRES_DENOISE = 0.7  # A1111's UI default, for a hires fix request without a denoising strength
+EXTRA_PARAMS = ("Hires ", "Refiner")  # infotext keys A1111 reports as extra_generation_params
 
 
 # -- request bodies ---------------------------------------------------------------------------------------
@@ -76,11 +80,22 @@ class _Request(BaseModel):
     alwayson_scripts: dict[str, Any] | None = None
     send_images: bool = True
     save_images: bool = False
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
 
 
 class Txt2ImgRequest(_Request):
     denoising_strength: float | None = None  # only used by hires fix in A1111
     enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None  # None: "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
 
 
 class Img2ImgRequest(_Request):
@@ -183,7 +198,7 @@ def _exif_infotext(image: Image.Image) -> str | None:
 
 def _refuse_unsupported(req: _Request) -> None:
     unsupported = {
-        "enable_hr": "hires fix is not supported", "restore_faces": "face restoration is not supported",
+        "restore_faces": "face restoration is not supported",
         "tiling": "tiling is not supported", "script_name": "scripts are not supported",
         "alwayson_scripts": "scripts and extensions are not supported",
     }
@@ -301,6 +316,26 @@ class A1111Api:
             raise BadRequest("clip_skip", f"must be an integer from 1 to {generation.MAX_CLIP_SKIP}, got {value!r}")
         return value
 
+    def find_vae(self, value: Any, field_name: str = "vae") -> str | None:
+        """A VAE file as A1111 names it (file name, or without its extension); None for "Automatic" or
+        "None" (the checkpoint's own VAE)."""
+        if value is None or value in generation_passes.AUTOMATIC_VAE:
+            return None
+        names = self.ctx.folders.list("vae")
+        for name in names:
+            if value in (name, os.path.splitext(name)[0]):
+                return name
+        raise BadRequest(field_name, f"unknown VAE {value!r}; available: Automatic, None, {', '.join(names)}")
+
+    def vae(self, override: Any = None) -> str | None:
+        """The VAE of a request: its override_settings' sd_vae, else the saved option."""
+        if override is not None:
+            return self.find_vae(override)
+        try:
+            return self.find_vae(self.load_options().get("sd_vae"))
+        except BadRequest:
+            return None  # the chosen file has gone: the checkpoint's own, as A1111 falls back
+
     def set_options(self, body: Any) -> None:
         if not isinstance(body, dict):
             raise BadRequest("options", "expected a JSON object of settings")
@@ -314,6 +349,8 @@ class A1111Api:
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
                     raise BadRequest("CLIP_stop_at_last_layers", f"must be an integer from 1 to 12, got {value!r}")
                 options["CLIP_stop_at_last_layers"] = value
+            if "sd_vae" in body:
+                options["sd_vae"] = self.find_vae(body["sd_vae"], "sd_vae") or "Automatic"
             self.save_options(options)
 
     def options(self) -> dict:
@@ -325,7 +362,7 @@ class A1111Api:
         short, sha256 = self.model_hash(checkpoint) if checkpoint else (None, None)
         return {"sd_model_checkpoint": f"{checkpoint} [{short}]" if checkpoint and short else checkpoint,
                 "sd_checkpoint_hash": sha256, "CLIP_stop_at_last_layers": self.clip_skip(),
-                "samples_format": "png", "enable_pnginfo": True}
+                "sd_vae": self.vae() or "Automatic", "samples_format": "png", "enable_pnginfo": True}
 
     # -- requests -> params --------------------------------------------------------------------------
     def common_params(self, req: _Request) -> GenerationParams:
@@ -340,10 +377,25 @@ class A1111Api:
             sampler_name=req.sampler_name or req.sampler_index or "Euler", scheduler=req.scheduler,
             steps=req.steps, cfg_scale=req.cfg_scale, seed=req.seed, width=req.width, height=req.height,
             batch_size=req.batch_size, n_iter=req.n_iter,
-            clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")), save_images=req.save_images)
+            clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")), save_images=req.save_images,
+            vae=self.vae(overrides.get("sd_vae")), refiner_checkpoint=self.refiner(req.refiner_checkpoint),
+            refiner_switch_at=REFINER_SWITCH_AT if req.refiner_switch_at is None else req.refiner_switch_at)
+
+    def refiner(self, value: Any) -> str | None:
+        if value is None or value in generation_passes.NO_REFINER:
+            return None
+        return self.find_checkpoint(value, "refiner_checkpoint")
 
     def txt2img_plan(self, req: Txt2ImgRequest) -> Plan:
-        return generation.build_txt2img(self.common_params(req), self.ctx.folders, self.ctx.max_pixels)
+        params = self.common_params(req)
+        if req.enable_hr:
+            params.enable_hr, params.hr_scale, params.hr_upscaler = True, req.hr_scale, req.hr_upscaler or "Latent"
+            params.hr_second_pass_steps, params.hr_resize_x, params.hr_resize_y = (
+                req.hr_second_pass_steps, req.hr_resize_x, req.hr_resize_y)
+            params.hr_sampler_name, params.hr_scheduler = req.hr_sampler_name, req.hr_scheduler
+            params.hr_prompt, params.hr_negative_prompt = req.hr_prompt, req.hr_negative_prompt
+            params.denoising_strength = HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength
+        return generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
 
     def img2img_plan(self, req: Img2ImgRequest) -> Plan:
         params = self.common_params(req)
@@ -418,6 +470,7 @@ class A1111Api:
                 images.append(base64.b64encode(data).decode("ascii"))
         count = len(plan.all_seeds)
         sampler, _ = png_metadata.a1111_names(params.sampler_name, params.scheduler)
+        parsed = png_metadata.parse_infotext(infotexts[0], defaults=False) if infotexts else {}
         info = {
             "prompt": params.prompt, "all_prompts": [params.prompt] * count,
             "negative_prompt": params.negative_prompt, "all_negative_prompts": [params.negative_prompt] * count,
@@ -426,12 +479,14 @@ class A1111Api:
             "height": params.height, "sampler_name": sampler, "cfg_scale": params.cfg_scale, "steps": params.steps,
             "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
             "sd_model_name": os.path.splitext(os.path.basename(params.checkpoint))[0],
-            "sd_model_hash": self.remember_short_hash(params.checkpoint), "sd_vae_name": None, "sd_vae_hash": None,
+            "sd_model_hash": self.remember_short_hash(params.checkpoint),
+            "sd_vae_name": parsed.get("VAE"), "sd_vae_hash": parsed.get("VAE hash"),
             "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-            "denoising_strength": params.denoising_strength if plan.inputs is not None else echo.get(
-                "denoising_strength"),
-            "extra_generation_params": dict(plan.inputs.overlay.infotext) if plan.inputs and plan.inputs.overlay
-            else {},
+            "denoising_strength": params.denoising_strength if plan.inputs is not None or params.enable_hr
+            else echo.get("denoising_strength"),
+            "extra_generation_params": {**(plan.inputs.overlay.infotext if plan.inputs and plan.inputs.overlay
+                                           else {}),
+                                        **{k: v for k, v in parsed.items() if k.startswith(EXTRA_PARAMS)}},
             "index_of_first_image": 0, "infotexts": infotexts, "styles": req.styles or [],
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip,
             "is_using_inpainting_conditioning": False, "version": png_metadata.inkwash_version(),
@@ -572,9 +627,23 @@ def router(ctx: ServerContext) -> APIRouter:
     def refresh_checkpoints():
         return None  # the folder is read on every request
 
+    @routes.get("/embeddings")
+    def embedding_list():
+        return embeddings.a1111_listing(ctx.folders)
+
     @routes.get("/sd-vae")
     def sd_vae():
         return [{"model_name": name, "filename": name} for name in ctx.folders.list("vae")]
+
+    @routes.get("/upscalers")
+    def upscalers():  # hires fix's pixel upscalers; A1111 lists "None" first
+        names = sorted((n for n, (space, _) in png_metadata.HIRES_UPSCALERS.items() if space == "pixel"),
+                       key=lambda n: n != "None")
+        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4} for n in names]
+
+    @routes.get("/latent-upscale-modes")
+    def latent_upscale_modes():
+        return [{"name": n} for n, (space, _) in png_metadata.HIRES_UPSCALERS.items() if space == "latent"]
 
     @routes.get("/samplers")
     def samplers():

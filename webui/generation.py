@@ -5,7 +5,8 @@ workflow looks like the template it came from. What the nodes cannot do is done 
 
   in the graph   resize modes 0/1 without a mask (ImageScale), 3 (LatentUpscale), the noise mask
                  (LoadImageMask + SetLatentNoiseMask), "latent nothing" (VAEEncodeForInpaint),
-                 clip skip (CLIPSetLastLayer), batches.
+                 clip skip (CLIPSetLastLayer), batches; hires fix, the refiner and a VAE file
+                 (generation_passes.py).
   before (PIL)   on the stored input image and mask: resize mode 2 "resize and fill"; with a mask,
                  every resize mode (a MASK can't go through ImageScale); mask rounding, inversion and
                  blur; the "only masked" crop; masked content "fill" and "latent noise" (approximated
@@ -34,6 +35,8 @@ from PIL import Image, ImageFilter, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
 from ..nodes.folders import REPO_ROOT, Folders, safe_path, write_atomically
+from ..nodes.folders import current as current_folders
+from ..nodes.runtime import embeddings
 from ..nodes.runtime.png_metadata import format_infotext, parse_infotext, read_png_text
 from ..nodes.runtime.schedulers import (
     A1111_SAMPLER_ALIASES,
@@ -43,6 +46,8 @@ from ..nodes.runtime.schedulers import (
     SCHEDULER_NAMES,
     from_a1111,
 )
+from . import generation_passes, prompt_loras
+from .bad_request import BadRequest
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 DEFAULT_CHECKPOINT = "inkwash-demo.safetensors"
@@ -66,15 +71,6 @@ A1111_SCHEDULE_NAMES: dict[str, str | None] = {
 
 # Marks a saved PNG whose pixels were already post-processed, so a cached re-run doesn't do it twice.
 POSTPROCESSED_KEY = "inkwash_postprocessed"
-
-
-class BadRequest(ValueError):
-    """Parameters that can't be generated; the message names the field."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
 
 
 @dataclass
@@ -102,6 +98,19 @@ class GenerationParams:
     inpaint_full_res: bool = False  # "only masked"
     inpaint_full_res_padding: int = 32
     resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
+    vae: str | None = None  # a file in models/vae; None (A1111's "Automatic") is the checkpoint's own
+    refiner_checkpoint: str | None = None  # a checkpoint that takes over at refiner_switch_at of the steps
+    refiner_switch_at: float = 0.8
+    enable_hr: bool = False  # hires fix (txt2img): upscale, then a second pass at denoising_strength
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"  # a name of png_metadata.HIRES_UPSCALERS
+    hr_second_pass_steps: int = 0  # 0: as many as the first pass
+    hr_resize_x: int = 0  # a size to resize to instead of hr_scale (a 0 keeps the aspect ratio)
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None  # None: the first pass's sampler (and scheduler)
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""  # "": the first pass's prompt
+    hr_negative_prompt: str = ""
     save_images: bool = True  # False: PreviewImage (temp folder) instead of SaveImage
     filename_prefix: str = "inkwash"
 
@@ -199,6 +208,8 @@ def resolve(params: GenerationParams, folders: Folders | None = None,
         raise BadRequest("checkpoint", f"expected a checkpoint name, got {checkpoint!r}")
     if folders is not None and checkpoint not in folders.list("checkpoints"):
         raise BadRequest("checkpoint", f"checkpoint {checkpoint!r} not found in the checkpoints folder")
+    if folders is not None:
+        prompt_lora_tags(params.prompt, folders)  # unknown LoRA names fail here, before anything is stored
     resolved = replace(
         params, sampler_name=sampler, scheduler=scheduler, width=width, height=height, batch_size=batch_size,
         n_iter=n_iter, seed=seed,
@@ -218,7 +229,31 @@ def resolve(params: GenerationParams, folders: Folders | None = None,
         raise BadRequest("mask", "a mask needs an init image")
     if resolved.mask is not None and resolved.resize_mode == 3:
         raise BadRequest("resize_mode", "resize mode 3 (latent upscale) can't be combined with a mask")
-    return resolved
+    resolved = replace(resolved, **generation_passes.resolve_passes(resolved, folders, MAX_STEPS))
+    return _resolve_hires(resolved, params, max_pixels) if resolved.enable_hr else resolved
+
+
+_SAME = (None, "", "Use same sampler", "Use same scheduler")  # A1111's choices for "as the first pass"
+
+
+def _resolve_hires(resolved: GenerationParams, params: GenerationParams, max_pixels: int | None) -> GenerationParams:
+    """Hires fix's sampler in ComfyUI names and its size checked against the limits."""
+    hr_sampler, hr_scheduler = (None if v in _SAME else v for v in (params.hr_sampler_name, params.hr_scheduler))
+    if hr_sampler is not None or hr_scheduler is not None:
+        try:
+            hr_sampler, hr_scheduler = sampler_and_scheduler(hr_sampler or params.sampler_name,
+                                                             hr_scheduler or params.scheduler)
+        except BadRequest as exc:
+            raise BadRequest(f"hr_{exc.field}", exc.message) from None
+    width, height = generation_passes.hires_size(resolved.width, resolved.height, resolved.hr_scale,
+                                                 resolved.hr_resize_x, resolved.hr_resize_y)
+    if not (MIN_SIZE <= min(width, height) and max(width, height) <= generation_passes.MAX_HIRES_SIZE):
+        raise BadRequest("hr_scale", f"the hires fix size {width}x{height} is outside {MIN_SIZE} to "
+                         f"{generation_passes.MAX_HIRES_SIZE} pixels")
+    if max_pixels is not None and width * height * resolved.batch_size > max_pixels:
+        raise BadRequest("hr_scale", f"the hires fix size {width}x{height} x {resolved.batch_size} images is "
+                         f"over the limit of {max_pixels} pixels")
+    return replace(resolved, hr_sampler_name=hr_sampler, hr_scheduler=hr_scheduler)
 
 
 def iteration_seeds(params: GenerationParams, iteration: int) -> list[int]:
@@ -241,18 +276,24 @@ def template(name: str) -> dict:
 
 def _patch_common(workflow: dict, params: GenerationParams, seed: int, denoise: float) -> None:
     workflow["4"]["inputs"]["ckpt_name"] = params.checkpoint
-    workflow["6"]["inputs"]["text"] = params.prompt
-    workflow["7"]["inputs"]["text"] = params.negative_prompt
+    embedding_names = embeddings.list_names()  # A1111 takes bare embedding names: mark them for the encoder
+    workflow["6"]["inputs"]["text"] = embeddings.mark_names(params.prompt, embedding_names)
+    workflow["7"]["inputs"]["text"] = embeddings.mark_names(params.negative_prompt, embedding_names)
     workflow["3"]["inputs"].update(seed=seed, steps=params.steps, cfg=params.cfg_scale,
                                    sampler_name=params.sampler_name, scheduler=params.scheduler, denoise=denoise)
-    if params.clip_skip > 1:
-        workflow["20"] = {"class_type": "CLIPSetLastLayer",
-                          "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -params.clip_skip}}
-        workflow["6"]["inputs"]["clip"] = workflow["7"]["inputs"]["clip"] = ["20", 0]
+    add_clip_skip(workflow, params.clip_skip)
     if params.save_images:
         workflow["9"]["inputs"]["filename_prefix"] = params.filename_prefix
     else:
         workflow["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+
+
+def add_clip_skip(workflow: dict, clip_skip: int) -> None:
+    """A1111's clip skip: the prompts (nodes 6 and 7) encoded by the checkpoint's CLIP stopped early."""
+    if clip_skip > 1:
+        workflow["20"] = {"class_type": "CLIPSetLastLayer",
+                          "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -clip_skip}}
+        workflow["6"]["inputs"]["clip"] = workflow["7"]["inputs"]["clip"] = ["20", 0]
 
 
 def txt2img_workflow(params: GenerationParams, iteration: int = 0) -> dict:
@@ -262,6 +303,7 @@ def txt2img_workflow(params: GenerationParams, iteration: int = 0) -> dict:
     workflow = template("txt2img")
     _patch_common(workflow, params, iteration_seeds(params, iteration)[0], 1.0)
     workflow["5"]["inputs"].update(width=params.width, height=params.height, batch_size=params.batch_size)
+    generation_passes.add_passes(workflow, params, ["3"], hires=True)
     return workflow
 
 
@@ -301,6 +343,7 @@ def img2img_workflow(params: GenerationParams, init_image_name: str, mask_name: 
                 "pixels": ["10", 0], "vae": ["4", 2], "mask": ["23", 0], "grow_mask_by": 0}}
     for index, seed in enumerate(seeds[1:], start=1):
         _add_branch(workflow, index, seed)
+    generation_passes.add_passes(workflow, params, ["3"] + [f"3_{index}" for index in range(1, len(seeds))])
     return workflow
 
 
@@ -614,10 +657,34 @@ class Plan:
         return paths
 
 
+def prompt_lora_tags(prompt: str, folders: Folders | None) -> tuple[str, list[prompt_loras.LoraTag]]:
+    """(the prompt without its <lora:name:weight> tags, the tags), each name checked against the loras
+    folder (`folders`, or the current ones)."""
+    try:
+        stripped, loras = prompt_loras.extract(prompt)
+        for tag in loras:
+            prompt_loras.find_lora(tag.name, folders or current_folders())
+    except prompt_loras.LoraTagError as err:
+        raise BadRequest("prompt", str(err)) from None
+    return stripped, loras
+
+
+def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) -> list[dict]:
+    """The workflows `build(params)` makes from the prompt without its LoRA tags, each with a
+    LoraLoader per tag after the checkpoint loader. They are chained last, so every user of the
+    checkpoint's MODEL and CLIP (hires and refiner passes too) goes through them. `params` keeps
+    the tags: A1111 reports the prompt with them, and the infotext writes them back."""
+    prompt, loras = prompt_lora_tags(params.prompt, folders)
+    workflows = build(replace(params, prompt=prompt))
+    for workflow in workflows:
+        prompt_loras.add_lora_nodes(workflow, loras, folders or current_folders())
+    return workflows
+
+
 def build_txt2img(params: GenerationParams, folders: Folders | None = None,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Plan:
     params = resolve(params, folders, max_pixels)
-    workflows = [txt2img_workflow(params, i) for i in range(params.n_iter)]
+    workflows = with_prompt_loras(params, folders, lambda p: [txt2img_workflow(p, i) for i in range(p.n_iter)])
     return Plan(params, workflows, None, [iteration_seeds(params, i) for i in range(params.n_iter)])
 
 
@@ -629,7 +696,7 @@ def build_img2img(params: GenerationParams, folders: Folders, max_pixels: int | 
     if params.init_image is None:
         raise BadRequest("init_images", "img2img needs an init image")
     inputs = prepare_img2img(folders, params, prefix)
-    workflows = [img2img_workflow(params, inputs.init_name, inputs.mask_name, i, resized=inputs.resized)
-                 for i in range(params.n_iter)]
+    workflows = with_prompt_loras(params, folders, lambda p: [
+        img2img_workflow(p, inputs.init_name, inputs.mask_name, i, resized=inputs.resized) for i in range(p.n_iter)])
     return Plan(params, workflows, inputs, [iteration_seeds(params, i) for i in range(params.n_iter)])
 

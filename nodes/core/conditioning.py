@@ -1,10 +1,13 @@
-"""Conditioning nodes: CLIPTextEncode, CLIPSetLastLayer and the depth map for 5-channel depth models."""
+"""Conditioning nodes: CLIPTextEncode, the SDXL encoders with size and aesthetic-score conditioning,
+CLIPSetLastLayer and the depth map for 5-channel depth models."""
 from __future__ import annotations
 
 import dataclasses
 
-from ..declare import Input, Int, Node, Output, String
-from ..runtime import text_encode
+from ..declare import Float, Input, Int, Node, Output, String
+from ..runtime import sdxl_conditioning, text_encode
+
+MAX_RESOLUTION = 16384
 
 
 class CLIPTextEncode(Node):
@@ -17,6 +20,46 @@ class CLIPTextEncode(Node):
 
     def run(self, text, clip):
         return (text_encode.encode(clip, text),)
+
+
+class CLIPTextEncodeSDXL(Node):
+    """SDXL base prompt: text_g for CLIP-G, text_l for CLIP-L, with the size and crop conditioning
+    (original size, crop offset, target size) the sampler adds to the time embedding."""
+
+    inputs = (Input("clip", "CLIP"),
+              Int("width", default=1024, min=0, max=MAX_RESOLUTION),
+              Int("height", default=1024, min=0, max=MAX_RESOLUTION),
+              Int("crop_w", default=0, min=0, max=MAX_RESOLUTION),
+              Int("crop_h", default=0, min=0, max=MAX_RESOLUTION),
+              Int("target_width", default=1024, min=0, max=MAX_RESOLUTION),
+              Int("target_height", default=1024, min=0, max=MAX_RESOLUTION),
+              String("text_g", multiline=True), String("text_l", multiline=True))
+    outputs = (Output("CONDITIONING"),)
+    category = "advanced/conditioning"
+    display_name = "CLIP Text Encode (SDXL)"
+
+    def run(self, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
+        conditioning = sdxl_conditioning.encode_g_and_l(clip, text_g, text_l)
+        sizes = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
+                 "target_width": target_width, "target_height": target_height}
+        return (sdxl_conditioning.with_extra(conditioning, sizes),)
+
+
+class CLIPTextEncodeSDXLRefiner(Node):
+    """SDXL refiner prompt, with the aesthetic score (6 is usual for the positive prompt, 2.5 for the
+    negative) and original size the refiner's time embedding takes."""
+
+    inputs = (Float("ascore", default=6.0, min=0.0, max=1000.0, step=0.01),
+              Int("width", default=1024, min=0, max=MAX_RESOLUTION),
+              Int("height", default=1024, min=0, max=MAX_RESOLUTION),
+              String("text", multiline=True), Input("clip", "CLIP"))
+    outputs = (Output("CONDITIONING"),)
+    category = "advanced/conditioning"
+    display_name = "CLIP Text Encode (SDXL Refiner)"
+
+    def run(self, ascore, width, height, text, clip):
+        extra = {"aesthetic_score": ascore, "width": width, "height": height}
+        return (sdxl_conditioning.with_extra(text_encode.encode(clip, text), extra),)
 
 
 class CLIPSetLastLayer(Node):
@@ -44,5 +87,6 @@ class ConditioningSetDepth(Node):
         return ([dataclasses.replace(c, extra={**c.extra, "depth": depth}) for c in conditioning],)
 
 
-NODES = {"CLIPTextEncode": CLIPTextEncode, "CLIPSetLastLayer": CLIPSetLastLayer,
+NODES = {"CLIPTextEncode": CLIPTextEncode, "CLIPTextEncodeSDXL": CLIPTextEncodeSDXL,
+         "CLIPTextEncodeSDXLRefiner": CLIPTextEncodeSDXLRefiner, "CLIPSetLastLayer": CLIPSetLastLayer,
          "ConditioningSetDepth": ConditioningSetDepth}

@@ -8,8 +8,8 @@ import string
 from pathlib import Path
 
 from .. import folders
-from ..declare import Combo, Input, Int, Node, Output, Result, String
-from ..runtime import image_files, png_metadata
+from ..declare import Combo, Float, Input, Int, Node, Output, Result, String
+from ..runtime import image_files, lora, png_metadata
 from ..runtime import images as imaging
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -92,11 +92,27 @@ class LoadImageMask(Node):
         return (imaging.load_mask(input_file(image), channel),)
 
 
-def _model_hash(ckpt_name: str) -> str | None:
+def _file_hash(kind: str, name: str) -> str | None:
     try:
-        return png_metadata.short_hash(folders.current().find("checkpoints", ckpt_name))
+        return png_metadata.short_hash(folders.current().find(kind, name))
     except (OSError, ValueError):
-        return None  # a checkpoint we can't find still gets the rest of the infotext
+        return None  # a model we can't find still gets the rest of the infotext
+
+
+def _model_hash(ckpt_name: str) -> str | None:
+    return _file_hash("checkpoints", ckpt_name)
+
+
+def _vae_hash(vae_name: str) -> str | None:
+    return _file_hash("vae", vae_name)
+
+
+def _lora_hash(lora_name: str) -> str | None:
+    """A1111's LoRA hash, which differs from its model hash (runtime/lora.short_hash)."""
+    try:
+        return lora.short_hash(folders.current().find("loras", lora_name))
+    except (OSError, ValueError):
+        return None
 
 
 class SaveImage(Node):
@@ -125,7 +141,8 @@ class SaveImage(Node):
             parameters = None
             if self.ctx.prompt:
                 parameters = png_metadata.infotext_from_workflow(
-                    self.ctx.prompt, self.ctx.node_id, size=pil.size, batch_index=index, model_hash=_model_hash)
+                    self.ctx.prompt, self.ctx.node_id, size=pil.size, batch_index=index, model_hash=_model_hash,
+                    vae_hash=_vae_hash, lora_hash=_lora_hash)
             metadata = png_metadata.png_text(self.ctx.prompt or None, self.ctx.extra_pnginfo, parameters)
             saved = image_files.save_png(pil, self.folder(), filename_prefix, metadata, batch_number=index,
                                          compress_level=self.compress_level, durable=self.durable)
@@ -169,10 +186,25 @@ class ImageScale(Node):
         return (imaging.scale_image(image, width, height, upscale_method, crop),)
 
 
+class ImageScaleBy(Node):
+    """Resizes images by a factor."""
+
+    inputs = (Input("image", "IMAGE"), Combo("upscale_method", choices=imaging.UPSCALE_METHODS),
+              Float("scale_by", default=1.0, min=0.01, max=8.0, step=0.01))
+    outputs = (Output("IMAGE"),)
+    category = "image/upscaling"
+    display_name = "Upscale Image By"
+
+    def run(self, image, upscale_method: str, scale_by: float):
+        height, width = (max(1, round(side * scale_by)) for side in image.shape[1:3])
+        return (imaging.scale_image(image, width, height, upscale_method),)
+
+
 NODES = {
     "LoadImage": LoadImage,
     "LoadImageMask": LoadImageMask,
     "SaveImage": SaveImage,
     "PreviewImage": PreviewImage,
     "ImageScale": ImageScale,
+    "ImageScaleBy": ImageScaleBy,
 }

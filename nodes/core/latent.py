@@ -1,7 +1,7 @@
-"""Latent nodes: EmptyLatentImage, LatentUpscale, SetLatentNoiseMask."""
+"""Latent nodes: EmptyLatentImage, LatentUpscale, LatentUpscaleBy, SetLatentNoiseMask."""
 from __future__ import annotations
 
-from ..declare import Combo, Input, Int, Node, Output
+from ..declare import Combo, Float, Input, Int, Node, Output
 from ..runtime import latents
 
 MAX_RESOLUTION = 16384
@@ -40,6 +40,19 @@ class LatentUpscale(Node):
         return (latents.upscale(samples, upscale_method, width, height, crop),)
 
 
+class LatentUpscaleBy(Node):
+    """Resizes latents by a factor (hires fix's latent upscale)."""
+
+    inputs = (Input("samples", "LATENT"), Combo("upscale_method", choices=latents.UPSCALE_METHODS),
+              Float("scale_by", default=1.5, min=0.01, max=8.0, step=0.01))
+    outputs = (Output("LATENT"),)
+    category = "latent"
+    display_name = "Upscale Latent By"
+
+    def run(self, samples, upscale_method, scale_by):
+        return (latents.upscale_by(samples, upscale_method, scale_by),)
+
+
 class SetLatentNoiseMask(Node):
     """Limits denoising to the masked area (mask 1); the rest keeps the input latent."""
 
@@ -52,5 +65,5 @@ class SetLatentNoiseMask(Node):
         return (latents.set_noise_mask(samples, mask),)
 
 
-NODES = {"EmptyLatentImage": EmptyLatentImage, "LatentUpscale": LatentUpscale,
+NODES = {"EmptyLatentImage": EmptyLatentImage, "LatentUpscale": LatentUpscale, "LatentUpscaleBy": LatentUpscaleBy,
          "SetLatentNoiseMask": SetLatentNoiseMask}

@@ -6,7 +6,7 @@ import threading
 from .. import folders
 from ..declare import Combo, Input, Node, Output, Result, String
 from ..folders import UnsafePath
-from ..runtime import devices, model_cache
+from ..runtime import devices, lora, model_cache
 from ..runtime.checkpoint_load import load_checkpoint, load_controlnet, load_vae
 from ..runtime.checkpoint_save import save_checkpoint
 from ..runtime.image_files import next_counter, resolve_prefix
@@ -108,7 +108,8 @@ class CheckpointSave(Node):
         metadata.update(self.ctx.extra_pnginfo)
         with _save_lock:
             path = directory / f"{name}_{next_counter(directory, name):05}_.safetensors"
-            save_checkpoint(path, model, clip, vae, metadata=metadata)
+            with lora.applied(model), lora.applied(clip):  # a LoRA'd model is saved with its LoRAs merged
+                save_checkpoint(path, model, clip, vae, metadata=metadata)
         return Result(ui={"checkpoints": [{"filename": path.name, "subfolder": subfolder, "type": "output"}]})
 
 

@@ -1,4 +1,4 @@
-"""LATENT values: empty latents, resizing (ComfyUI's LatentUpscale), noise masks.
+"""LATENT values: empty latents, resizing (ComfyUI's LatentUpscale and LatentUpscaleBy), noise masks.
 
 LATENT is `{"samples": [B,4,H/8,W/8], "noise_mask"?: [B,1,H,W]}` in UNet space (VAE latent times the
 VAE's scaling factor).
@@ -63,6 +63,22 @@ def upscale(latent: dict, method: str, width: int, height: int, crop: str) -> di
         resized = bislerp(samples, *size)
     else:
         resized = F.interpolate(samples, size=size, mode=method)
+    return {**latent, "samples": resized}
+
+
+def upscale_by(latent: dict, method: str, scale_by: float) -> dict:
+    """ComfyUI's LatentUpscaleBy: both sides times `scale_by`, rounded to whole latent pixels."""
+    if method not in UPSCALE_METHODS:
+        raise ValueError(f"upscale_method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
+    samples = latent["samples"]
+    height, width = (max(1, round(side * scale_by)) for side in samples.shape[-2:])
+    error = size_error(width * 8, height * 8, samples.shape[0])
+    if error:
+        raise ValueError(error)
+    if method == "bislerp":
+        resized = bislerp(samples, height, width)
+    else:
+        resized = F.interpolate(samples, size=(height, width), mode=method)
     return {**latent, "samples": resized}
 
 

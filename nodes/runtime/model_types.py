@@ -34,6 +34,8 @@ class DiffusionModel:
     family: Family
     scheduler_config: dict  # a diffusers scheduler config (betas, prediction_type, timestep spacing...)
     name: str = ""
+    # LoRA deltas added to the shared UNet only while this value samples (runtime/lora.py)
+    lora_patches: tuple = ()
 
 
 @dataclass
@@ -44,6 +46,8 @@ class TextEncoder:
     encoders: list  # transformers CLIPTextModel / CLIPTextModelWithProjection
     family: Family
     stop_at_clip_layer: int = -1  # ComfyUI's CLIPSetLastLayer value; -2 is A1111's "Clip skip 2"
+    # LoRA deltas added to the shared encoders only while this value encodes (runtime/lora.py)
+    lora_patches: tuple = ()
 
 
 @dataclass

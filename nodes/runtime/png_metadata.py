@@ -236,10 +236,14 @@ def _is_sampler(class_type: str, inputs: dict) -> bool:
 
 def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int, int] | None = None,
                            batch_index: int = 0, model_hash: Callable[[str], str | None] | None = None,
-                           version: str | None = None) -> str | None:
+                           version: str | None = None,
+                           vae_hash: Callable[[str], str | None] | None = None,
+                           lora_hash: Callable[[str], str | None] | None = None) -> str | None:
     """The A1111 infotext of the image an output node saves, read off the API workflow; None when no
     sampler feeds it. `size` is the saved image's (width, height); `batch_index` offsets the seed, as
-    each image of a batch is drawn from seed + index; `model_hash(ckpt_name)` gives A1111's short hash."""
+    each image of a batch is drawn from seed + index; `model_hash(ckpt_name)` gives A1111's short hash,
+    `vae_hash(vae_name)` a VAE file's. A hires-fix pass or a refiner after the first sampler is
+    written as A1111 writes them, with the first pass's settings and size."""
     graph = _Graph(prompt)
     out = prompt.get(str(output_node_id))
     if not isinstance(out, dict):
@@ -249,7 +253,7 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
                            through=("samples", "images", "image", "pixels", "latent_image", "latent"))
     if sampler is None:
         return None
-    _, inputs, _ = sampler
+    inputs, hires_inputs, passes = _passes(graph, sampler[1], model_hash)
 
     seed = graph.literal(inputs.get("noise_seed", inputs.get("seed")), names=("seed", "noise_seed"))
     steps = graph.literal(inputs.get("steps"), names=("steps",))
@@ -257,12 +261,9 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
     cfg = graph.literal(inputs.get("cfg"), names=("cfg",))
     sampler_name = graph.literal(inputs.get("sampler_name"), names=("sampler_name",))
     scheduler = graph.literal(inputs.get("scheduler"), names=("scheduler",))
-    denoise = graph.literal(inputs.get("denoise", 1.0), names=("denoise",))
-    start = inputs.get("start_at_step")
-    if isinstance(start, int) and start > 0 and steps:
-        denoise = max(0.0, 1.0 - start / steps)  # KSamplerAdvanced resuming part-way is img2img strength
+    denoise = _denoise(graph, hires_inputs or inputs)
 
-    if size is None:
+    if size is None or hires_inputs is not None:  # A1111's Size is the first pass's
         empty = graph.follow(inputs.get("latent_image"), lambda c, i: "width" in i and "height" in i,
                              through=("samples", "latent_image", "latent"))
         if empty is not None:
@@ -275,6 +276,8 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
     positive = graph.text(inputs.get("positive")) or ""
     negative = graph.text(inputs.get("negative")) or ""
     clip_skip = _clip_skip(graph, inputs.get("positive"))
+    loras = _loras(graph, inputs.get("model"))
+    positive = _with_lora_tags(positive, loras)
 
     a1111_sampler, a1111_schedule = a1111_names(sampler_name, scheduler)
     params = {
@@ -286,11 +289,167 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
         "Size": f"{size[0]}x{size[1]}" if size and None not in size else None,
         "Model hash": model_hash(ckpt_name) if model_hash and ckpt_name else None,
         "Model": os.path.splitext(os.path.basename(ckpt_name))[0] if ckpt_name else None,
+        **_vae_params(graph, image_link, vae_hash),
         "Denoising strength": _number(round(denoise, 4)) if isinstance(denoise, (int, float)) and denoise < 1 else None,
         "Clip skip": clip_skip if clip_skip and clip_skip > 1 else None,
+        **passes,
+        "Lora hashes": _lora_hashes(loras, lora_hash),
         "Version": version or inkwash_version(),
     }
     return format_infotext(positive, negative, params)
+
+
+def _denoise(graph: _Graph, inputs: dict):
+    denoise = graph.literal(inputs.get("denoise", 1.0), names=("denoise",))
+    steps = graph.literal(inputs.get("steps"), names=("steps",))
+    start = inputs.get("start_at_step")
+    if isinstance(start, int) and start > 0 and isinstance(steps, int) and steps:
+        denoise = max(0.0, 1.0 - start / steps)  # KSamplerAdvanced resuming part-way is img2img strength
+    return denoise
+
+
+def _vae_params(graph: _Graph, image_link, vae_hash) -> dict:
+    """A1111's "VAE hash" and "VAE" when the image was decoded with a VAE file (VAELoader), not the
+    checkpoint's own."""
+    decoder = graph.follow(image_link, lambda c, i: _is_link(i.get("vae")) and "samples" in i,
+                           through=("images", "image", "pixels"))
+    loader = graph.node(decoder[1]["vae"]) if decoder else None
+    name = graph.literal(loader[1].get("vae_name")) if loader else None
+    if not isinstance(name, str):
+        return {}
+    return {"VAE hash": vae_hash(name) if vae_hash else None, "VAE": os.path.basename(name)}
+
+
+# A1111's hires-fix upscalers: name -> (where the resize happens, ComfyUI upscale_method). A1111's "None"
+# is a plain Lanczos resize, as "Lanczos" is; the first name of a pair is the one written back.
+HIRES_UPSCALERS = {
+    "Latent": ("latent", "bilinear"), "Latent (bicubic)": ("latent", "bicubic"),
+    "Latent (nearest-exact)": ("latent", "nearest-exact"),
+    "Lanczos": ("pixel", "lanczos"), "None": ("pixel", "lanczos"), "Nearest": ("pixel", "nearest-exact"),
+}
+_PASS_LINKS = ("samples", "pixels", "image", "images", "latent_image", "latent")
+
+
+def hires_upscaler_name(space: str, method) -> str:
+    """A1111's name of a hires upscale done in `space` ("latent" or "pixel") with `method`."""
+    for name, found in HIRES_UPSCALERS.items():
+        if found == (space, method):
+            return name
+    return f"Latent ({method})" if space == "latent" else str(method)
+
+
+def _previous_pass(graph: _Graph, inputs: dict) -> tuple[dict, list[dict]] | None:
+    """(inputs of the sampler this sampler's latent was made from, the nodes in between, nearest
+    first); None when it starts from an empty latent or an encoded image file."""
+    between: list[dict] = []
+    link = inputs.get("latent_image")
+    for _ in range(256):
+        found = graph.node(link)
+        if found is None:
+            return None
+        class_type, node_inputs, _ = found
+        if _is_sampler(class_type, node_inputs):
+            return node_inputs, between
+        between.append(node_inputs)
+        link = next((node_inputs[n] for n in _PASS_LINKS if _is_link(node_inputs.get(n))), None)
+    return None
+
+
+def _passes(graph: _Graph, inputs: dict, model_hash) -> tuple[dict, dict | None, dict]:
+    """(the first pass's sampler inputs, the hires pass's or None, A1111's hires and refiner
+    parameters) for the sampler that made an image. A refiner takes over a sampler's leftover noise
+    without adding noise; a hires pass samples an upscaled earlier result again."""
+    refiner: dict = {}
+    previous = _previous_pass(graph, inputs)
+    if previous and not previous[1] and graph.literal(inputs.get("add_noise")) == "disable" \
+            and graph.literal(previous[0].get("return_with_leftover_noise")) == "enable":
+        refiner = _refiner_params(graph, previous[0], inputs, model_hash)
+        inputs, previous = previous[0], _previous_pass(graph, previous[0])
+    resize = next((i for i in previous[1] if "upscale_method" in i), None) if previous else None
+    if resize is None:
+        return inputs, None, refiner
+    first = previous[0]
+    return first, inputs, {**_hires_params(graph, first, inputs, previous[1], resize), **refiner}
+
+
+def _refiner_params(graph: _Graph, base: dict, refiner: dict, model_hash) -> dict:
+    steps = graph.literal(base.get("steps"))
+    start, switch = graph.literal(base.get("start_at_step", 0)), graph.literal(refiner.get("start_at_step"))
+    loader = graph.follow(refiner.get("model"), lambda c, i: "ckpt_name" in i, through=("model",))
+    name = graph.literal(loader[1]["ckpt_name"]) if loader else None
+    if not all(isinstance(v, int) for v in (steps, start, switch)) or steps <= start or not isinstance(name, str):
+        return {}
+    short = model_hash(name) if model_hash else None
+    title = os.path.splitext(os.path.basename(name))[0]
+    return {"Refiner": f"{title} [{short}]" if short else title,
+            "Refiner switch at": _number(round(min(1.0, (switch - start) / (steps - start)), 4))}
+
+
+def _hires_params(graph: _Graph, first: dict, hires: dict, between: list[dict], resize: dict) -> dict:
+    """A1111's "Hires ..." parameters, in A1111's order."""
+    params: dict = {}
+    names = [a1111_names(graph.literal(i.get("sampler_name")), graph.literal(i.get("scheduler")))
+             for i in (first, hires)]
+    if names[1][0] != names[0][0]:
+        params["Hires sampler"] = names[1][0]
+    for key, link in (("Hires prompt", "positive"), ("Hires negative prompt", "negative")):
+        text = graph.text(hires.get(link))
+        if text and text != graph.text(first.get(link)):
+            params[key] = text
+    if names[1][1] != names[0][1]:
+        params["Hires schedule type"] = names[1][1]
+    scale = graph.literal(resize.get("scale_by"))
+    if isinstance(scale, (int, float)):
+        params["Hires upscale"] = _number(scale)
+    else:
+        params["Hires resize"] = f"{graph.literal(resize.get('width'))}x{graph.literal(resize.get('height'))}"
+    steps = graph.literal(hires.get("steps"))
+    if steps != graph.literal(first.get("steps")):
+        params["Hires steps"] = steps
+    decoded = any(_is_link(i.get("vae")) and "samples" in i for i in between)  # VAEDecode: a pixel upscale
+    params["Hires upscaler"] = hires_upscaler_name("pixel" if decoded else "latent",
+                                                   graph.literal(resize.get("upscale_method")))
+    return params
+
+
+def _loras(graph: _Graph, model_link) -> list[tuple[str, object, object]]:
+    """(lora_name, strength_model, strength_clip) of the LoRA loaders on the model's path, nearest the
+    checkpoint first; strength_clip is 0 for a model-only loader."""
+    found = []
+    for _ in range(256):
+        node = graph.node(model_link)
+        if node is None:
+            break
+        _, inputs, _ = node
+        name = graph.literal(inputs.get("lora_name"))
+        if isinstance(name, str):
+            found.append((name, graph.literal(inputs.get("strength_model", 1.0)),
+                          graph.literal(inputs.get("strength_clip", 0.0))))
+        model_link = inputs.get("model")
+    return found[::-1]
+
+
+def _with_lora_tags(prompt: str, loras: list) -> str:
+    """The prompt as A1111 writes it, with its `<lora:name:weight>` tags (`<lora:name:te:unet>` when
+    the text encoder's and the UNet's strengths differ), added at the end unless already there."""
+    tags = []
+    for name, unet, text in loras:
+        stem = os.path.splitext(os.path.basename(name))[0]
+        if f"<lora:{stem}:" in prompt or not all(isinstance(v, (int, float)) for v in (unet, text)):
+            continue
+        weights = _number(unet) if unet == text else f"{_number(text)}:{_number(unet)}"
+        tags.append(f"<lora:{stem}:{weights}>")
+    return " ".join([prompt.rstrip(), *tags]).lstrip() if tags else prompt
+
+
+def _lora_hashes(loras: list, lora_hash) -> str | None:
+    """A1111's "Lora hashes": "name: hash, ..." (names without `:` and `,`)."""
+    hashes = {}
+    for name, _, _ in loras:
+        value = lora_hash(name) if lora_hash else None
+        if value:
+            hashes[os.path.splitext(os.path.basename(name))[0].translate(str.maketrans("", "", ":,"))] = value
+    return ", ".join(f"{name}: {value}" for name, value in hashes.items()) or None
 
 
 def _clip_skip(graph: _Graph, conditioning_link) -> int | None:

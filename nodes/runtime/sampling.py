@@ -13,6 +13,8 @@ What the loop reads from each Cond besides `embeds` and `controls`:
                              SDXL size conditioning (default: the image size, no crop)
   extra["aesthetic_score"]   SDXL refiner (default 6.0 positive, 2.5 negative, as ComfyUI)
   extra["depth"]             depth map for 5-channel depth UNets, [B,H,W] or IMAGE [B,H,W,C]
+  extra["prompt_schedule"]   (prompt, text) of A1111 prompt editing: the Cond takes part only in the
+                             steps where the prompt's schedule selects `text` (text_encode.encode)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import control, noise, schedulers
+from . import control, lora, noise, prompt_syntax, schedulers
 from .latent_preview import preview_image
 from .model_types import SDXL_REFINER, Cond, ControlHint, DiffusionModel
 
@@ -75,8 +77,8 @@ def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], la
     # 4. the starting sample
     x = _starting_sample(sched, clean, eps, begin, timesteps[:1].repeat(batch), add_noise)
 
-    # 5. the loop
-    with torch.no_grad():
+    # 5. the loop, with the model's LoRA weights (if any) in place
+    with torch.no_grad(), lora.applied(model):
         for i, t in enumerate(timesteps):
             index = begin + i
             step = index // order
@@ -187,6 +189,19 @@ class _Guide:
     hints: list[list[ControlHint]]  # per row
     negatives: int  # leading rows that are negative
     concat: torch.Tensor | None  # extra input channels [B, C, h, w]: inpaint mask + masked image, or depth
+    schedules: list[tuple[str, str] | None]  # per row: (prompt, text) of prompt editing, or always on
+
+    def at_step(self, step: int, steps: int) -> "_Guide":
+        """The rows prompt editing selects at this step (all rows when no prompt is scheduled)."""
+        rows = [r for r, s in enumerate(self.schedules)
+                if s is None or prompt_syntax.text_at(s[0], steps, step) == s[1]]
+        if len(rows) == len(self.schedules):
+            return self
+        batch = self.embeds.shape[0] // len(self.schedules)
+        index = torch.cat([torch.arange(r * batch, (r + 1) * batch) for r in rows]).to(self.embeds.device)
+        return _Guide(self.embeds[index], {k: v[index] for k, v in self.added.items()} if self.added else None,
+                      [self.hints[r] for r in rows], sum(r < self.negatives for r in rows), self.concat,
+                      [self.schedules[r] for r in rows])
 
 
 def _guide(model: DiffusionModel, positive: list[Cond], negative: list[Cond], cfg: float, clean, mask) -> _Guide:
@@ -218,7 +233,7 @@ def _guide(model: DiffusionModel, positive: list[Cond], negative: list[Cond], cf
                  "time_ids": torch.tensor(time_ids, dtype=dtype, device=device).repeat_interleave(batch, 0)}
 
     return _Guide(embeds.to(device, dtype), added, [c.controls for c in conds], len(negative),
-                  _extra_channels(model, positive, clean, mask))
+                  _extra_channels(model, positive, clean, mask), [c.extra.get(prompt_syntax.SCHEDULE_KEY) for c in conds])
 
 
 def _time_ids(cond: Cond, family: str, height: int, width: int, negative: bool) -> list[float]:
@@ -255,8 +270,9 @@ def _extra_channels(model: DiffusionModel, positive: list[Cond], clean, mask) ->
 
 def _guided_prediction(unet, model_input, t, guide: _Guide, cfg: float, hint_images, step: int,
                        steps: int) -> torch.Tensor:
-    """One batched UNet call over every row, then classifier-free guidance:
+    """One batched UNet call over every row active at this step, then classifier-free guidance:
     uncond + cfg * (cond - uncond), each the mean over its rows."""
+    guide = guide.at_step(step, steps)
     rows = len(guide.hints)
     x = model_input.repeat(rows, 1, 1, 1)
     if guide.concat is not None:

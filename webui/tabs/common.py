@@ -1,5 +1,6 @@
-"""The controls every generation tab shares (checkpoint, prompts, sampler, size, seed, batches, the
-Generate / Interrupt buttons, progress, preview and the result gallery) and their wiring."""
+"""The controls every generation tab shares (checkpoint, VAE, clip skip, prompts, sampler, size, seed,
+batches, the Generate / Interrupt buttons, progress, preview and the result gallery), the refiner and
+hires-fix settings of the tabs that have them, and their wiring."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from ...nodes.runtime.schedulers import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..context import ServerContext
 from ..generation import DEFAULT_CHECKPOINT, MAX_BATCH_COUNT, MAX_SIZE, MIN_SIZE
 from . import generate as handlers
+from . import pass_inputs
 from .running import idle_html
 
 DEMO_SIZE = 128  # the bundled demo model's resolution
@@ -63,14 +65,16 @@ class GenerationTab:
 
 def generation_tab(ctx: ServerContext, mode: str,
                    extra_inputs: Callable[[], dict[str, Component]] | None = None,
-                   with_depth: bool = False) -> GenerationTab:
+                   with_depth: bool = False, refiner: bool = False, hires: bool = False) -> GenerationTab:
     """Lay out a generation tab (inside the current gr.Tab) and wire its own events. `extra_inputs`
-    builds the tab's own fields (init image, mask...) at the top of the settings column."""
+    builds the tab's own fields (init image, mask...) at the top of the settings column; `refiner` and
+    `hires` add those settings below the seed."""
     choices = checkpoint_choices(ctx)
     inputs: dict[str, Component] = {}
     with gr.Row(equal_height=True):
         inputs["checkpoint"] = gr.Dropdown(choices, value=default_checkpoint(choices), label="Checkpoint",
                                            scale=4)
+        inputs.update(pass_inputs.model_inputs(ctx))
         refresh = gr.Button("Refresh", scale=0, min_width=90)
     with gr.Row():
         with gr.Column(scale=5):
@@ -97,6 +101,10 @@ def generation_tab(ctx: ServerContext, mode: str,
             with gr.Row(equal_height=True):
                 inputs["seed"] = gr.Number(-1, precision=0, label="Seed (-1: random)", scale=4)
                 reuse_seed = gr.Button("Reuse seed", scale=0, min_width=110)
+            if hires:
+                inputs.update(pass_inputs.hires_inputs())
+            if refiner:
+                inputs.update(pass_inputs.refiner_inputs(ctx))
         with gr.Column(scale=1):
             progress = gr.HTML(idle_html())
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
@@ -125,8 +133,13 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
                        api_name=tab.mode)
     tab.interrupt.click(lambda results: handlers.interrupt(ctx, results), inputs=[tab.results], outputs=None,
                         queue=False)
-    tab.refresh.click(lambda current: refresh_checkpoints(ctx, current), inputs=[tab.inputs["checkpoint"]],
-                      outputs=[tab.inputs["checkpoint"]])
+    models = [name for name in ("checkpoint", "vae", "refiner_checkpoint") if name in tab.inputs]
+
+    def refresh(*current):
+        return tuple(refresh_checkpoints(ctx, value) if name == "checkpoint" else pass_inputs.refreshed(ctx, name, value)
+                     for name, value in zip(models, current))
+
+    tab.refresh.click(refresh, inputs=[tab.inputs[n] for n in models], outputs=[tab.inputs[n] for n in models])
     tab.gallery.select(handlers.select_image, inputs=[tab.results],
                        outputs=[tab.selected, tab.info, tab.workflow_file])
     tab.reuse_seed.click(handlers.reuse_seed, inputs=[tab.results, tab.selected], outputs=[tab.inputs["seed"]])

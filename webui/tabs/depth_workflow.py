@@ -14,8 +14,9 @@ from pathlib import Path
 from PIL import Image
 
 from ...nodes.folders import Folders
-from ..generation import (WORKFLOWS_DIR, BadRequest, GenerationParams, Plan, flatten, iteration_seeds, resize_image,
-                          resolve, store_input_image)
+from ..generation import (WORKFLOWS_DIR, BadRequest, GenerationParams, Plan, add_clip_skip, flatten, iteration_seeds,
+                          resize_image, resolve, store_input_image, with_prompt_loras)
+from ..generation_passes import add_passes
 
 DEFAULT_CONTROLNET = "inkwash-demo-depth.safetensors"
 DEPTH_PREVIEW_NODE = "15"
@@ -86,6 +87,8 @@ def depth2img_workflow(params: GenerationParams, init_image_name: str, iteration
         decoder["inputs"]["samples"] = [f"3_{index}", 0]
         saver["inputs"]["images"] = [f"8_{index}", 0]
         workflow[f"3_{index}"], workflow[f"8_{index}"], workflow[f"9_{index}"] = sampler, decoder, saver
+    add_clip_skip(workflow, params.clip_skip)
+    add_passes(workflow, params, ["3"] + [f"3_{index}" for index in range(1, len(seeds))])  # the VAE choice
     return workflow
 
 
@@ -100,6 +103,6 @@ def build_depth2img(params: GenerationParams, folders: Folders, max_pixels: int 
     image = resize_image(mode, flatten(params.init_image), params.width, params.height)
     name = store_input_image(folders, image, "depth2img/init")
     sd2_depth = is_depth_checkpoint(folders, params.checkpoint)
-    workflows = [depth2img_workflow(params, name, i, controlnet=controlnet, sd2_depth=sd2_depth)
-                 for i in range(params.n_iter)]
+    workflows = with_prompt_loras(params, folders, lambda p: [
+        depth2img_workflow(p, name, i, controlnet=controlnet, sd2_depth=sd2_depth) for i in range(p.n_iter)])
     return Plan(params, workflows, None, [iteration_seeds(params, i) for i in range(params.n_iter)])

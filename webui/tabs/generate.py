@@ -28,9 +28,11 @@ MASKED_CONTENT_CHOICES = ["fill", "original", "latent noise", "latent nothing"] 
 INPAINT_AREAS = ["Whole picture", "Only masked"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
 INT_FIELDS = ("steps", "width", "height", "batch_size", "n_iter", "mask_blur", "inpaint_full_res_padding",
-              "resize_mode", "inpainting_fill")
-FLOAT_FIELDS = ("cfg_scale", "denoising_strength")
-TEXT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler")
+              "resize_mode", "inpainting_fill", "clip_skip", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y")
+FLOAT_FIELDS = ("cfg_scale", "denoising_strength", "refiner_switch_at", "hr_scale")
+TEXT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "vae", "refiner_checkpoint",
+               "hr_upscaler", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt")
+BOOL_FIELDS = ("enable_hr",)
 PREVIEW_SIDE = 256
 WORKFLOW_FILES = Path(tempfile.gettempdir()) / "inkwash-workflows"  # Gradio serves from the temp dir
 
@@ -99,6 +101,9 @@ def params_from_form(mode: str, form: dict) -> GenerationParams:
     for name in FLOAT_FIELDS:
         if form.get(name) is not None:
             values[name] = float(form[name])
+    for name in BOOL_FIELDS:
+        if form.get(name) is not None:
+            values[name] = bool(form[name])
     seed = form.get("seed")
     values["seed"] = -1 if seed is None or seed == "" else _integer("seed", seed)
     if mode in ("img2img", "depth2img"):

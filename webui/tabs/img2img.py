@@ -20,4 +20,4 @@ def init_image_inputs(denoise: float = 0.75, latent_upscale: bool = True) -> dic
 
 
 def build(ctx: ServerContext) -> GenerationTab:
-    return generation_tab(ctx, "img2img", init_image_inputs)
+    return generation_tab(ctx, "img2img", init_image_inputs, refiner=True)

@@ -14,7 +14,7 @@ from ..generation import BadRequest, sampler_and_scheduler
 
 # The form fields an infotext fills, as the generation tabs name them.
 SENT_FIELDS = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
-               "height")
+               "height", "clip_skip")
 
 
 def png_info(path: str | None) -> tuple[str, str]:
@@ -45,6 +45,10 @@ def infotext_fields(infotext: str) -> dict[str, Any]:
             fields[name] = kind(float(parsed[key])) if kind is int else kind(parsed[key])
         except (KeyError, TypeError, ValueError):
             pass
+    try:
+        fields["clip_skip"] = int(parsed.get("Clip skip", 1))  # A1111 reads a missing one as 1
+    except ValueError:
+        pass
     return fields
 
 

@@ -1,0 +1,50 @@
+"""A1111 prompt syntax has the visible effect it promises, on the demo model, through txt2img.json."""
+import numpy as np
+import pytest
+
+from inkwash.demo import evaluate, world
+from inkwash.nodes import folders as folders_module
+
+SEEDS = range(6)
+
+pytestmark = pytest.mark.skipif(not (evaluate.REPO / "models" / "checkpoints" / evaluate.CHECKPOINT).exists(),
+                                reason="the demo checkpoint is not in models/checkpoints")
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    previous = folders_module.current()
+    yield evaluate.Studio(evaluate.REPO / "models", tmp_path_factory.mktemp("effects"))
+    folders_module._current = previous
+
+
+def generate(studio, prompt: str) -> list[np.ndarray]:
+    images = []
+    for seed in SEEDS:
+        workflow = studio.workflow("txt2img")
+        workflow[evaluate.POSITIVE]["inputs"]["text"] = prompt
+        evaluate._sampling(workflow, seed)
+        images.append(studio.run(workflow)[evaluate.SAVE][0])
+    return images
+
+
+def share(images: list[np.ndarray], colour: str) -> float:
+    """Mean share of pixels whose nearest named colour is `colour`."""
+    palette = np.array(list(world.COLOURS.values()), np.float32)
+    wanted = list(world.COLOURS).index(colour)
+    return float(np.mean([(np.argmin(((im[..., None, :].astype(np.float32) - palette) ** 2).sum(-1), -1) == wanted)
+                          .mean() for im in images]))
+
+
+def test_emphasis_on_a_colour_word_raises_that_colours_share(studio):
+    plain = share(generate(studio, "a large red circle on a white background"), "red")
+    emphasised = share(generate(studio, "a large (red:2) circle on a white background"), "red")
+    assert emphasised > 1.25 * plain, (plain, emphasised)
+
+
+def test_prompt_editing_ends_in_the_second_colour(studio):
+    images = generate(studio, "a large [red:blue:0.2] circle on a white background")
+    assert share(images, "blue") > 0.05
+    assert share(images, "red") < 0.01
+    # the same seeds without the edit draw red circles
+    assert share(generate(studio, "a large red circle on a white background"), "blue") < 0.01

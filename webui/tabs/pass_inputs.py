@@ -1,0 +1,66 @@
+"""The generation tabs' model and pass settings: VAE and clip skip (every tab), the refiner (txt2img and
+img2img) and hires fix (txt2img), with A1111's labels and defaults. Their values go into
+GenerationParams under the names used here (webui/generation_passes.py adds them to the workflow)."""
+from __future__ import annotations
+
+import gradio as gr
+from gradio.components import Component
+
+from ...nodes.runtime.png_metadata import HIRES_UPSCALERS
+from ...nodes.runtime.schedulers import SAMPLER_NAMES, SCHEDULER_NAMES
+from ..context import ServerContext
+from ..generation import MAX_CLIP_SKIP
+
+AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
+NO_REFINER = "None"
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
+HIRES_DENOISE = 0.7  # A1111's default
+
+
+def vae_choices(ctx: ServerContext) -> list[str]:
+    return [AUTOMATIC_VAE, *ctx.folders.list("vae")]
+
+
+def refiner_choices(ctx: ServerContext) -> list[str]:
+    return [NO_REFINER, *ctx.folders.list("checkpoints")]
+
+
+def model_inputs(ctx: ServerContext) -> dict[str, Component]:
+    """VAE and clip skip (in the current row)."""
+    return {"vae": gr.Dropdown(vae_choices(ctx), value=AUTOMATIC_VAE, label="VAE", scale=2),
+            "clip_skip": gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", scale=1)}
+
+
+def refiner_inputs(ctx: ServerContext) -> dict[str, Component]:
+    with gr.Accordion("Refiner", open=False), gr.Row():
+        return {"refiner_checkpoint": gr.Dropdown(refiner_choices(ctx), value=NO_REFINER, label="Checkpoint", scale=3),
+                "refiner_switch_at": gr.Slider(0.01, 1.0, value=0.8, step=0.01, label="Switch at", scale=2)}
+
+
+def hires_inputs() -> dict[str, Component]:
+    inputs: dict[str, Component] = {}
+    with gr.Accordion("Hires. fix", open=False):
+        inputs["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix")
+        with gr.Row():
+            inputs["hr_upscaler"] = gr.Dropdown(list(HIRES_UPSCALERS), value="Latent", label="Upscaler")
+            inputs["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: same)")
+            inputs["denoising_strength"] = gr.Slider(0, 1, value=HIRES_DENOISE, step=0.01,
+                                                     label="Denoising strength")
+        with gr.Row():
+            inputs["hr_scale"] = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by")
+            inputs["hr_resize_x"] = gr.Slider(0, 2048, value=0, step=8, label="Resize width to")
+            inputs["hr_resize_y"] = gr.Slider(0, 2048, value=0, step=8, label="Resize height to")
+        with gr.Row():
+            inputs["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *SAMPLER_NAMES], value=SAME_SAMPLER,
+                                                    label="Hires sampler")
+            inputs["hr_scheduler"] = gr.Dropdown([SAME_SCHEDULER, *SCHEDULER_NAMES], value=SAME_SCHEDULER,
+                                                 label="Hires schedule type")
+        inputs["hr_prompt"] = gr.Textbox(label="Hires prompt (empty: the same)", lines=1)
+        inputs["hr_negative_prompt"] = gr.Textbox(label="Hires negative prompt (empty: the same)", lines=1)
+    return inputs
+
+
+def refreshed(ctx: ServerContext, name: str, current: str | None) -> gr.Dropdown:
+    """A model dropdown ("vae" or "refiner_checkpoint") with the folder read again."""
+    choices = vae_choices(ctx) if name == "vae" else refiner_choices(ctx)
+    return gr.Dropdown(choices=choices, value=current if current in choices else choices[0])
