@@ -284,3 +284,16 @@ def test_progress_and_interrupt_stop_the_whole_request(client, ctx):
     assert response.status_code == 200 and response.json()["images"] == []
     assert ctx.queue.remaining() == 0
     assert client.post("/sdapi/v1/txt2img", json=SMALL).status_code == 200
+
+
+def test_lora_tags_are_applied_and_reported_with_their_hashes(client, folders):
+    from test_lora import _lora_folder, a1111_lora_hash
+
+    _lora_folder(folders, "style.safetensors")
+    plain = client.post("/sdapi/v1/txt2img", json=SMALL).json()
+    tagged = client.post("/sdapi/v1/txt2img", json={**SMALL, "prompt": SMALL["prompt"] + " <lora:style:1>"}).json()
+    info = json.loads(tagged["info"])
+    hashed = f"style: {a1111_lora_hash(folders.models_dir / 'loras' / 'style.safetensors')}"
+    assert info["extra_generation_params"]["Lora hashes"] == hashed
+    assert f'Lora hashes: "{hashed}"' in info["infotexts"][0]
+    assert not np.array_equal(np.asarray(decode(plain["images"][0])[0]), np.asarray(decode(tagged["images"][0])[0]))

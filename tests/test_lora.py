@@ -581,3 +581,14 @@ def test_infotext_of_a_comfyui_graph_with_lora_loaders():
     info = parse_infotext(text)
     assert info["Prompt"] == "a cat <lora:x:1:0.5> <lora:y:0:1>"
     assert info["Lora hashes"] == "x: aaaa"
+
+
+def test_lora_tags_in_the_negative_and_hires_prompts_are_dropped_from_their_text(folders, checkpoint):
+    _lora_folder(folders, "style.safetensors")
+    params = GenerationParams(prompt="a cat <lora:style:0.5>", negative_prompt="blurry <lora:style:1>",
+                              enable_hr=True, hr_prompt="a sharp cat <lora:style>", hr_scale=2.0,
+                              checkpoint=TINY_CKPT, seed=1)
+    workflow = gen.build_txt2img(params, folders).workflows[0]
+    texts = [n["inputs"]["text"] for n in workflow.values() if n["class_type"] == "CLIPTextEncode"]
+    assert sorted(t.strip() for t in texts) == ["a cat", "a sharp cat", "blurry"]
+    assert sum(n["class_type"] == "LoraLoader" for n in workflow.values()) == 1

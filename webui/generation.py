@@ -675,7 +675,14 @@ def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) 
     checkpoint's MODEL and CLIP (hires and refiner passes too) goes through them. `params` keeps
     the tags: A1111 reports the prompt with them, and the infotext writes them back."""
     prompt, loras = prompt_lora_tags(params.prompt, folders)
-    workflows = build(replace(params, prompt=prompt))
+    # tags elsewhere are dropped from the text: the main prompt's LoRAs serve every pass
+    others = {}
+    for name in ("negative_prompt", "hr_prompt", "hr_negative_prompt"):
+        try:
+            others[name] = prompt_loras.extract(getattr(params, name))[0]
+        except prompt_loras.LoraTagError as err:
+            raise BadRequest(name, str(err)) from None
+    workflows = build(replace(params, prompt=prompt, **others))
     for workflow in workflows:
         prompt_loras.add_lora_nodes(workflow, loras, folders or current_folders())
     return workflows
