@@ -7,10 +7,6 @@ from inkwash.nodes import folders as folders_module
 
 SEEDS = range(6)
 
-pytestmark = pytest.mark.skipif(not (evaluate.REPO / "models" / "checkpoints" / evaluate.CHECKPOINT).exists(),
-                                reason="the demo checkpoint is not in models/checkpoints")
-
-
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     previous = folders_module.current()
