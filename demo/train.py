@@ -3,12 +3,13 @@
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
 Stages run in order, each resumable: it checkpoints every ~2 minutes, a re-run continues where it
-stopped, and a finished stage is skipped (until --restart). Budgets are training minutes:
+stopped, and a finished stage is skipped (until --restart). Training minutes, as the bundled models
+took them on two CPU cores:
 
     vae             10.5   AutoencoderKL 128x128 -> 4x16x16; then encodes the dataset once (~4 min)
-    unet              42   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
-    controlnet_canny  18   ControlNet on canny edges, UNet frozen (a fixed 2,000 steps)
-    controlnet_depth  11   ControlNet on depth maps, UNet frozen (a fixed 1,200 steps)
+    unet              73   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
+    controlnet_canny  25   ControlNet on canny edges, UNet frozen (a fixed 2,000 steps)
+    controlnet_depth   9   ControlNet on depth maps, UNet frozen (a fixed 1,200 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders
 

@@ -23,7 +23,7 @@ from .train_common import Plan, Settings, StageDir, Trainer, save_grid, to_uint8
 from .train_data import embed, object_cover, pick_tokens, world_data
 
 NAME = "unet"
-# 3,600 steps take ~41 minutes on two idle cores (0.68 s each); a fixed count keeps the model the
+# 3,600 steps took 73 minutes on two cores (1.2 s each, in float32); a fixed count keeps the model the
 # same when the machine is busy with other work meanwhile (a time budget would train fewer steps).
 PLAN = Plan(budget_minutes=42, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=3600)
 CAPTION_DROPOUT = 0.1
