@@ -38,9 +38,12 @@ def test_emphasis_on_a_colour_word_raises_that_colours_share(studio):
     assert emphasised > 1.25 * plain, (plain, emphasised)
 
 
-def test_prompt_editing_ends_in_the_second_colour(studio):
-    images = generate(studio, "a large [red:blue:0.2] circle on a white background")
-    assert share(images, "blue") > 0.05
+# The demo model settles colours in its first steps, so a later switch leaves less of the new colour
+# (measured: 11.5% of the image blue at 0.2, 4% at 0.5; red 0% at both, 11% without the edit).
+@pytest.mark.parametrize("when, blue", [(0.2, 0.05), (0.5, 0.02)])
+def test_prompt_editing_ends_in_the_second_colour(studio, when, blue):
+    images = generate(studio, f"a large [red:blue:{when}] circle on a white background")
+    assert share(images, "blue") > blue
     assert share(images, "red") < 0.01
     # the same seeds without the edit draw red circles
     assert share(generate(studio, "a large red circle on a white background"), "blue") < 0.01
