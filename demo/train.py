@@ -1,4 +1,4 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about two hours.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 10 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 

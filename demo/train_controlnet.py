@@ -18,10 +18,11 @@ from . import train_models, train_samples, train_unet, train_vae, world
 from .train_common import Plan, Settings, StageDir, Trainer, save_grid, to_uint8
 from .train_data import embed, object_cover, pick_tokens, world_data
 
-# Fixed step counts (about the budgets on two idle cores) keep the results independent of other load
-# meanwhile. A depth map carries the whole layout in every pixel and is followed sooner than thin edges.
-PLANS = {"controlnet_canny": Plan(budget_minutes=18, batch=32, lr=2e-4, warmup=100, steps=2000),
-         "controlnet_depth": Plan(budget_minutes=11, batch=32, lr=2e-4, warmup=100, steps=1200)}
+# Fixed step counts (the budgets are the minutes they took on two cores) keep the results independent
+# of other load meanwhile. A depth map carries the whole layout in every pixel and is followed sooner
+# than thin edges.
+PLANS = {"controlnet_canny": Plan(budget_minutes=25, batch=32, lr=2e-4, warmup=100, steps=2000),
+         "controlnet_depth": Plan(budget_minutes=9, batch=32, lr=2e-4, warmup=100, steps=1200)}
 CAPTION_DROPOUT = 0.5
 CANNY_THRESHOLDS = (0.4, 0.8)  # the Canny node's defaults
 

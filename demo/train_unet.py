@@ -25,7 +25,7 @@ from .train_data import embed, object_cover, pick_tokens, world_data
 NAME = "unet"
 # 3,600 steps took 73 minutes on two cores (1.2 s each, in float32); a fixed count keeps the model the
 # same when the machine is busy with other work meanwhile (a time budget would train fewer steps).
-PLAN = Plan(budget_minutes=42, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=3600)
+PLAN = Plan(budget_minutes=73, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=3600)
 CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1
 MIN_SNR_GAMMA = 5.0
