@@ -13,8 +13,11 @@ Text embeddings are computed as text_encode.encode computes them at inference (s
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel
 
@@ -45,27 +48,59 @@ def scaled_latents(settings: Settings, vae) -> torch.Tensor:
 
 
 class Diffusion:
-    """The forward process of SD's schedule, and the training loss of an epsilon-predicting model."""
+    """The forward process of SD's schedule, and the training loss of an epsilon-predicting model.
 
-    def __init__(self):
+    With SD's schedule a 16x16 latent still shows where its objects are until t ~ 900, so a model
+    can learn to denoise without ever taking the layout from its conditioning, and then reads the
+    layout from the initial noise when it samples. `high_noise` counters that where the layout must
+    come from a hint (the ControlNets): timesteps drawn towards the noisy end, low-frequency noise at
+    the objects' scale from `low_freq_from` on (the noise itself hides where the objects are, as
+    offset noise hides their mean colour), and a floor under the loss weight of the noisiest steps."""
+
+    def __init__(self, high_noise: HighNoise | None = None):
         self.alphas_cumprod = train_models.alphas_cumprod()
+        self.high_noise = high_noise or HighNoise()
 
     def noised(self, x0: torch.Tensor, noise: torch.Generator):
-        """(x_t, t, eps) for random timesteps, with offset noise."""
-        batch = x0.shape[0]
-        t = torch.randint(0, len(self.alphas_cumprod), (batch,), generator=noise)
-        eps = torch.randn(x0.shape, generator=noise) + NOISE_OFFSET * torch.randn(batch, x0.shape[1], 1, 1,
+        """(x_t, t, eps) for random timesteps, with offset noise (and low-frequency noise, if set)."""
+        batch, channels, size = x0.shape[0], x0.shape[1], x0.shape[-1]
+        high = self.high_noise
+        steps = len(self.alphas_cumprod)
+        if high.t_power == 1.0:
+            t = torch.randint(0, steps, (batch,), generator=noise)
+        else:
+            u = torch.rand(batch, generator=noise)
+            t = ((steps - 1) * u ** (1.0 / high.t_power)).round().long()
+        eps = torch.randn(x0.shape, generator=noise) + NOISE_OFFSET * torch.randn(batch, channels, 1, 1,
                                                                                  generator=noise)
+        if high.low_freq:
+            fields = sum(F.interpolate(torch.randn(batch, channels, cells, cells, generator=noise), size=size,
+                                       mode="bilinear", align_corners=False) for cells in HighNoise.CELLS)
+            eps = eps + high.low_freq * (t >= high.low_freq_from).float().view(-1, 1, 1, 1) * fields
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps, t, eps
 
     def loss(self, predicted: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
-        """MSE on the noise, weighted per example by min(SNR, gamma) / SNR and per latent cell by
-        its object `cover` [B,1,h,w]."""
+        """MSE on the noise, weighted per example by clamp(SNR, floor, gamma) / SNR (min-SNR, with an
+        optional floor) and per latent cell by its object `cover` [B,1,h,w]."""
         snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
         cells = 1.0 + OBJECT_WEIGHT * cover
         per_example = (cells * (predicted - eps).square()).mean(dim=(1, 2, 3)) / cells.mean(dim=(1, 2, 3))
-        return (snr.clamp(max=MIN_SNR_GAMMA) / snr * per_example).mean()
+        weight = snr.clamp(min=self.high_noise.snr_floor, max=MIN_SNR_GAMMA) / snr
+        if self.high_noise.snr_floor:
+            weight = weight / weight.mean()  # the floor multiplies the noisiest steps' weight up to ~20x
+        return (weight * per_example).mean()
+
+
+@dataclass(frozen=True)
+class HighNoise:
+    """How much Diffusion emphasises the noisy end of the schedule; the defaults are SD's plain recipe."""
+
+    CELLS = (2, 4)  # the low-frequency fields' grids: objects span about a quarter to a half of the canvas
+    t_power: float = 1.0  # timesteps t = 999 * u^(1/t_power): above 1 draws more noisy steps
+    low_freq: float = 0.0  # std of each low-frequency field added to the noise
+    low_freq_from: int = 500  # the first timestep that gets them
+    snr_floor: float = 0.0  # the loss weight's floor, on the SNR scale
 
 
 def run(settings: Settings) -> bool:
