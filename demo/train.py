@@ -1,16 +1,16 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 15 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 25 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
 Stages run in order, each resumable: it checkpoints every ~2 minutes, a re-run continues where it
 stopped, and a finished stage is skipped (until --restart). Training minutes, as the bundled models
-took them on two CPU cores (an AVX-512 machine; the canny ControlNet on an AVX2-only one, where every
+took them on two CPU cores (an AVX-512 machine; the ControlNets on an AVX2-only one, where every
 step takes about 1.4x as long):
 
     vae             10.5   AutoencoderKL 128x128 -> 4x16x16; then encodes the dataset once (~4 min)
     unet              73   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
     controlnet_canny  30   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
-    controlnet_depth   9   ControlNet on depth maps, UNet frozen (a fixed 1,200 steps)
+    controlnet_depth  20   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders
 

@@ -23,13 +23,12 @@ from .train_unet import HighNoise
 # keep the results independent of other load meanwhile. A depth map carries the whole layout in
 # every pixel and is followed sooner than thin edges.
 PLANS = {"controlnet_canny": Plan(budget_minutes=30, batch=32, lr=1e-3, warmup=100, steps=1300),
-         "controlnet_depth": Plan(budget_minutes=9, batch=32, lr=2e-4, warmup=100, steps=1200)}
+         "controlnet_depth": Plan(budget_minutes=20, batch=32, lr=1e-3, warmup=100, steps=700)}
 # Where the noisy steps are trained harder (train_unet.Diffusion): with the plain recipe, 2,000 steps
 # left the canny ControlNet without effect (edge IoU 0.06; objects wherever the noise put them), as
-# x_t itself shows the layout at all but the noisiest steps. The depth ControlNet is still the plain
-# recipe's.
-HIGH_NOISE = {"controlnet_canny": HighNoise(t_power=2.0, low_freq=0.5, low_freq_from=500, snr_floor=0.1),
-              "controlnet_depth": HighNoise()}
+# x_t itself shows the layout at all but the noisiest steps.
+HIGH_NOISE = dict.fromkeys(("controlnet_canny", "controlnet_depth"),
+                           HighNoise(t_power=2.0, low_freq=0.5, low_freq_from=500, snr_floor=0.1))
 CAPTION_DROPOUT = 0.5
 CANNY_THRESHOLDS = (0.4, 0.8)  # the Canny node's defaults
 

@@ -18,7 +18,6 @@ KNOWN_GAPS = {
     "denoise 0.3: background, colour and position of the input kept",
     "yellow object in the masked region",
     "edge IoU (edges dilated 2 px)",
-    "correlation of output depth with input depth",
 }
 
 
