@@ -1,4 +1,4 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 25 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 30 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
@@ -9,7 +9,7 @@ step takes about 1.4x as long):
 
     vae             10.5   AutoencoderKL 128x128 -> 4x16x16; then encodes the dataset once (~4 min)
     unet              73   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
-    controlnet_canny  30   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
+    controlnet_canny  36   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
     controlnet_depth  20   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders

@@ -22,7 +22,7 @@ from .train_unet import HighNoise
 # Fixed step counts (the budgets are the minutes they took on two cores, 1.66 s a step)
 # keep the results independent of other load meanwhile. A depth map carries the whole layout in
 # every pixel and is followed sooner than thin edges.
-PLANS = {"controlnet_canny": Plan(budget_minutes=30, batch=32, lr=1e-3, warmup=100, steps=1300),
+PLANS = {"controlnet_canny": Plan(budget_minutes=36, batch=32, lr=1e-3, warmup=100, steps=1300),
          "controlnet_depth": Plan(budget_minutes=20, batch=32, lr=1e-3, warmup=100, steps=700)}
 # Where the noisy steps are trained harder (train_unet.Diffusion): with the plain recipe, 2,000 steps
 # left the canny ControlNet without effect (edge IoU 0.06; objects wherever the noise put them), as
