@@ -136,7 +136,8 @@ def test_same_seed_same_result_and_batch_images_match_their_seed_alone(sd1, samp
     assert torch.equal(batch, run(sd1, sampler, latent=empty(3), seed=100))
     for i in range(3):
         alone = run(sd1, sampler, seed=100 + i)
-        assert (batch[i] - alone[0]).abs().max() < 1e-4
+        # a batch runs other BLAS kernels than one image: float32 rounding, relative to latents of ~30
+        torch.testing.assert_close(batch[i], alone[0], rtol=1e-5, atol=1e-4)
     assert not torch.allclose(batch[0], batch[1])
 
 
