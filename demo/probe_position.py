@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
-from ..nodes.runtime import text_encode
+from ..nodes.runtime import text_encode, vae_codec
 from ..nodes.runtime.checkpoint_load import load_checkpoint
 from . import train_models, world
 
@@ -25,12 +26,6 @@ CFG = 5.0
 
 def _embeds(clip, text: str) -> torch.Tensor:
     return text_encode.encode(clip, text)[0].embeds
-
-
-def _latent(vae, scene: world.Scene) -> torch.Tensor:
-    image, _ = world.render(scene)
-    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
-    return vae.vae.encode(pixels).latent_dist.mean * vae.scaling_factor
 
 
 def _nearest(x0: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -45,7 +40,8 @@ def probe(checkpoint: str, seeds: int = 8) -> list[tuple[int, int, int, int]]:
     unet = model.unet.float().eval()
     alpha_bar = train_models.alphas_cumprod()
     scenes = [world.Scene("white", None, (world.Obj("circle", "red", "large", p),)) for p in world.POSITIONS]
-    truth = torch.cat([_latent(vae, s) for s in scenes])
+    renders = torch.from_numpy(np.stack([world.render(s)[0] for s in scenes])).float() / 255
+    truth = vae_codec.encode(vae, renders)
     prompts = [_embeds(clip, world.prompt_for(s)).expand(seeds, -1, -1) for s in scenes]
     empty = _embeds(clip, "").expand(seeds, -1, -1)
     size = train_models.LATENT_SIZE
