@@ -8,7 +8,10 @@ classifier-free guidance works) with four additions that make a small, short run
   * min-SNR loss weighting (gamma 5), which stops the nearly-clean timesteps dominating;
   * latent cells covered by objects weigh more in the loss: objects are a small share of each image,
     yet their colour, shape and place are what prompts ask for;
-  * an EMA of the weights, which is what gets saved.
+  * an EMA of the weights, which is what gets saved;
+  * the first sampling step trained as sampling meets it (see FirstStep): without it the model reads
+    an object's position from the faint signal SD's schedule leaves at t = 999, and then takes it from
+    the initial noise when it samples, whatever the prompt says.
 Text embeddings are computed as text_encode.encode computes them at inference (see train_data.embed).
 """
 from __future__ import annotations
@@ -57,9 +60,10 @@ class Diffusion:
     the objects' scale from `low_freq_from` on (the noise itself hides where the objects are, as
     offset noise hides their mean colour), and a floor under the loss weight of the noisiest steps."""
 
-    def __init__(self, high_noise: HighNoise | None = None):
+    def __init__(self, high_noise: HighNoise | None = None, first_step: FirstStep | None = None):
         self.alphas_cumprod = train_models.alphas_cumprod()
         self.high_noise = high_noise or HighNoise()
+        self.first_step = first_step or FirstStep()
 
     def noised(self, x0: torch.Tensor, noise: torch.Generator):
         """(x_t, t, eps) for random timesteps, with offset noise (and low-frequency noise, if set)."""
@@ -77,8 +81,24 @@ class Diffusion:
             fields = sum(F.interpolate(torch.randn(batch, channels, cells, cells, generator=noise), size=size,
                                        mode="bilinear", align_corners=False) for cells in HighNoise.CELLS)
             eps = eps + high.low_freq * (t >= high.low_freq_from).float().view(-1, 1, 1, 1) * fields
+        first = self.first_step
+        if first.share:
+            drawn = torch.rand(batch, generator=noise) < first.share
+            t = torch.where(drawn, torch.randint(first.t_from, steps, (batch,), generator=noise), t)
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps, t, eps
+        x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+        if first.share:
+            # x_t is plain noise, as sampling starts; the target is the noise that makes the sampler's
+            # x0 estimate (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) the training image
+            free = self.signal_free(t).view(-1, 1, 1, 1)
+            pure = torch.randn(x0.shape, generator=noise)
+            x_t = torch.where(free, pure, x_t)
+            eps = torch.where(free, (pure - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt(), eps)
+        return x_t, t, eps
+
+    def signal_free(self, t: torch.Tensor) -> torch.Tensor:
+        """Which timesteps are trained from signal-free x_t (FirstStep)."""
+        return (t >= self.first_step.t_from) if self.first_step.share else torch.zeros_like(t, dtype=torch.bool)
 
     def loss(self, predicted: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
         """MSE on the noise, weighted per example by clamp(SNR, floor, gamma) / SNR (min-SNR, with an
@@ -89,7 +109,25 @@ class Diffusion:
         weight = snr.clamp(min=self.high_noise.snr_floor, max=MIN_SNR_GAMMA) / snr
         if self.high_noise.snr_floor:
             weight = weight / weight.mean()  # the floor multiplies the noisiest steps' weight up to ~20x
+        # the noise error over SNR is the x0 error: what decides the first step's layout
+        weight = torch.where(self.signal_free(t), self.first_step.x0_weight / snr, weight)
         return (weight * per_example).mean()
+
+
+@dataclass(frozen=True)
+class FirstStep:
+    """Trains the top of the schedule from x_t that is plain noise, as the first sampling step sees it.
+
+    SD's schedule leaves sqrt(alpha_bar) ~ 0.07 of the image in x_t at t = 999: enough for a model to
+    find the objects there, and the epsilon loss, which weighs x0 errors by the SNR (~0.005), hardly
+    asks for more. Sampling starts from pure noise, so such a model places objects wherever the noise
+    happens to suggest. A `share` of each batch is drawn from t >= `t_from`; at those timesteps x_t
+    carries no signal and the loss is the x0 error (times `x0_weight`), so the prompt alone must say
+    where the object goes. The default share 0 is SD's plain recipe."""
+
+    share: float = 0.0
+    t_from: int = 970
+    x0_weight: float = 0.3  # brings the x0 errors to about the size of the other examples' loss
 
 
 @dataclass(frozen=True)

@@ -135,3 +135,30 @@ def test_depth_node_falls_back_to_the_bundled_estimator(trained, folders):
     target.write_bytes((trained / "models" / "annotators" / demo_depth.WEIGHTS).read_bytes())
     (depth,) = node.run(torch.rand(2, 96, 160, 3), resolution=64)  # no MiDaS weights: the bundled one
     assert depth.shape == (2, 64, 107, 3) and 0 <= depth.min() and depth.max() <= 1
+
+
+def test_first_step_trains_from_signal_free_noise_towards_the_image():
+    from inkwash.demo.train_unet import Diffusion, FirstStep
+    diffusion = Diffusion(first_step=FirstStep(share=0.5, t_from=970))
+    x0 = torch.randn(256, 4, 16, 16)
+    x_t, t, eps = diffusion.noised(x0, torch.Generator().manual_seed(0))
+    free = t >= 970
+    assert 0.4 < free.float().mean() < 0.7  # the share drawn, plus uniform draws that land there
+    # signal-free inputs are the same whatever the image (same noise draws), others are not
+    x_t_other, t_other, _ = diffusion.noised(x0 + 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(t, t_other)
+    assert torch.allclose(x_t[free], x_t_other[free])
+    assert not torch.allclose(x_t[~free], x_t_other[~free])
+    assert torch.allclose(x_t[free].std(), torch.tensor(1.0), atol=0.02)
+    # the target noise makes the sampler's x0 estimate the image
+    alpha_bar = diffusion.alphas_cumprod[t].view(-1, 1, 1, 1)
+    estimate = (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+    assert torch.allclose(estimate, x0, atol=1e-3)
+    # their loss is the x0 error: a wrong prediction costs them ~1/SNR times more than min-SNR would
+    cover = torch.zeros(256, 1, 16, 16)
+    wrong = eps + 0.1
+    plain = Diffusion()
+    assert diffusion.loss(wrong[free], eps[free], t[free], cover[free]) > 20 * plain.loss(
+        wrong[free], eps[free], t[free], cover[free])
+    assert torch.isclose(diffusion.loss(wrong[~free], eps[~free], t[~free], cover[~free]),
+                         plain.loss(wrong[~free], eps[~free], t[~free], cover[~free]))
