@@ -36,6 +36,9 @@ CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1
 MIN_SNR_GAMMA = 5.0
 OBJECT_WEIGHT = 3.0  # extra loss weight of a latent cell fully covered by objects
+# a 600-step fine-tune of a model trained without it took position right from 17% to 92% (shape fell
+# from 83% to 54%); share 0.25 from t 970 gave 38% (shape 67%)
+FIRST_STEP_SHARE, FIRST_STEP_FROM = 0.5, 950
 
 
 def load(settings: Settings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
@@ -150,7 +153,7 @@ def run(settings: Settings) -> bool:
     torch.manual_seed(settings.seed + 2)
     unet, text_encoder = train_models.unet(), train_models.text_encoder()
     trainer = Trainer(stage, settings, PLAN, {"unet": unet, "text_encoder": text_encoder}, seed=2)
-    diffusion = Diffusion()
+    diffusion = Diffusion(first_step=FirstStep(share=FIRST_STEP_SHARE, t_from=FIRST_STEP_FROM))
 
     def step(rng, noise, batch):
         index = rng.integers(len(data), size=batch)
