@@ -12,6 +12,7 @@ import pytest
 import torch
 from inkwash.demo import train, train_data, train_models, train_samples
 from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
+from inkwash.demo.train_unet import Diffusion, FirstStep
 from inkwash.nodes.runtime import annotators
 from inkwash.nodes.runtime.checkpoint_load import load_checkpoint, load_controlnet
 from inkwash.nodes.runtime.model_types import TextEncoder
@@ -138,7 +139,6 @@ def test_depth_node_falls_back_to_the_bundled_estimator(trained, folders):
 
 
 def test_first_step_trains_from_signal_free_noise_towards_the_image():
-    from inkwash.demo.train_unet import Diffusion, FirstStep
     diffusion = Diffusion(first_step=FirstStep(share=0.5, t_from=970))
     x0 = torch.randn(256, 4, 16, 16)
     x_t, t, eps = diffusion.noised(x0, torch.Generator().manual_seed(0))
