@@ -146,3 +146,14 @@ def test_alternation_changes_the_prompt_every_step(sd1):
         assert active.negatives == 1 and len(active.schedules) == 2
         picked.append(active.schedules[1][1])
     assert picked == ["cat", "cat", "dog", "cat", "dog"]
+
+
+def test_emphasis_on_a_zero_mean_output_scales_the_token_and_stays_finite():
+    hidden = torch.randn(1, 77, 8)
+    hidden = hidden - hidden.mean(dim=-1, keepdim=True)  # what a bias-free final layer norm gives
+    weights = [1.0] * 77
+    weights[2] = 1.5
+    weighted = text_encode._apply_weights(hidden, weights)
+    assert torch.isfinite(weighted).all()
+    assert torch.allclose(weighted[0, 2], 1.5 * hidden[0, 2])
+    assert torch.allclose(weighted[0, 3:], hidden[0, 3:])

@@ -153,4 +153,10 @@ def _apply_weights(hidden: torch.Tensor, weights: list[float]) -> torch.Tensor:
     """A1111's emphasis: scale each token's features by its weight, then restore the overall mean."""
     mean = hidden.mean()
     weighted = hidden * torch.tensor(weights, dtype=hidden.dtype, device=hidden.device)[None, :, None]
-    return weighted * (mean / weighted.mean())
+    new_mean = weighted.mean()
+    # A layer-normed output with no bias averages ~0 (rounding noise): the ratio of two such means is
+    # noise, or inf, so the features are left as weighted.
+    negligible = 1e-4 * weighted.abs().mean()
+    if mean.abs() <= negligible or new_mean.abs() <= negligible:
+        return weighted
+    return weighted * (mean / new_mean)
