@@ -1,7 +1,7 @@
 """Stage 2: the text encoder and UNet, trained together on the VAE's cached latents.
 
 The recipe is SD's (epsilon prediction, the scaled-linear schedule, 10% empty captions so that
-classifier-free guidance works) with five additions that make a small, short run go further:
+classifier-free guidance works) with six additions that make a small, short run go further:
   * offset noise: each image's noise gets a random constant per channel, so the model learns to set
     an image's overall colour (the background) from the prompt; with SD's schedule alone the last
     timestep still carries the training image's mean, and sampling from pure noise leaves it to chance;
@@ -11,7 +11,10 @@ classifier-free guidance works) with five additions that make a small, short run
   * an EMA of the weights, which is what gets saved;
   * the first sampling step trained as sampling meets it (see FirstStep): without it the model reads
     an object's position from the faint signal SD's schedule leaves at t = 999, and then takes it from
-    the initial noise when it samples, whatever the prompt says.
+    the initial noise when it samples, whatever the prompt says;
+  * at low noise a share of the examples get another example's caption (see foreign_captions): the
+    captions always agree with the images, so a small model learns to take colours from the prompt even
+    where x_t shows them plainly, and img2img at low denoise repaints the input in the prompt's colours.
 Text embeddings are computed as text_encode.encode computes them at inference (see train_data.embed).
 """
 from __future__ import annotations
@@ -39,6 +42,8 @@ OBJECT_WEIGHT = 3.0  # extra loss weight of a latent cell fully covered by objec
 # a 600-step fine-tune (lr 2e-4) of a model trained without it took position right from 17% to 92%
 # (shape fell from 83% to 54%); share 0.25 from t 970 gave 38% (shape 67%)
 FIRST_STEP_SHARE = 0.5
+FOREIGN_CAPTION_BELOW = 400  # img2img at denoise 0.3 starts at t ~ 300
+FOREIGN_CAPTION_SHARE = 0.25
 
 
 def load(settings: Settings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
@@ -51,6 +56,14 @@ def load(settings: Settings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
 def scaled_latents(settings: Settings, vae) -> torch.Tensor:
     """The dataset's cached latents in UNet space (times the VAE's scaling factor)."""
     return torch.from_numpy(np.load(train_vae.latents_file(settings))) * vae.config.scaling_factor
+
+
+def foreign_captions(tokens: torch.Tensor, t: torch.Tensor, rng: np.random.Generator,
+                     below: int = FOREIGN_CAPTION_BELOW, share: float = FOREIGN_CAPTION_SHARE) -> torch.Tensor:
+    """`tokens` [B,77] with a `share` of the examples at t < `below` given the next example's caption,
+    so that where x_t still shows the image, the image wins over a prompt that says otherwise."""
+    swap = torch.from_numpy(rng.random(len(tokens)) < share) & (t < below)
+    return torch.where(swap[:, None], tokens.roll(1, dims=0), tokens)
 
 
 class Diffusion:
@@ -159,6 +172,7 @@ def run(settings: Settings) -> bool:
         index = rng.integers(len(data), size=batch)
         tokens = pick_tokens(data, index, rng, CAPTION_DROPOUT)
         x_t, t, eps = diffusion.noised(latents[index], noise)
+        tokens = foreign_captions(tokens, t, rng)
         predicted = unet(x_t, t, encoder_hidden_states=embed(text_encoder, tokens)).sample
         return diffusion.loss(predicted, eps, t, cover[index])
 

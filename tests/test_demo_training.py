@@ -12,7 +12,7 @@ import pytest
 import torch
 from inkwash.demo import train, train_data, train_models, train_samples
 from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
-from inkwash.demo.train_unet import Diffusion, FirstStep
+from inkwash.demo.train_unet import Diffusion, FirstStep, foreign_captions
 from inkwash.nodes.runtime import annotators
 from inkwash.nodes.runtime.checkpoint_load import load_checkpoint, load_controlnet
 from inkwash.nodes.runtime.model_types import TextEncoder
@@ -162,3 +162,14 @@ def test_first_step_trains_from_signal_free_noise_towards_the_image():
         wrong[free], eps[free], t[free], cover[free])
     assert torch.isclose(diffusion.loss(wrong[~free], eps[~free], t[~free], cover[~free]),
                          plain.loss(wrong[~free], eps[~free], t[~free], cover[~free]))
+
+
+def test_foreign_captions_swap_only_low_noise_examples():
+    tokens = torch.arange(512)[:, None].expand(512, 77)
+    t = torch.cat([torch.full((256,), 100), torch.full((256,), 900)])
+    swapped = foreign_captions(tokens, t, np.random.default_rng(0), below=400, share=0.25)
+    changed = (swapped != tokens).any(dim=1)
+    assert not changed[256:].any()  # noisy examples keep their own caption
+    assert 0.15 < changed[:256].float().mean() < 0.35
+    rows = changed.nonzero()[:, 0]
+    assert torch.equal(swapped[rows], tokens[rows - 1])  # another example's caption
