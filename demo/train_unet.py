@@ -40,7 +40,8 @@ NOISE_OFFSET = 0.1
 MIN_SNR_GAMMA = 5.0
 OBJECT_WEIGHT = 3.0  # extra loss weight of a latent cell fully covered by objects
 # a 600-step fine-tune (lr 2e-4) of a model trained without it took position right from 17% to 92%
-# (shape fell from 83% to 54%); share 0.25 from t 970 gave 38% (shape 67%)
+# (shape fell from 83% to 54%); share 0.25 from t 970 gave 38% (shape 67%). From scratch, share 0.5 got
+# position to 71% but left too few ordinary examples: colour 42%, shape 29%.
 FIRST_STEP_SHARE = 0.5
 FOREIGN_CAPTION_BELOW = 400  # img2img at denoise 0.3 starts at t ~ 300
 FOREIGN_CAPTION_SHARE = 0.25
