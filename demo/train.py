@@ -8,7 +8,8 @@ took them on two CPU cores (an AVX-512 machine; the ControlNets on an AVX2-only 
 step takes about 1.4x as long):
 
     vae             10.5   AutoencoderKL 128x128 -> 4x16x16; then encodes the dataset once (~4 min)
-    unet              73   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
+    unet              44   CLIP text encoder + UNet on the cached latents (a fixed 2,700 steps)
+    unet_layout        8   fine-tuned to place objects where the prompt says (a fixed 600 steps)
     controlnet_canny  36   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
     controlnet_depth  20   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
@@ -45,10 +46,12 @@ from .train_common import Settings, StageDir
 STAGES = {
     "vae": (train_vae.run, ()),
     "unet": (train_unet.run, ("vae",)),
-    "controlnet_canny": (partial(train_controlnet.run, name="controlnet_canny"), ("vae", "unet")),
-    "controlnet_depth": (partial(train_controlnet.run, name="controlnet_depth"), ("vae", "unet")),
+    "unet_layout": (partial(train_unet.run, name="unet_layout"), ("vae", "unet")),
+    "controlnet_canny": (partial(train_controlnet.run, name="controlnet_canny"), ("vae", "unet_layout")),
+    "controlnet_depth": (partial(train_controlnet.run, name="controlnet_depth"), ("vae", "unet_layout")),
     "depth": (train_depth.run, ()),
-    "assemble": (train_assemble.run, ("vae", "unet", "controlnet_canny", "controlnet_depth", "depth")),
+    "assemble": (train_assemble.run, ("vae", "unet", "unet_layout", "controlnet_canny", "controlnet_depth",
+                                      "depth")),
 }
 
 

@@ -1,4 +1,5 @@
-"""Stage 2: the text encoder and UNet, trained together on the VAE's cached latents.
+"""Stages 2 and 3: the text encoder and UNet, trained together on the VAE's cached latents, then
+fine-tuned to place objects where the prompt says (the layout stage).
 
 The recipe is SD's (epsilon prediction, the scaled-linear schedule, 10% empty captions so that
 classifier-free guidance works) with six additions that make a small, short run go further:
@@ -9,9 +10,9 @@ classifier-free guidance works) with six additions that make a small, short run 
   * latent cells covered by objects weigh more in the loss: objects are a small share of each image,
     yet their colour, shape and place are what prompts ask for;
   * an EMA of the weights, which is what gets saved;
-  * the first sampling step trained as sampling meets it (see FirstStep): without it the model reads
-    an object's position from the faint signal SD's schedule leaves at t = 999, and then takes it from
-    the initial noise when it samples, whatever the prompt says;
+  * in the layout stage, the first sampling step trained as sampling meets it (see FirstStep): without
+    it the model reads an object's position from the faint signal SD's schedule leaves at t = 999, and
+    then takes it from the initial noise when it samples, whatever the prompt says;
   * at low noise a share of the examples get another example's caption (see foreign_captions): the
     captions always agree with the images, so a small model learns to take colours from the prompt even
     where x_t shows them plainly, and img2img at low denoise repaints the input in the prompt's colours.
@@ -32,24 +33,40 @@ from .train_common import Plan, Settings, StageDir, Trainer, save_grid, to_uint8
 from .train_data import embed, object_cover, pick_tokens, world_data
 
 NAME = "unet"
-# 3,600 steps took 73 minutes on two cores (1.2 s each, in float32); a fixed count keeps the model the
-# same when the machine is busy with other work meanwhile (a time budget would train fewer steps).
-PLAN = Plan(budget_minutes=73, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=3600)
+# The second stage fine-tunes the first one's result with FirstStep: placing objects from the prompt is
+# learnt there, once colour and shape have formed. Trained from the start, FirstStep takes half of
+# every batch away from ordinary examples: from scratch at share 0.5, 3,600 steps reached colour right
+# 42% and shape right 29% (position 71%), where the plain recipe reaches 96% and 83% (position 17%).
+LAYOUT = "unet_layout"
+FINAL = LAYOUT  # the stage whose UNet and text encoder the ControlNets and the checkpoint use
+# 2,700 steps take about 44 minutes on two cores (0.97 s each, in float32); a fixed count keeps the model
+# the same when the machine is busy with other work meanwhile (a time budget would train fewer steps).
+PLAN = Plan(budget_minutes=44, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=2700)
+# A 600-step fine-tune (lr 2e-4) of a plain model took position right from 17% to 92%.
+LAYOUT_PLAN = Plan(budget_minutes=8, batch=64, lr=2e-4, warmup=20, ema=0.99, steps=600)
 CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1
 MIN_SNR_GAMMA = 5.0
 OBJECT_WEIGHT = 3.0  # extra loss weight of a latent cell fully covered by objects
-# a 600-step fine-tune (lr 2e-4) of a model trained without it took position right from 17% to 92%
-# (shape fell from 83% to 54%); share 0.25 from t 970 gave 38% (shape 67%). From scratch, share 0.5 got
-# position to 71% but left too few ordinary examples: colour 42%, shape 29%.
-FIRST_STEP_SHARE = 0.5
+FIRST_STEP_SHARE = 0.5  # in the layout stage; share 0.25 from t 970 gave position right 38%
+SECOND_STEP_SHARE = 0.0  # of the layout stage's examples at t 700-950 (Diffusion.second_step)
 FOREIGN_CAPTION_BELOW = 400  # img2img at denoise 0.3 starts at t ~ 300
 FOREIGN_CAPTION_SHARE = 0.25
 
 
-def load(settings: Settings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-    """The trained UNet and text encoder (the stage's result)."""
-    folder = StageDir(settings, NAME).path / "result"
+@dataclass(frozen=True)
+class Recipe:
+    """How one of the two UNet stages trains."""
+
+    plan: Plan
+    first_step: FirstStep
+    start_from: str | None  # the stage whose result it fine-tunes; None: from random weights
+    seed: int
+
+
+def load(settings: Settings, name: str = FINAL) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    """The trained UNet and text encoder: stage `name`'s result (by default, the finished ones)."""
+    folder = StageDir(settings, name).path / "result"
     return (UNet2DConditionModel.from_pretrained(folder / "unet").eval(),
             CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval())
 
@@ -113,13 +130,42 @@ class Diffusion:
             eps = torch.where(free, (pure - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt(), eps)
         return x_t, t, eps
 
+    def second_step(self, unet, context: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                    eps: torch.Tensor, noise: torch.Generator):
+        """(x_t, eps, chosen): a `second_share` of the examples at t in [t_second, t_from) see x_t as
+        the next sampling steps do, grown from the model's own x0 estimate from plain noise (the first
+        step's) rather than from the training image; the target makes the x0 estimate the training
+        image. Without it a blurred first estimate is refined into the nearest blob, not the shape."""
+        first = self.first_step
+        chosen = torch.zeros(len(x0), dtype=torch.bool)
+        if first.second_share:
+            drawn = torch.rand(len(x0), generator=noise) < first.second_share
+            chosen = drawn & (t >= first.t_second) & ~self.signal_free(t)
+        if not chosen.any():
+            return x_t, eps, chosen
+        pure = torch.randn(x0[chosen].shape, generator=noise)
+        last = len(self.alphas_cumprod) - 1
+        with torch.no_grad():
+            eps1 = unet(pure, torch.full((len(pure),), last), encoder_hidden_states=context[chosen].detach()).sample
+        a1 = self.alphas_cumprod[last]
+        estimate = (pure - (1 - a1).sqrt() * eps1) / a1.sqrt()
+        a2 = self.alphas_cumprod[t[chosen]].view(-1, 1, 1, 1)
+        # an Euler step keeps the initial noise: x_t2 = sqrt(a2) estimate + sqrt(1 - a2) noise
+        later = a2.sqrt() * estimate + (1 - a2).sqrt() * pure
+        x_t, eps = x_t.clone(), eps.clone()
+        x_t[chosen] = later
+        eps[chosen] = (later - a2.sqrt() * x0[chosen]) / (1 - a2).sqrt()
+        return x_t, eps, chosen
+
     def signal_free(self, t: torch.Tensor) -> torch.Tensor:
         """Which timesteps are trained from signal-free x_t (FirstStep)."""
         return (t >= self.first_step.t_from) if self.first_step.share else torch.zeros_like(t, dtype=torch.bool)
 
-    def loss(self, predicted: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+    def loss(self, predicted: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, cover: torch.Tensor,
+             second: torch.Tensor | None = None) -> torch.Tensor:
         """MSE on the noise, weighted per example by clamp(SNR, floor, gamma) / SNR (min-SNR, with an
-        optional floor) and per latent cell by its object `cover` [B,1,h,w]."""
+        optional floor) and per latent cell by its object `cover` [B,1,h,w]; signal-free examples and
+        the `second` step's [B] weigh their x0 error instead."""
         snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
         cells = 1.0 + OBJECT_WEIGHT * cover
         per_example = (cells * (predicted - eps).square()).mean(dim=(1, 2, 3)) / cells.mean(dim=(1, 2, 3))
@@ -127,7 +173,8 @@ class Diffusion:
         if self.high_noise.snr_floor:
             weight = weight / weight.mean()  # the floor multiplies the noisiest steps' weight up to ~20x
         # the noise error over SNR is the x0 error: what decides the first step's layout
-        weight = torch.where(self.signal_free(t), self.first_step.x0_weight / snr, weight)
+        x0_error = self.signal_free(t) if second is None else self.signal_free(t) | second
+        weight = torch.where(x0_error, self.first_step.x0_weight / snr, weight)
         return (weight * per_example).mean()
 
 
@@ -145,6 +192,8 @@ class FirstStep:
     share: float = 0.0
     t_from: int = 950
     x0_weight: float = 0.3  # brings the x0 errors to about the size of the other examples' loss
+    second_share: float = 0.0  # see Diffusion.second_step
+    t_second: int = 700  # sampling's steps 2-6 of 20
 
 
 @dataclass(frozen=True)
@@ -158,24 +207,36 @@ class HighNoise:
     snr_floor: float = 0.0  # the loss weight's floor, on the SNR scale
 
 
-def run(settings: Settings) -> bool:
-    stage = StageDir(settings, NAME)
+RECIPES = {NAME: Recipe(PLAN, FirstStep(), start_from=None, seed=2),
+           LAYOUT: Recipe(LAYOUT_PLAN, FirstStep(share=FIRST_STEP_SHARE, second_share=SECOND_STEP_SHARE),
+                          start_from=NAME, seed=7)}
+
+
+def run(settings: Settings, name: str = NAME) -> bool:
+    recipe = RECIPES[name]
+    stage = StageDir(settings, name)
     data = world_data(settings)
     vae = train_vae.load(settings)
     latents = scaled_latents(settings, vae)
     cover = object_cover(data, train_models.LATENT_SIZE)
-    torch.manual_seed(settings.seed + 2)
-    unet, text_encoder = train_models.unet(), train_models.text_encoder()
-    trainer = Trainer(stage, settings, PLAN, {"unet": unet, "text_encoder": text_encoder}, seed=2)
-    diffusion = Diffusion(first_step=FirstStep(share=FIRST_STEP_SHARE))
+    if recipe.start_from is None:
+        torch.manual_seed(settings.seed + recipe.seed)
+        unet, text_encoder = train_models.unet(), train_models.text_encoder()
+    else:
+        unet, text_encoder = load(settings, recipe.start_from)
+    trainer = Trainer(stage, settings, recipe.plan, {"unet": unet, "text_encoder": text_encoder}, seed=recipe.seed)
+    diffusion = Diffusion(first_step=recipe.first_step)
 
     def step(rng, noise, batch):
         index = rng.integers(len(data), size=batch)
         tokens = pick_tokens(data, index, rng, CAPTION_DROPOUT)
-        x_t, t, eps = diffusion.noised(latents[index], noise)
+        x0 = latents[index]
+        x_t, t, eps = diffusion.noised(x0, noise)
         tokens = foreign_captions(tokens, t, rng)
-        predicted = unet(x_t, t, encoder_hidden_states=embed(text_encoder, tokens)).sample
-        return diffusion.loss(predicted, eps, t, cover[index])
+        context = embed(text_encoder, tokens)
+        x_t, eps, second = diffusion.second_step(unet, context, x0, x_t, t, eps, noise)
+        predicted = unet(x_t, t, encoder_hidden_states=context).sample
+        return diffusion.loss(predicted, eps, t, cover[index], second)
 
     scenes = train_samples.sample_scenes()
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from inkwash.demo import train, train_data, train_models, train_samples
+from inkwash.demo import train, train_data, train_models, train_samples, train_unet
 from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
 from inkwash.demo.train_unet import Diffusion, FirstStep, foreign_captions
 from inkwash.nodes.runtime import annotators
@@ -51,7 +52,7 @@ def test_every_stage_finishes_with_its_outputs(trained):
     build = trained / "build"
     for name in train.STAGES:
         assert (build / name / "done.json").is_file(), name
-    for name in ("vae", "unet", "controlnet_canny", "controlnet_depth", "depth"):
+    for name in ("vae", "unet", "unet_layout", "controlnet_canny", "controlnet_depth", "depth"):
         assert _loss_steps(build / name / "loss.csv") == [1, 2]
         assert list((build / name).glob("samples_*.png")), name
     assert np.load(build / "latents.npy").shape == (12, 4, 16, 16)
@@ -71,6 +72,21 @@ def test_assembled_files_load_and_generate(trained):
     with safe_open(str(models / CHECKPOINT), "pt") as f:  # stored in half precision
         assert f.get_slice("model.diffusion_model.input_blocks.0.0.weight").get_dtype() == "F16"
     assert json.loads((trained / "build" / "assemble" / "done.json").read_text())["total_mb"] <= 50
+
+
+def test_layout_stage_fine_tunes_the_unet_stage_result(trained):
+    """unet_layout starts from the unet stage's weights: two small steps move them a little, far less
+    than the distance to a freshly initialised UNet."""
+    settings = train.parse_args(_args(trained))[1]
+    base, _ = train_unet.load(settings, train_unet.NAME)
+    tuned, _ = train_unet.load(settings)
+    fresh = train_models.unet()
+
+    def distance(a, b):
+        return sum((p - q).square().sum() for p, q in zip(a.parameters(), b.parameters())).sqrt().item()
+
+    moved = distance(base, tuned)
+    assert 0 < moved < 0.05 * distance(base, fresh)
 
 
 def test_finished_stages_are_skipped(trained, capsys):
@@ -173,3 +189,33 @@ def test_foreign_captions_swap_only_low_noise_examples():
     assert 0.15 < changed[:256].float().mean() < 0.35
     rows = changed.nonzero()[:, 0]
     assert torch.equal(swapped[rows], tokens[rows - 1])  # another example's caption
+
+
+def test_second_step_grows_x_t_from_the_models_first_estimate():
+    """Examples at the second sampling steps' timesteps see the model's own first-step estimate
+    noised back, not the training image; their target still makes the x0 estimate the image."""
+    diffusion = Diffusion(first_step=FirstStep(share=0.5, t_from=950, second_share=1.0, t_second=700))
+    x0 = torch.randn(256, 4, 16, 16)
+    x_t, t, eps = diffusion.noised(x0, torch.Generator().manual_seed(0))
+    calls = []
+
+    def blurred_unet(sample, timestep, encoder_hidden_states):
+        calls.append(timestep)
+        return SimpleNamespace(sample=torch.full_like(sample, 0.5))  # one flat noise guess, whatever the input
+
+    context = torch.randn(256, 77, 64)
+    new_x_t, new_eps, chosen = diffusion.second_step(blurred_unet, context, x0, x_t, t, eps,
+                                                     torch.Generator().manual_seed(1))
+    assert torch.equal(chosen, (t >= 700) & (t < 950)) and chosen.sum() > 30
+    assert torch.equal(calls[0], torch.full((int(chosen.sum()),), 999))  # the first step's estimate
+    assert torch.equal(new_x_t[~chosen], x_t[~chosen]) and torch.equal(new_eps[~chosen], eps[~chosen])
+    # x_t no longer depends on the training image, and the target points back at it
+    alpha_bar = diffusion.alphas_cumprod[t[chosen]].view(-1, 1, 1, 1)
+    again, _, _ = diffusion.second_step(blurred_unet, context, x0 + 1.0, x_t, t, eps, torch.Generator().manual_seed(1))
+    assert torch.allclose(again[chosen], new_x_t[chosen])
+    estimate = (new_x_t[chosen] - (1 - alpha_bar).sqrt() * new_eps[chosen]) / alpha_bar.sqrt()
+    assert torch.allclose(estimate, x0[chosen], atol=1e-3)
+    # they weigh their x0 error, as the signal-free examples do
+    cover, wrong = torch.zeros(256, 1, 16, 16), new_eps + 0.1
+    assert diffusion.loss(wrong[chosen], new_eps[chosen], t[chosen], cover[chosen], chosen[chosen]) > 5 * \
+        diffusion.loss(wrong[chosen], new_eps[chosen], t[chosen], cover[chosen])
