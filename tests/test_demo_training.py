@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -190,32 +189,3 @@ def test_foreign_captions_swap_only_low_noise_examples():
     rows = changed.nonzero()[:, 0]
     assert torch.equal(swapped[rows], tokens[rows - 1])  # another example's caption
 
-
-def test_second_step_grows_x_t_from_the_models_first_estimate():
-    """Examples at the second sampling steps' timesteps see the model's own first-step estimate
-    noised back, not the training image; their target still makes the x0 estimate the image."""
-    diffusion = Diffusion(first_step=FirstStep(share=0.5, t_from=950, second_share=1.0, t_second=700))
-    x0 = torch.randn(256, 4, 16, 16)
-    x_t, t, eps = diffusion.noised(x0, torch.Generator().manual_seed(0))
-    calls = []
-
-    def blurred_unet(sample, timestep, encoder_hidden_states):
-        calls.append(timestep)
-        return SimpleNamespace(sample=torch.full_like(sample, 0.5))  # one flat noise guess, whatever the input
-
-    context = torch.randn(256, 77, 64)
-    new_x_t, new_eps, chosen = diffusion.second_step(blurred_unet, context, x0, x_t, t, eps,
-                                                     torch.Generator().manual_seed(1))
-    assert torch.equal(chosen, (t >= 700) & (t < 950)) and chosen.sum() > 30
-    assert torch.equal(calls[0], torch.full((int(chosen.sum()),), 999))  # the first step's estimate
-    assert torch.equal(new_x_t[~chosen], x_t[~chosen]) and torch.equal(new_eps[~chosen], eps[~chosen])
-    # x_t no longer depends on the training image, and the target points back at it
-    alpha_bar = diffusion.alphas_cumprod[t[chosen]].view(-1, 1, 1, 1)
-    again, _, _ = diffusion.second_step(blurred_unet, context, x0 + 1.0, x_t, t, eps, torch.Generator().manual_seed(1))
-    assert torch.allclose(again[chosen], new_x_t[chosen])
-    estimate = (new_x_t[chosen] - (1 - alpha_bar).sqrt() * new_eps[chosen]) / alpha_bar.sqrt()
-    assert torch.allclose(estimate, x0[chosen], atol=1e-3)
-    # they weigh their x0 error, as the signal-free examples do
-    cover, wrong = torch.zeros(256, 1, 16, 16), new_eps + 0.1
-    assert diffusion.loss(wrong[chosen], new_eps[chosen], t[chosen], cover[chosen], chosen[chosen]) > 5 * \
-        diffusion.loss(wrong[chosen], new_eps[chosen], t[chosen], cover[chosen])
