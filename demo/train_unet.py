@@ -41,23 +41,16 @@ LAYOUT = "unet_layout"
 FINAL = LAYOUT  # the stage whose UNet and text encoder the ControlNets and the checkpoint use
 # 2,700 steps take about 44 minutes on two cores (0.97 s each, in float32); a fixed count keeps the model
 # the same when the machine is busy with other work meanwhile (a time budget would train fewer steps).
-# Batch 48 takes 0.59 s a step, so 3,600 steps (the shipped UNet's count) fit the stage too; on the
-# shipped VAE's latents they gave background, colour, shape, position right 100/98/42/10% (CFG gain
-# 0.09, img2img at 0.3 keeps the input 69%); 1,200 more steps at lr 3e-4 took shape to 62% (stars are
-# most of the misses). Colour comes early; shape grows with the examples seen, and the shipped UNet's 83%
-# took 230k of them (3,600 x 64), more than two cores train in one 45-minute stage.
+# Batch 48 takes about 0.6 s a step: 3,600 steps gave background, colour, shape, position right
+# 100/98/42/10%, and 1,200 more took shape to 62%. Shape grows with the examples seen (the shipped UNet's
+# 83% took 230k, 3,600 x 64); a 45-minute stage at batch 48 holds about 4,300 steps, ~210k examples.
 PLAN = Plan(budget_minutes=44, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=2700)
 # A 600-step fine-tune (lr 2e-4) of the shipped UNet took position right from 17% to 92% (shape from 83%
-# to 54%); of the 2,700-step plain stage, from 10% to 38% (shape from 50% to 33%). Re-run on the shipped
-# UNet with foreign captions: share 0.3, lr 1e-4, 700 steps gave 100/81/58/23% (background, colour, shape,
-# position); share 0.5 with x0_weight 1.0, lr 4e-4, 800 steps 94/88/44/52% (CFG gain 0.17). What goes
-# wrong: many images show the object twice, at vertically mirrored places (top right and bottom right):
-# the first step's x0 estimate is a mixture of the positions the model cannot yet tell apart, CFG 5
-# amplifies every part of it, and the later steps draw each part as an object. Trained longer (share 0.5,
-# x0_weight 1.0, lr 4e-4, 1,400 steps) the mixtures go and position is right 94%, but the later steps
-# refine the first step's blob into mushy shapes in mixed colours: 90/67/31/94%. Noising half the
-# examples at t 600-950 from a box-blurred latent (target: the sharp one) gave 96/71/35/94%, within the
-# noise of 48 prompts. Position is learnt; keeping shape and colour while it is, is what is left.
+# to 54%); of the 2,700-step plain stage, from 10% to 38% (shape from 50% to 33%). With foreign captions
+# on, fine-tunes of the shipped UNet gave: 800 steps (share 0.5, x0_weight 1.0, lr 4e-4) 94/88/44/52%,
+# many objects drawn twice at vertically mirrored places (the first step's estimate mixes the positions
+# it cannot yet tell apart, and CFG amplifies each part); 1,400 steps 90/67/31/94%, one object in the
+# right place but with a mushy shape. Position is learnt; keeping shape and colour meanwhile is not yet.
 LAYOUT_PLAN = Plan(budget_minutes=8, batch=64, lr=2e-4, warmup=20, ema=0.99, steps=600)
 CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1
