@@ -12,7 +12,8 @@ classifier-free guidance works) with six additions that make a small, short run 
   * an EMA of the weights, which is what gets saved;
   * in the layout stage, the first sampling step trained as sampling meets it (see FirstStep): without
     it the model reads an object's position from the faint signal SD's schedule leaves at t = 999, and
-    then takes it from the initial noise when it samples, whatever the prompt says;
+    then takes it from the initial noise when it samples, whatever the prompt says; the low-noise steps
+    are meanwhile distilled from the plain stage's model, so that they keep drawing its shapes;
   * at low noise a share of the examples get another example's caption (see foreign_captions): the
     captions always agree with the images, so a small model learns to take colours from the prompt even
     where x_t shows them plainly, and img2img at low denoise repaints the input in the prompt's colours.
@@ -45,18 +46,20 @@ FINAL = LAYOUT  # the stage whose UNet and text encoder the ControlNets and the 
 # 100/98/42/10%, and 1,200 more took shape to 62%. Shape grows with the examples seen (the shipped UNet's
 # 83% took 230k, 3,600 x 64); a 45-minute stage at batch 48 holds about 4,300 steps, ~210k examples.
 PLAN = Plan(budget_minutes=44, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=2700)
-# A 600-step fine-tune (lr 2e-4) of the shipped UNet took position right from 17% to 92% (shape from 83%
-# to 54%); of the 2,700-step plain stage, from 10% to 38% (shape from 50% to 33%). With foreign captions
-# on, fine-tunes of the shipped UNet gave: 800 steps (share 0.5, x0_weight 1.0, lr 4e-4) 94/88/44/52%,
-# many objects drawn twice at vertically mirrored places (the first step's estimate mixes the positions
-# it cannot yet tell apart, and CFG amplifies each part); 1,400 steps 90/67/31/94%, one object in the
-# right place but with a mushy shape. Position is learnt; keeping shape and colour meanwhile is not yet.
-LAYOUT_PLAN = Plan(budget_minutes=8, batch=64, lr=2e-4, warmup=20, ema=0.99, steps=600)
+# The layout stage trains the noisy end (t >= 500) with FirstStep and holds the steps below to the plain
+# stage's own predictions (held_targets): the fine-tunes that placed objects right also drifted those
+# low-noise steps, which draw the shapes. Sampling with a 1,400-step fine-tune (lr 1e-4) for the first
+# 10 of 20 steps and its start model for the rest gave 100/98/90/94%, the fine-tune alone 100/83/46/98%.
+# Held with weight 10, the fine-tune of the shipped plain UNet gives 100/96/75/94% and CFG gain 0.14;
+# weight 50 holds the noisy end back too (position 27%); min-SNR's weight there (0.3-1) holds nothing.
+LAYOUT_PLAN = Plan(budget_minutes=17, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=1400)
+HOLD_BELOW = 500
 CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1
 MIN_SNR_GAMMA = 5.0
 OBJECT_WEIGHT = 3.0  # extra loss weight of a latent cell fully covered by objects
 FIRST_STEP_SHARE = 0.5  # in the layout stage; share 0.25 from t 970 gave position right 38%
+FIRST_STEP_X0_WEIGHT = 1.0  # in the layout stage, as in every layout run measured above
 FOREIGN_CAPTION_BELOW = 400  # img2img at denoise 0.3 starts at t ~ 300
 FOREIGN_CAPTION_SHARE = 0.25
 
@@ -69,6 +72,8 @@ class Recipe:
     first_step: FirstStep
     start_from: str | None  # the stage whose result it fine-tunes; None: from random weights
     seed: int
+    hold_below: int = 0  # timesteps below this keep start_from's predictions (see held_targets)
+    hold_weight: float = 10.0  # their loss weight: min-SNR's (0.3-1 there) lets the noisy end drag them along
 
 
 def load(settings: Settings, name: str = FINAL) -> tuple[UNet2DConditionModel, CLIPTextModel]:
@@ -89,6 +94,23 @@ def foreign_captions(tokens: torch.Tensor, t: torch.Tensor, rng: np.random.Gener
     so that where x_t still shows the image, the image wins over a prompt that says otherwise."""
     swap = torch.from_numpy(rng.random(len(tokens)) < share) & (t < below)
     return torch.where(swap[:, None], tokens.roll(1, dims=0), tokens)
+
+
+def held_targets(teacher: tuple[UNet2DConditionModel, CLIPTextModel], x_t: torch.Tensor, t: torch.Tensor,
+                 tokens: torch.Tensor, eps: torch.Tensor, below: int) -> torch.Tensor:
+    """`eps` with the examples at t < `below` replaced by the `teacher`'s (UNet, text encoder) own
+    predictions. A fine-tune that teaches the noisy end something new also drifts the low-noise steps
+    it shares its weights with, where the start model already draws shapes well; distilling them from
+    the start model keeps those steps as they were."""
+    held = t < below
+    if not held.any():
+        return eps
+    unet, text_encoder = teacher
+    with torch.no_grad():
+        predicted = unet(x_t[held], t[held], encoder_hidden_states=embed(text_encoder, tokens[held])).sample
+    eps = eps.clone()
+    eps[held] = predicted
+    return eps
 
 
 class Diffusion:
@@ -141,9 +163,11 @@ class Diffusion:
         """Which timesteps are trained from signal-free x_t (FirstStep)."""
         return (t >= self.first_step.t_from) if self.first_step.share else torch.zeros_like(t, dtype=torch.bool)
 
-    def loss(self, predicted: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+    def loss(self, predicted: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, cover: torch.Tensor,
+             held: torch.Tensor | None = None, held_weight: float = 1.0) -> torch.Tensor:
         """MSE on the noise, weighted per example by clamp(SNR, floor, gamma) / SNR (min-SNR, with an
-        optional floor) and per latent cell by its object `cover` [B,1,h,w]."""
+        optional floor) and per latent cell by its object `cover` [B,1,h,w]; examples marked `held`
+        (distilled, see held_targets) weigh `held_weight` instead."""
         snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
         cells = 1.0 + OBJECT_WEIGHT * cover
         per_example = (cells * (predicted - eps).square()).mean(dim=(1, 2, 3)) / cells.mean(dim=(1, 2, 3))
@@ -152,6 +176,8 @@ class Diffusion:
             weight = weight / weight.mean()  # the floor multiplies the noisiest steps' weight up to ~20x
         # the noise error over SNR is the x0 error: what decides the first step's layout
         weight = torch.where(self.signal_free(t), self.first_step.x0_weight / snr, weight)
+        if held is not None:
+            weight = torch.where(held, torch.full_like(weight, held_weight), weight)
         return (weight * per_example).mean()
 
 
@@ -183,7 +209,8 @@ class HighNoise:
 
 
 RECIPES = {NAME: Recipe(PLAN, FirstStep(), start_from=None, seed=2),
-           LAYOUT: Recipe(LAYOUT_PLAN, FirstStep(share=FIRST_STEP_SHARE), start_from=NAME, seed=7)}
+           LAYOUT: Recipe(LAYOUT_PLAN, FirstStep(share=FIRST_STEP_SHARE, x0_weight=FIRST_STEP_X0_WEIGHT),
+                          start_from=NAME, seed=7, hold_below=HOLD_BELOW)}
 
 
 def run(settings: Settings, name: str = NAME) -> bool:
@@ -200,14 +227,22 @@ def run(settings: Settings, name: str = NAME) -> bool:
         unet, text_encoder = load(settings, recipe.start_from)
     trainer = Trainer(stage, settings, recipe.plan, {"unet": unet, "text_encoder": text_encoder}, seed=recipe.seed)
     diffusion = Diffusion(first_step=recipe.first_step)
+    teacher = None
+    if recipe.hold_below:
+        teacher = load(settings, recipe.start_from)
+        for module in teacher:
+            module.requires_grad_(False)
 
     def step(rng, noise, batch):
         index = rng.integers(len(data), size=batch)
         tokens = pick_tokens(data, index, rng, CAPTION_DROPOUT)
         x_t, t, eps = diffusion.noised(latents[index], noise)
         tokens = foreign_captions(tokens, t, rng)
+        held = None
+        if teacher is not None:
+            eps, held = held_targets(teacher, x_t, t, tokens, eps, recipe.hold_below), t < recipe.hold_below
         predicted = unet(x_t, t, encoder_hidden_states=embed(text_encoder, tokens)).sample
-        return diffusion.loss(predicted, eps, t, cover[index])
+        return diffusion.loss(predicted, eps, t, cover[index], held, recipe.hold_weight)
 
     scenes = train_samples.sample_scenes()
 
