@@ -1,18 +1,17 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 10 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 hours.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
 Stages run in order, each resumable: it checkpoints every ~2 minutes, a re-run continues where it
 stopped, and a finished stage is skipped (until --restart). Training minutes on two CPU cores of an
-AVX-512 machine (the ControlNets' were timed on an AVX2-only one, where every step takes about 1.4x
-as long):
+AVX-512 machine (on an AVX2-only one every step takes about 1.4x as long):
 
     vae               14   AutoencoderKL 128x128 -> 4x16x16 (a fixed 3,900 steps); then encodes the
                            dataset once (~3 min)
     unet              42   CLIP text encoder + UNet on the cached latents (a fixed 2,700 steps)
-    unet_layout        9   fine-tuned to place objects where the prompt says (a fixed 600 steps)
-    controlnet_canny  36   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
-    controlnet_depth  20   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
+    unet_layout       16   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
+    controlnet_canny  26   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
+    controlnet_depth   9   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders
 

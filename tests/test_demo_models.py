@@ -13,10 +13,7 @@ MODELS = evaluate.REPO / "models"
 # are still measured: a test whose only unmet checks are listed here is an expected failure; one that
 # meets a listed check fails, so that the check leaves this list as soon as a re-trained model meets it.
 KNOWN_GAPS = {
-    "position right",
-    "adherence gain of CFG 5 over CFG 1",
     "denoise 0.3: background, colour and position of the input kept",
-    "yellow object in the masked region",
     "edge IoU (edges dilated 2 px)",
 }
 
