@@ -98,12 +98,11 @@ def foreign_captions(tokens: torch.Tensor, t: torch.Tensor, rng: np.random.Gener
 
 
 def held_targets(teacher: tuple[UNet2DConditionModel, CLIPTextModel], x_t: torch.Tensor, t: torch.Tensor,
-                 tokens: torch.Tensor, eps: torch.Tensor, below: int) -> torch.Tensor:
-    """`eps` with the examples at t < `below` replaced by the `teacher`'s (UNet, text encoder) own
-    predictions. A fine-tune that teaches the noisy end something new also drifts the low-noise steps
-    it shares its weights with, where the start model already draws shapes well; distilling them from
-    the start model keeps those steps as they were."""
-    held = t < below
+                 tokens: torch.Tensor, eps: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """`eps` with the `held` examples (a boolean mask, [B]) replaced by the `teacher`'s (UNet, text
+    encoder) own predictions. A fine-tune that teaches the noisy end something new also drifts the
+    low-noise steps it shares its weights with, where the start model already draws shapes well;
+    distilling them from the start model keeps those steps as they were."""
     if not held.any():
         return eps
     unet, text_encoder = teacher
@@ -241,7 +240,8 @@ def run(settings: Settings, name: str = NAME) -> bool:
         tokens = foreign_captions(tokens, t, rng)
         held = None
         if teacher is not None:
-            eps, held = held_targets(teacher, x_t, t, tokens, eps, recipe.hold_below), t < recipe.hold_below
+            held = t < recipe.hold_below
+            eps = held_targets(teacher, x_t, t, tokens, eps, held)
         predicted = unet(x_t, t, encoder_hidden_states=embed(text_encoder, tokens)).sample
         return diffusion.loss(predicted, eps, t, cover[index], held, recipe.hold_weight)
 

@@ -190,23 +190,22 @@ def test_foreign_captions_swap_only_low_noise_examples():
     assert torch.equal(swapped[rows], tokens[rows - 1])  # another example's caption
 
 
-
 def test_held_targets_are_the_teacher_predictions_below_the_threshold_only():
     torch.manual_seed(0)
     teacher = (train_models.unet().eval(), train_models.text_encoder().eval())
     x_t, eps = torch.randn(4, 4, 16, 16), torch.randn(4, 4, 16, 16)
     t = torch.tensor([100, 499, 500, 900])
     tokens = torch.randint(0, 49406, (4, 77))
-    targets = held_targets(teacher, x_t, t, tokens, eps, below=500)
+    held = t < 500
+    targets = held_targets(teacher, x_t, t, tokens, eps, held)
     with torch.no_grad():
         own = teacher[0](x_t[:2], t[:2], encoder_hidden_states=teacher[1](tokens[:2]).last_hidden_state).sample
     assert torch.allclose(targets[:2], own, atol=1e-5)
     assert torch.equal(targets[2:], eps[2:])
     assert not torch.allclose(eps[:2], own)  # the input is left as it was
-    assert torch.equal(held_targets(teacher, x_t, t, tokens, eps, below=50), eps)
+    assert torch.equal(held_targets(teacher, x_t, t, tokens, eps, t < 50), eps)
     # held examples weigh held_weight each, whatever min-SNR would give them
     diffusion, cover, wrong = Diffusion(), torch.zeros(4, 1, 16, 16), targets + 0.1
-    held = t < 500
     assert torch.isclose(diffusion.loss(wrong[:2], targets[:2], t[:2], cover[:2], held[:2], held_weight=10.0),
                          torch.tensor(10 * 0.01))
     assert torch.equal(diffusion.loss(wrong[2:], targets[2:], t[2:], cover[2:], held[2:], held_weight=10.0),
