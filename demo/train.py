@@ -1,4 +1,4 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 hours.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 15 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
@@ -8,6 +8,8 @@ AVX-512 machine (on an AVX2-only one every step takes about 1.4x as long):
 
     vae               14   AutoencoderKL 128x128 -> 4x16x16 (a fixed 3,900 steps); then encodes the
                            dataset once (~3 min)
+    vae_decoder       17   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps;
+                           timed on one core beside another job)
     unet              42   CLIP text encoder + UNet on the cached latents (a fixed 2,700 steps)
     unet_layout       16   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
     controlnet_canny  26   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
@@ -45,13 +47,16 @@ from .train_common import Settings, StageDir
 # name -> (run(settings) -> finished?, stages whose results it needs)
 STAGES = {
     "vae": (train_vae.run, ()),
-    "unet": (train_unet.run, ("vae",)),
-    "unet_layout": (partial(train_unet.run, name="unet_layout"), ("vae", "unet")),
-    "controlnet_canny": (partial(train_controlnet.run, name="controlnet_canny"), ("vae", "unet_layout")),
-    "controlnet_depth": (partial(train_controlnet.run, name="controlnet_depth"), ("vae", "unet_layout")),
+    "vae_decoder": (train_vae.run_decoder, ("vae",)),
+    "unet": (train_unet.run, ("vae", "vae_decoder")),
+    "unet_layout": (partial(train_unet.run, name="unet_layout"), ("vae", "vae_decoder", "unet")),
+    "controlnet_canny": (partial(train_controlnet.run, name="controlnet_canny"),
+                         ("vae", "vae_decoder", "unet_layout")),
+    "controlnet_depth": (partial(train_controlnet.run, name="controlnet_depth"),
+                         ("vae", "vae_decoder", "unet_layout")),
     "depth": (train_depth.run, ()),
-    "assemble": (train_assemble.run, ("vae", "unet", "unet_layout", "controlnet_canny", "controlnet_depth",
-                                      "depth")),
+    "assemble": (train_assemble.run, ("vae", "vae_decoder", "unet", "unet_layout", "controlnet_canny",
+                                      "controlnet_depth", "depth")),
 }
 
 

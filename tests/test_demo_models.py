@@ -14,7 +14,7 @@ MODELS = evaluate.REPO / "models"
 # meets a listed check fails, so that the check leaves this list as soon as a re-trained model meets it.
 KNOWN_GAPS = {
     "denoise 0.3: background, colour and position of the input kept",
-    "edge IoU (edges dilated 2 px)",
+    "shape right",  # 11 of these 16 prompts (69%); 75% of the evaluation's 48
 }
 
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from inkwash.demo import train, train_data, train_models, train_samples, train_unet
+from inkwash.demo import train, train_data, train_models, train_samples, train_unet, train_vae
 from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
 from inkwash.demo.train_unet import Diffusion, FirstStep, foreign_captions, held_targets
 from inkwash.nodes.runtime import annotators
@@ -51,7 +51,7 @@ def test_every_stage_finishes_with_its_outputs(trained):
     build = trained / "build"
     for name in train.STAGES:
         assert (build / name / "done.json").is_file(), name
-    for name in ("vae", "unet", "unet_layout", "controlnet_canny", "controlnet_depth", "depth"):
+    for name in ("vae", "vae_decoder", "unet", "unet_layout", "controlnet_canny", "controlnet_depth", "depth"):
         assert _loss_steps(build / name / "loss.csv") == [1, 2]
         assert list((build / name).glob("samples_*.png")), name
     assert np.load(build / "latents.npy").shape == (12, 4, 16, 16)
@@ -86,6 +86,39 @@ def test_layout_stage_fine_tunes_the_unet_stage_result(trained):
 
     moved = distance(base, tuned)
     assert 0 < moved < 0.05 * distance(base, fresh)
+
+
+def test_decoder_stage_keeps_the_encoder_and_its_latents(trained):
+    """vae_decoder trains the decoder only: the encoder, which made the cached latents the UNet
+    learns, is the vae stage's to the bit."""
+    settings = train.parse_args(_args(trained))[1]
+    first, tuned = train_vae.load(settings, train_vae.NAME), train_vae.load(settings)
+    for part in ("encoder", "quant_conv"):
+        for (key, a), b in zip(getattr(first, part).state_dict().items(), getattr(tuned, part).state_dict().values()):
+            assert torch.equal(a, b), f"{part}.{key}"
+    assert any(not torch.equal(a, b) for a, b in zip(first.decoder.parameters(), tuned.decoder.parameters()))
+    assert tuned.config.scaling_factor == first.config.scaling_factor
+
+
+def test_reconstruction_loss_weighs_the_border_and_the_edges():
+    pixels = torch.zeros(1, 3, 32, 32)
+    pixels[..., 8:24, 8:24] = 1.0  # an object
+    depths = np.zeros((1, 32, 32))
+    wrong_border = pixels.clone()
+    wrong_border[..., 0, :] = 0.2  # a frame line, as zero padding leaves it
+    plain = train_vae.reconstruction_loss(wrong_border, pixels, depths)
+    assert train_vae.reconstruction_loss(wrong_border, pixels, depths, border_weight=10.0) > 3 * plain
+    assert train_vae.reconstruction_loss(pixels, pixels, depths, edge_weight=1.0, border_weight=10.0) == 0
+    # a blurred outline (a half-tone column each side) and a half-tone patch of the same size inside
+    # the object cost the same pixel loss; the edge term tells the blur apart
+    blurred, flat = pixels.clone(), pixels.clone()
+    blurred[..., 8:24, 7] = 0.5
+    blurred[..., 8:24, 24] = 0.5
+    flat[..., 8:24, 8:10] = 0.5
+    assert torch.isclose(train_vae.reconstruction_loss(blurred, pixels, depths),
+                         train_vae.reconstruction_loss(flat, pixels, depths))
+    assert (train_vae.reconstruction_loss(blurred, pixels, depths, edge_weight=1.0)
+            > train_vae.reconstruction_loss(flat, pixels, depths, edge_weight=1.0))
 
 
 def test_finished_stages_are_skipped(trained, capsys):
