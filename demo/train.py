@@ -1,4 +1,4 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 15 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 5 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
@@ -8,8 +8,7 @@ AVX-512 machine (on an AVX2-only one every step takes about 1.4x as long):
 
     vae               14   AutoencoderKL 128x128 -> 4x16x16 (a fixed 3,900 steps); then encodes the
                            dataset once (~3 min)
-    vae_decoder       17   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps;
-                           timed on one core beside another job)
+    vae_decoder        9   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps)
     unet              42   CLIP text encoder + UNet on the cached latents (a fixed 2,700 steps)
     unet_layout       16   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
     controlnet_canny  26   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
