@@ -1,4 +1,4 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 2 h 5 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 1 h 50 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
@@ -11,7 +11,7 @@ AVX-512 machine (on an AVX2-only one every step takes about 1.4x as long):
     vae_decoder        9   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps)
     unet              42   CLIP text encoder + UNet on the cached latents (a fixed 2,700 steps)
     unet_layout       16   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
-    controlnet_canny  26   ControlNet on canny edges, UNet frozen (a fixed 1,300 steps)
+    controlnet_canny   9   ControlNet on canny edges, UNet frozen (a fixed 700 steps)
     controlnet_depth   9   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders
