@@ -1,20 +1,25 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 1 h 50 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 1 h 45 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
 Stages run in order, each resumable: it checkpoints every ~2 minutes, a re-run continues where it
-stopped, and a finished stage is skipped (until --restart). Training minutes on two CPU cores of an
-AVX-512 machine (on an AVX2-only one every step takes about 1.4x as long):
+stopped, and a finished stage is skipped (until --restart). Training minutes on two idle cores of an
+AVX-512 machine with AMX (the UNet and ControlNet stages train under bfloat16 autocast there, about
+1.9x faster; elsewhere in float32, and on an AVX2-only machine every step takes about 1.4x as long again):
 
     vae               14   AutoencoderKL 128x128 -> 4x16x16 (a fixed 3,900 steps); then encodes the
                            dataset once (~3 min)
     vae_decoder        9   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps)
-    unet              42   CLIP text encoder + UNet on the cached latents (a fixed 2,700 steps)
-    unet_layout       16   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
+    unet              39   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
+    unet_layout       15   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
     controlnet_canny   9   ControlNet on canny edges, UNet frozen (a fixed 700 steps)
     controlnet_depth   9   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders
+
+The minutes are for an idle machine. Beside other work, start training with GOMP_SPINCOUNT=1000: torch's
+OpenMP threads spin while they wait, and two processes spinning on two cores starve each other (steps
+5-10x slower); alone, that short spin makes a step 13% (float32) to 35% (bfloat16) slower.
 
 Progress goes to stdout; each stage's folder under --out gets loss.csv, sample grids and its result.
 """
@@ -22,11 +27,6 @@ from __future__ import annotations
 
 import os
 
-# torch's OpenMP threads spin while they wait for work; when another process shares the two cores,
-# spinning threads starve each other and a step takes 5-10x longer. A short spin keeps full speed on
-# an idle machine and degrades gracefully on a busy one, at ~25% of the idle speed (set GOMP_SPINCOUNT
-# yourself, e.g. 300000, to spin longer). Read when torch loads, so set before it.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse

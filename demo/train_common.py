@@ -58,6 +58,15 @@ class Plan:
     ema: float | None = None  # decay of an exponential moving average of the weights, if any
     grad_clip: float = 1.0
     steps: int | None = None  # a fixed step count (about budget_minutes on two idle cores) instead of the budget
+    mixed_precision: bool = False  # bfloat16 autocast where the CPU has AMX (see bfloat16_native)
+
+
+def bfloat16_native() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX): there a UNet step under bfloat16
+    autocast takes 0.55 s instead of 0.93 (batch 64, two cores). Elsewhere bfloat16 is emulated and
+    slower than float32, so those machines train in float32."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
 
 
 class StageDir:
@@ -142,6 +151,7 @@ class Trainer:
         self.step = 0
         self.total_steps = settings.steps or plan.steps  # None: train for the time budget
         self.train_seconds = 0.0
+        self.autocast = plan.mixed_precision and bfloat16_native()
         self._resume()
 
     # -- state -------------------------------------------------------------------------------------------
@@ -171,6 +181,11 @@ class Trainer:
             "step": self.step, "train_seconds": self.train_seconds,
         }
         _write_atomic(self.stage.file("checkpoint.pt"), lambda f: torch.save(state, f))
+
+    def summary(self) -> dict:
+        """What a stage's done.json records about its training."""
+        return {"step": self.step, "seconds_per_step": self.train_seconds / max(self.step, 1), "batch": self.batch,
+                "precision": "bfloat16 autocast" if self.autocast else "float32"}
 
     def trained(self, name: str) -> torch.nn.Module:
         """A copy of a module with the weights to use (the EMA's when there is one), in eval mode."""
@@ -215,7 +230,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             tick = time.perf_counter()
-            loss = step_fn(self.rng, self.noise, self.batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                loss = step_fn(self.rng, self.noise, self.batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, self.plan.grad_clip)

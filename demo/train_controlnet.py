@@ -22,8 +22,8 @@ from .train_unet import HighNoise
 # Fixed step counts keep the results independent of other load meanwhile; the budgets are minutes on
 # two idle AVX-512 cores (0.78 s a step). Both take 700 steps: the canny one took 1,300 until the
 # vae_decoder stage showed its edges were there all along (IoU 0.67 after 1,300 steps, 0.68 after 700).
-PLANS = {"controlnet_canny": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700),
-         "controlnet_depth": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700)}
+PLANS = {"controlnet_canny": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True),
+         "controlnet_depth": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True)}
 # Where the noisy steps are trained harder (train_unet.Diffusion): with the plain recipe, 2,000 steps
 # left the canny ControlNet without effect (edge IoU 0.06; objects wherever the noise put them), as
 # x_t itself shows the layout at all but the noisiest steps; with it, IoU 0.23 in 1,300 steps, and
@@ -65,6 +65,7 @@ def run(settings: Settings, name: str) -> bool:
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
     controlnet = train_models.controlnet(unet)
+    train_models.attention_for_training(unet, text_encoder, controlnet)
     trainer = Trainer(stage, settings, PLANS[name], {"controlnet": controlnet}, seed=3 + list(HINTS).index(name))
     diffusion = train_unet.Diffusion(HIGH_NOISE[name])
 
@@ -94,6 +95,5 @@ def run(settings: Settings, name: str) -> bool:
     if not trainer.run(step, sample):
         return False
     trainer.trained("controlnet").save_pretrained(stage.path / "result")
-    stage.finish({"step": trainer.step, "parameters": train_models.parameters(controlnet),
-                  "seconds_per_step": trainer.train_seconds / max(trainer.step, 1), "batch": trainer.batch})
+    stage.finish({**trainer.summary(), "parameters": train_models.parameters(controlnet)})
     return True

@@ -56,8 +56,7 @@ def run(settings: Settings) -> bool:
         predicted = trained(_batch(images, depths)[0])[:, 0].numpy()
     correlation = float(np.corrcoef(predicted.ravel(), depths.ravel())[0, 1])
     save(trained, weights_file(settings))
-    stage.finish({"step": trainer.step, "parameters": sum(p.numel() for p in net.parameters()),
-                  "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
+    stage.finish({**trainer.summary(), "parameters": sum(p.numel() for p in net.parameters()),
                   "validation_correlation": correlation, "weights": str(weights_file(settings))})
     print(f"[{NAME}] done: correlation with the true depth {correlation:.3f}", flush=True)
     return True

@@ -14,13 +14,15 @@ classifier-free guidance works) with six additions that make a small, short run 
     it the model reads an object's position from the faint signal SD's schedule leaves at t = 999, and
     then takes it from the initial noise when it samples, whatever the prompt says; the low-noise steps
     are meanwhile distilled from the plain stage's model, so that they keep drawing its shapes;
-  * at low noise a share of the examples get another example's caption (see foreign_captions): the
-    captions always agree with the images, so a small model learns to take colours from the prompt even
-    where x_t shows them plainly, and img2img at low denoise repaints the input in the prompt's colours.
+  * at low noise a share of the captions name other colours (see recoloured_captions): when captions
+    always agree with the images, a small model learns to take colours from the prompt even where x_t
+    shows them plainly, and img2img at low denoise repaints the input in the prompt's colours.
+The UNet stages train under bfloat16 autocast where the CPU has AMX (train_common.bfloat16_native).
 Text embeddings are computed as text_encode.encode computes them at inference (see train_data.embed).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ from transformers import CLIPTextModel
 
 from . import train_models, train_samples, train_vae, world
 from .train_common import Plan, Settings, StageDir, Trainer, save_grid, to_uint8
-from .train_data import embed, object_cover, pick_tokens, world_data
+from .train_data import embed, object_cover, pick_tokens, tokenize, world_data
 
 NAME = "unet"
 # The second stage fine-tunes the first one's result with FirstStep: placing objects from the prompt is
@@ -40,12 +42,13 @@ NAME = "unet"
 # 42% and shape right 29% (position 71%), where the plain recipe reaches 96% and 83% (position 17%).
 LAYOUT = "unet_layout"
 FINAL = LAYOUT  # the stage whose UNet and text encoder the ControlNets and the checkpoint use
-# 2,700 steps take about 44 minutes on two cores (0.97 s each, in float32); a fixed count keeps the model
-# the same when the machine is busy with other work meanwhile (a time budget would train fewer steps).
-# Batch 48 takes about 0.6 s a step: 3,600 steps gave background, colour, shape, position right
-# 100/98/42/10%, and 1,200 more took shape to 62%. Shape grows with the examples seen (the shipped UNet's
-# 83% took 230k, 3,600 x 64); a 45-minute stage at batch 48 holds about 4,300 steps, ~210k examples.
-PLAN = Plan(budget_minutes=44, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=2700)
+# 3,600 steps at batch 64 (230k examples) take about 39 minutes on two idle AMX cores under bfloat16
+# autocast (0.63 s each; 1.2 s in float32, 73 minutes, over a stage's 45); the loss curve is float32's
+# to within 1%. A fixed count keeps the model the same when the machine is busy with other work
+# meanwhile (a time budget would train fewer steps). Shape grows with the examples seen: batch 48 for
+# 3,600 steps gave background, colour, shape, position right 100/98/42/10%, and 1,200 more took shape
+# to 62%; 2,700 steps at batch 64 about 50%.
+PLAN = Plan(budget_minutes=39, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=3600, mixed_precision=True)
 # The layout stage trains the noisy end (t >= 500) with FirstStep and holds the steps below to the plain
 # stage's own predictions (held_targets): the fine-tunes that placed objects right also drifted those
 # low-noise steps, which draw the shapes. Sampling with a 1,400-step fine-tune (lr 1e-4) for the first
@@ -53,7 +56,7 @@ PLAN = Plan(budget_minutes=44, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=2
 # Held with weight 10, the fine-tune of the shipped plain UNet gives 100/96/75/94% and CFG gain 0.14;
 # weight 50 holds the noisy end back too (position 27%); min-SNR's weight there (0.3-1) holds nothing.
 # On a from-scratch plain UNet (4,800 steps at batch 48: 100/96/60/4%) it gave only 96/83/56/21%.
-LAYOUT_PLAN = Plan(budget_minutes=17, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=1400)
+LAYOUT_PLAN = Plan(budget_minutes=17, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=1400, mixed_precision=True)
 HOLD_BELOW = 500
 CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1
@@ -89,12 +92,28 @@ def scaled_latents(settings: Settings, vae) -> torch.Tensor:
     return torch.from_numpy(np.load(train_vae.latents_file(settings))) * vae.config.scaling_factor
 
 
-def foreign_captions(tokens: torch.Tensor, t: torch.Tensor, rng: np.random.Generator,
-                     below: int = FOREIGN_CAPTION_BELOW, share: float = FOREIGN_CAPTION_SHARE) -> torch.Tensor:
-    """`tokens` [B,77] with a `share` of the examples at t < `below` given the next example's caption,
-    so that where x_t still shows the image, the image wins over a prompt that says otherwise."""
-    swap = torch.from_numpy(rng.random(len(tokens)) < share) & (t < below)
-    return torch.where(swap[:, None], tokens.roll(1, dims=0), tokens)
+@functools.lru_cache(maxsize=1)
+def _colour_tokens() -> torch.Tensor:
+    """The CLIP token id of each of the world's colour names (one token each), in COLOURS order."""
+    return torch.from_numpy(tokenize(list(world.COLOURS))[:, 1]).long()
+
+
+def recoloured_captions(tokens: torch.Tensor, t: torch.Tensor, rng: np.random.Generator,
+                        below: int = FOREIGN_CAPTION_BELOW, share: float = FOREIGN_CAPTION_SHARE) -> torch.Tensor:
+    """`tokens` [B,77] with a `share` of the examples at t < `below` recoloured: every colour name moved
+    the same random number of places (1-7) along the colour list, so each one changes and different
+    colours stay different. Where x_t still shows the image, its colours then win over a prompt that
+    names others, while the shape, size and place words still agree with the image. Swapping whole
+    captions kept img2img's colours as well, but taught the low-noise steps, which refine shapes, to
+    ignore the shape words too: shape right fell from 83% to 54%."""
+    recolour = torch.from_numpy(rng.random(len(tokens)) < share) & (t < below)
+    shift = torch.from_numpy(rng.integers(1, len(world.COLOURS), size=len(tokens)))
+    colours = _colour_tokens()
+    out = tokens.clone()
+    for number, token in enumerate(colours):
+        replacement = colours[(number + shift) % len(colours)].to(tokens.dtype)
+        out = torch.where((tokens == token) & recolour[:, None], replacement[:, None], out)
+    return out
 
 
 def held_targets(teacher: tuple[UNet2DConditionModel, CLIPTextModel], x_t: torch.Tensor, t: torch.Tensor,
@@ -109,7 +128,7 @@ def held_targets(teacher: tuple[UNet2DConditionModel, CLIPTextModel], x_t: torch
     with torch.no_grad():
         predicted = unet(x_t[held], t[held], encoder_hidden_states=embed(text_encoder, tokens[held])).sample
     eps = eps.clone()
-    eps[held] = predicted
+    eps[held] = predicted.to(eps.dtype)  # bfloat16 under autocast
     return eps
 
 
@@ -225,11 +244,13 @@ def run(settings: Settings, name: str = NAME) -> bool:
         unet, text_encoder = train_models.unet(), train_models.text_encoder()
     else:
         unet, text_encoder = load(settings, recipe.start_from)
+    train_models.attention_for_training(unet, text_encoder)
     trainer = Trainer(stage, settings, recipe.plan, {"unet": unet, "text_encoder": text_encoder}, seed=recipe.seed)
     diffusion = Diffusion(first_step=recipe.first_step)
     teacher = None
     if recipe.hold_below:
         teacher = load(settings, recipe.start_from)
+        train_models.attention_for_training(*teacher)
         for module in teacher:
             module.requires_grad_(False)
 
@@ -237,7 +258,7 @@ def run(settings: Settings, name: str = NAME) -> bool:
         index = rng.integers(len(data), size=batch)
         tokens = pick_tokens(data, index, rng, CAPTION_DROPOUT)
         x_t, t, eps = diffusion.noised(latents[index], noise)
-        tokens = foreign_captions(tokens, t, rng)
+        tokens = recoloured_captions(tokens, t, rng)
         held = None
         if teacher is not None:
             held = t < recipe.hold_below
@@ -258,7 +279,6 @@ def run(settings: Settings, name: str = NAME) -> bool:
     folder = stage.path / "result"
     trainer.trained("unet").save_pretrained(folder / "unet")
     trainer.trained("text_encoder").save_pretrained(folder / "text_encoder")
-    stage.finish({"step": trainer.step, "parameters": {"unet": train_models.parameters(unet),
-                                                       "text_encoder": train_models.parameters(text_encoder)},
-                  "seconds_per_step": trainer.train_seconds / max(trainer.step, 1), "batch": trainer.batch})
+    stage.finish({**trainer.summary(), "parameters": {"unet": train_models.parameters(unet),
+                                                      "text_encoder": train_models.parameters(text_encoder)}})
     return True

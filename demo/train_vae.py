@@ -94,8 +94,7 @@ def run(settings: Settings) -> bool:
     trained.register_to_config(scaling_factor=1.0 / std)
     trained.save_pretrained(stage.path / "result")
     np.save(latents_file(settings), latents)
-    stage.finish({"step": trainer.step, "parameters": train_models.parameters(trained),
-                  "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
+    stage.finish({**trainer.summary(), "parameters": train_models.parameters(trained),
                   "latent_mean": float(latents.mean()), "latent_std": std, "scaling_factor": 1.0 / std})
     print(f"[{NAME}] done: latent std {std:.3f}, scaling_factor {1.0 / std:.4f}", flush=True)
     return True
@@ -119,8 +118,7 @@ def run_decoder(settings: Settings) -> bool:
     if not trainer.run(step, partial(_sample, stage, data, trainer)):
         return False
     trainer.trained("vae").save_pretrained(stage.path / "result")
-    stage.finish({"step": trainer.step, "parameters": train_models.parameters(vae.decoder),
-                  "seconds_per_step": trainer.train_seconds / max(trainer.step, 1), "batch": trainer.batch})
+    stage.finish({**trainer.summary(), "parameters": train_models.parameters(vae.decoder)})
     return True
 
 

@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from inkwash.demo import train, train_data, train_models, train_samples, train_unet, train_vae
+from inkwash.demo import train, train_common, train_data, train_models, train_samples, train_unet, train_vae, world
 from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
-from inkwash.demo.train_unet import Diffusion, FirstStep, foreign_captions, held_targets
+from inkwash.demo.train_unet import Diffusion, FirstStep, held_targets, recoloured_captions
 from inkwash.nodes.runtime import annotators
 from inkwash.nodes.runtime.checkpoint_load import load_checkpoint, load_controlnet
 from inkwash.nodes.runtime.model_types import TextEncoder
@@ -212,15 +212,23 @@ def test_first_step_trains_from_signal_free_noise_towards_the_image():
                          plain.loss(wrong[~free], eps[~free], t[~free], cover[~free]))
 
 
-def test_foreign_captions_swap_only_low_noise_examples():
-    tokens = torch.arange(512)[:, None].expand(512, 77)
+def test_recoloured_captions_change_only_the_colours_of_low_noise_examples():
+    prompt = "a large red circle and a small blue star on a white and black background"
+    tokens = torch.from_numpy(train_data.tokenize([prompt] * 512))
     t = torch.cat([torch.full((256,), 100), torch.full((256,), 900)])
-    swapped = foreign_captions(tokens, t, np.random.default_rng(0), below=400, share=0.25)
-    changed = (swapped != tokens).any(dim=1)
+    recoloured = recoloured_captions(tokens, t, np.random.default_rng(0), below=400, share=0.25)
+    changed = (recoloured != tokens).any(dim=1)
     assert not changed[256:].any()  # noisy examples keep their own caption
     assert 0.15 < changed[:256].float().mean() < 0.35
-    rows = changed.nonzero()[:, 0]
-    assert torch.equal(swapped[rows], tokens[rows - 1])  # another example's caption
+    colours = torch.from_numpy(train_data.tokenize(list(world.COLOURS))[:, 1])
+    is_colour = torch.isin(tokens, colours)
+    for row in changed.nonzero()[:, 0]:
+        new = recoloured[row]
+        assert torch.equal(new[~is_colour[row]], tokens[row][~is_colour[row]])  # shapes, sizes, places kept
+        old_colours, new_colours = tokens[row][is_colour[row]], new[is_colour[row]]
+        assert torch.isin(new_colours, colours).all() and (new_colours != old_colours).all()
+        assert len(set(new_colours.tolist())) == 4  # four different colours stay four different ones
+    assert len({tuple(recoloured[row].tolist()) for row in changed.nonzero()[:, 0]}) > 3
 
 
 def test_held_targets_are_the_teacher_predictions_below_the_threshold_only():
@@ -243,3 +251,51 @@ def test_held_targets_are_the_teacher_predictions_below_the_threshold_only():
                          torch.tensor(10 * 0.01))
     assert torch.equal(diffusion.loss(wrong[2:], targets[2:], t[2:], cover[2:], held[2:], held_weight=10.0),
                        diffusion.loss(wrong[2:], targets[2:], t[2:], cover[2:]))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_mixed_precision_plans_train_in_bfloat16_where_the_cpu_computes_it(tmp_path, monkeypatch, native):
+    """A plan with mixed_precision runs its steps under bfloat16 autocast on a CPU with AMX and in
+    float32 elsewhere; a plan without it always in float32. done.json says which."""
+    monkeypatch.setattr(train_common, "bfloat16_native", lambda: native)
+    settings = train.parse_args(_args(tmp_path))[1]
+    for mixed in (True, False):
+        layer = torch.nn.Linear(8, 8)
+        plan = train_common.Plan(budget_minutes=1, batch=2, lr=1e-3, steps=2, mixed_precision=mixed)
+        trainer = train_common.Trainer(train_common.StageDir(settings, f"mixed_{mixed}"), settings, plan,
+                                       {"layer": layer})
+        dtypes = []
+
+        def step(rng, noise, batch):
+            out = layer(torch.randn(batch, 8, generator=noise))
+            dtypes.append(out.dtype)
+            return out.float().square().mean()
+
+        assert trainer.run(step)
+        expected = torch.bfloat16 if mixed and native else torch.float32
+        assert dtypes == [expected, expected]
+        assert layer.weight.dtype == torch.float32  # the weights themselves stay float32
+        assert trainer.summary()["precision"] == ("bfloat16 autocast" if expected == torch.bfloat16 else "float32")
+
+
+def test_training_attention_computes_what_the_default_attention_does():
+    torch.manual_seed(0)
+    unet, text_encoder = train_models.unet().eval(), train_models.text_encoder().eval()
+    controlnet = train_models.controlnet(unet).eval()
+    x, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 900])
+    tokens = torch.randint(0, 49406, (2, 77))
+    hint = torch.rand(2, 3, 128, 128)
+
+    def outputs():
+        with torch.no_grad():
+            context = train_data.embed(text_encoder, tokens)
+            down, mid = controlnet(x, t, encoder_hidden_states=context, controlnet_cond=hint, return_dict=False)
+            return context, mid, unet(x, t, encoder_hidden_states=context).sample
+
+    before = outputs()
+    train_models.attention_for_training(unet, text_encoder, controlnet)
+    assert text_encoder.config._attn_implementation == "eager"
+    for model in (unet, controlnet):
+        assert {type(p).__name__ for p in model.attn_processors.values()} == {"AttnProcessor"}
+    for default, matmul in zip(before, outputs()):
+        torch.testing.assert_close(matmul, default, atol=1e-4, rtol=1e-4)
