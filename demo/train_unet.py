@@ -56,7 +56,7 @@ PLAN = Plan(budget_minutes=39, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=3
 # Held with weight 10, the fine-tune of the shipped plain UNet gives 100/96/75/94% and CFG gain 0.14;
 # weight 50 holds the noisy end back too (position 27%); min-SNR's weight there (0.3-1) holds nothing.
 # On a from-scratch plain UNet (4,800 steps at batch 48: 100/96/60/4%) it gave only 96/83/56/21%.
-LAYOUT_PLAN = Plan(budget_minutes=17, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=1400, mixed_precision=True)
+LAYOUT_PLAN = Plan(budget_minutes=14, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=1400, mixed_precision=True)
 HOLD_BELOW = 500
 CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1
@@ -64,8 +64,8 @@ MIN_SNR_GAMMA = 5.0
 OBJECT_WEIGHT = 3.0  # extra loss weight of a latent cell fully covered by objects
 FIRST_STEP_SHARE = 0.5  # in the layout stage; share 0.25 from t 970 gave position right 38%
 FIRST_STEP_X0_WEIGHT = 1.0  # in the layout stage, as in every layout run measured above
-FOREIGN_CAPTION_BELOW = 400  # img2img at denoise 0.3 starts at t ~ 300
-FOREIGN_CAPTION_SHARE = 0.25
+RECOLOUR_BELOW = 400  # img2img at denoise 0.3 (20 euler steps) starts at t 251
+RECOLOUR_SHARE = 0.25
 # From scratch (3,600 + 1,400 steps, bfloat16), the layout stage's txt2img shape right / img2img input kept
 # at 0.3: 60% / 71% of 48 recoloured, 42% / 62% of 16 with whole foreign captions; the shipped UNet,
 # trained with agreeing captions only: 75% / 0%.
@@ -102,7 +102,7 @@ def _colour_tokens() -> torch.Tensor:
 
 
 def recoloured_captions(tokens: torch.Tensor, t: torch.Tensor, rng: np.random.Generator,
-                        below: int = FOREIGN_CAPTION_BELOW, share: float = FOREIGN_CAPTION_SHARE) -> torch.Tensor:
+                        below: int = RECOLOUR_BELOW, share: float = RECOLOUR_SHARE) -> torch.Tensor:
     """`tokens` [B,77] with a `share` of the examples at t < `below` recoloured: every colour name moved
     the same random number of places (1-7) along the colour list, so each one changes and different
     colours stay different. Where x_t still shows the image, its colours then win over a prompt that
