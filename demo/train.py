@@ -1,4 +1,4 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 1 h 40 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 1 h 35 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
@@ -10,10 +10,10 @@ AVX-512 machine with AMX (the UNet and ControlNet stages train under bfloat16 au
     vae               14   AutoencoderKL 128x128 -> 4x16x16 (a fixed 3,900 steps); then encodes the
                            dataset once (~3 min)
     vae_decoder        9   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps)
-    unet              36   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
+    unet              38   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
     unet_layout       14   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
-    controlnet_canny   9   ControlNet on canny edges, UNet frozen (a fixed 700 steps)
-    controlnet_depth   9   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
+    controlnet_canny   5   ControlNet on canny edges, UNet frozen (a fixed 700 steps)
+    controlnet_depth   5   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
     assemble           -   single files in models/, reloaded through the studio's loaders
 

@@ -20,8 +20,9 @@ from .train_data import embed, object_cover, pick_tokens, world_data
 from .train_unet import HighNoise
 
 # Fixed step counts keep the results independent of other load meanwhile; the budgets are minutes on
-# two AVX-512 cores (0.78 s a step in float32, 0.63-0.67 under bfloat16 autocast). Both take 700 steps: the canny one took 1,300 until the
-# vae_decoder stage showed its edges were there all along (IoU 0.67 after 1,300 steps, 0.68 after 700).
+# two AVX-512 cores (0.78 s a step in float32; under bfloat16 autocast 0.39 idle, 0.63-0.67 beside an
+# evaluation). Both take 700 steps: the canny one took 1,300 until the vae_decoder stage showed its
+# edges were there all along (IoU 0.67 after 1,300 steps, 0.68 after 700).
 PLANS = {"controlnet_canny": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True),
          "controlnet_depth": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True)}
 # Where the noisy steps are trained harder (train_unet.Diffusion): with the plain recipe, 2,000 steps

@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from inkwash.demo import train, train_common, train_data, train_models, train_samples, train_unet, train_vae, world
+from inkwash.demo import train, train_common, train_data, train_models, train_samples, train_unet, train_vae
 from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
-from inkwash.demo.train_unet import Diffusion, FirstStep, held_targets, recoloured_captions
+from inkwash.demo.train_unet import Diffusion, FirstStep, held_targets
 from inkwash.nodes.runtime import annotators
 from inkwash.nodes.runtime.checkpoint_load import load_checkpoint, load_controlnet
 from inkwash.nodes.runtime.model_types import TextEncoder
@@ -210,25 +210,6 @@ def test_first_step_trains_from_signal_free_noise_towards_the_image():
         wrong[free], eps[free], t[free], cover[free])
     assert torch.isclose(diffusion.loss(wrong[~free], eps[~free], t[~free], cover[~free]),
                          plain.loss(wrong[~free], eps[~free], t[~free], cover[~free]))
-
-
-def test_recoloured_captions_change_only_the_colours_of_low_noise_examples():
-    prompt = "a large red circle and a small blue star on a white and black background"
-    tokens = torch.from_numpy(train_data.tokenize([prompt] * 512))
-    t = torch.cat([torch.full((256,), 100), torch.full((256,), 900)])
-    recoloured = recoloured_captions(tokens, t, np.random.default_rng(0), below=400, share=0.25)
-    changed = (recoloured != tokens).any(dim=1)
-    assert not changed[256:].any()  # noisy examples keep their own caption
-    assert 0.15 < changed[:256].float().mean() < 0.35
-    colours = torch.from_numpy(train_data.tokenize(list(world.COLOURS))[:, 1])
-    is_colour = torch.isin(tokens, colours)
-    for row in changed.nonzero()[:, 0]:
-        new = recoloured[row]
-        assert torch.equal(new[~is_colour[row]], tokens[row][~is_colour[row]])  # shapes, sizes, places kept
-        old_colours, new_colours = tokens[row][is_colour[row]], new[is_colour[row]]
-        assert torch.isin(new_colours, colours).all() and (new_colours != old_colours).all()
-        assert len(set(new_colours.tolist())) == 4  # four different colours stay four different ones
-    assert len({tuple(recoloured[row].tolist()) for row in changed.nonzero()[:, 0]}) > 3
 
 
 def test_held_targets_are_the_teacher_predictions_below_the_threshold_only():
