@@ -23,8 +23,8 @@ from .train_unet import HighNoise
 # two AVX-512 cores (0.78 s a step in float32; under bfloat16 autocast 0.39 idle, 0.63-0.67 beside an
 # evaluation). Both take 700 steps: the canny one took 1,300 until the vae_decoder stage showed its
 # edges were there all along (IoU 0.67 after 1,300 steps, 0.68 after 700).
-PLANS = {"controlnet_canny": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True),
-         "controlnet_depth": Plan(budget_minutes=9, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True)}
+PLANS = {"controlnet_canny": Plan(budget_minutes=5, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True),
+         "controlnet_depth": Plan(budget_minutes=5, batch=32, lr=1e-3, warmup=100, steps=700, mixed_precision=True)}
 # Where the noisy steps are trained harder (train_unet.Diffusion): with the plain recipe, 2,000 steps
 # left the canny ControlNet without effect (edge IoU 0.06; objects wherever the noise put them), as
 # x_t itself shows the layout at all but the noisiest steps; with it, IoU 0.23 in 1,300 steps, and
