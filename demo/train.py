@@ -1,4 +1,4 @@
-"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 1 h 35 min.
+"""Train the bundled demo models from scratch, stage by stage, on two CPU cores in about 1 h 40 min.
 
     python -m inkwash.demo.train [--stage NAME ...] [--minutes M] [--restart] [--out build/demo]
 
@@ -12,6 +12,7 @@ AVX-512 machine with AMX (the UNet and ControlNet stages train under bfloat16 au
     vae_decoder        9   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps)
     unet              38   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
     unet_layout       14   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
+    unet_corners       6   fine-tuned on more two-object scenes with one in a corner (a fixed 600 steps)
     controlnet_canny   5   ControlNet on canny edges, UNet frozen (a fixed 700 steps)
     controlnet_depth   5   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)
@@ -49,13 +50,14 @@ STAGES = {
     "vae_decoder": (train_vae.run_decoder, ("vae",)),
     "unet": (train_unet.run, ("vae", "vae_decoder")),
     "unet_layout": (partial(train_unet.run, name="unet_layout"), ("vae", "vae_decoder", "unet")),
+    "unet_corners": (partial(train_unet.run, name="unet_corners"), ("vae", "vae_decoder", "unet_layout")),
     "controlnet_canny": (partial(train_controlnet.run, name="controlnet_canny"),
-                         ("vae", "vae_decoder", "unet_layout")),
+                         ("vae", "vae_decoder", "unet_corners")),
     "controlnet_depth": (partial(train_controlnet.run, name="controlnet_depth"),
-                         ("vae", "vae_decoder", "unet_layout")),
+                         ("vae", "vae_decoder", "unet_corners")),
     "depth": (train_depth.run, ()),
-    "assemble": (train_assemble.run, ("vae", "vae_decoder", "unet", "unet_layout", "controlnet_canny",
-                                      "controlnet_depth", "depth")),
+    "assemble": (train_assemble.run, ("vae", "vae_decoder", "unet", "unet_layout", "unet_corners",
+                                      "controlnet_canny", "controlnet_depth", "depth")),
 }
 
 

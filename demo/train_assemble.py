@@ -52,7 +52,7 @@ def run(settings: Settings) -> bool:
     model, clip, vae_value = train_samples.runtime(_half(unet), _half(text_encoder), _half(vae))
     files = [save_checkpoint(models / CHECKPOINT, model, clip, vae_value,
                              metadata=_metadata(settings, [train_vae.NAME, train_vae.DECODER, train_unet.NAME,
-                                                           train_unet.LAYOUT]))]
+                                                           train_unet.LAYOUT, train_unet.CORNERS]))]
     for name, relative in CONTROLNETS.items():
         control_net = ControlNet(_half(train_controlnet.load(settings, name)), train_samples.family(), name=name)
         files.append(save_controlnet(models / relative, control_net, metadata=_metadata(settings, [name])))

@@ -100,6 +100,15 @@ def pick_tokens(data: WorldData, index: np.ndarray, rng: np.random.Generator, dr
     return torch.from_numpy(tokens)
 
 
+def two_objects_one_in_a_corner(data: WorldData) -> np.ndarray:
+    """Indices of the scenes with two objects, at least one of them in a corner, read off each image's
+    canonical caption (prompt_for: one shape word per object, "corner" only in corner positions)."""
+    def wanted(canonical: str) -> bool:
+        words = canonical.split()
+        return sum(words.count(shape) for shape in world.SHAPES) == 2 and "corner" in words
+    return np.array([i for i, per_image in enumerate(data.captions) if wanted(per_image[1])], dtype=np.int64)
+
+
 def object_cover(data: WorldData, size: int, chunk: int = 1024) -> torch.Tensor:
     """Share of each cell of a size x size grid covered by objects (true depth above background):
     float32 [N,1,size,size]."""

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from inkwash.demo import train, train_common, train_data, train_models, train_samples, train_unet, train_vae
+from inkwash.demo import train, train_common, train_data, train_models, train_samples, train_unet, train_vae, world
 from inkwash.demo.train_assemble import CHECKPOINT, CONTROLNETS
 from inkwash.demo.train_unet import Diffusion, FirstStep, held_targets
 from inkwash.nodes.runtime import annotators
@@ -51,7 +51,8 @@ def test_every_stage_finishes_with_its_outputs(trained):
     build = trained / "build"
     for name in train.STAGES:
         assert (build / name / "done.json").is_file(), name
-    for name in ("vae", "vae_decoder", "unet", "unet_layout", "controlnet_canny", "controlnet_depth", "depth"):
+    for name in ("vae", "vae_decoder", "unet", "unet_layout", "unet_corners", "controlnet_canny", "controlnet_depth",
+                 "depth"):
         assert _loss_steps(build / name / "loss.csv") == [1, 2]
         assert list((build / name).glob("samples_*.png")), name
     assert np.load(build / "latents.npy").shape == (12, 4, 16, 16)
@@ -73,12 +74,13 @@ def test_assembled_files_load_and_generate(trained):
     assert json.loads((trained / "build" / "assemble" / "done.json").read_text())["total_mb"] <= 50
 
 
-def test_layout_stage_fine_tunes_the_unet_stage_result(trained):
-    """unet_layout starts from the unet stage's weights: two small steps move them a little, far less
-    than the distance to a freshly initialised UNet."""
+@pytest.mark.parametrize("name", [train_unet.LAYOUT, train_unet.CORNERS])
+def test_fine_tune_stages_start_from_the_previous_result(trained, name):
+    """unet_layout starts from the unet stage's weights, unet_corners from unet_layout's: two small
+    steps move them a little, far less than the distance to a freshly initialised UNet."""
     settings = train.parse_args(_args(trained))[1]
-    base, _ = train_unet.load(settings, train_unet.NAME)
-    tuned, _ = train_unet.load(settings)
+    base, _ = train_unet.load(settings, train_unet.RECIPES[name].start_from)
+    tuned, _ = train_unet.load(settings, name)
     fresh = train_models.unet()
 
     def distance(a, b):
@@ -159,6 +161,20 @@ def test_restart_starts_a_stage_over(tmp_path):
     assert train.main(args) == 0
     assert train.main(args + ["--restart"]) == 0
     assert _loss_steps(tmp_path / "build" / "depth" / "loss.csv") == [1, 2]
+
+
+def test_corner_pairs_are_the_two_object_scenes_with_one_in_a_corner():
+    """The selection read off the canonical captions matches the scenes themselves."""
+    CORNERS = {"top left", "top right", "bottom left", "bottom right"}
+    rng = np.random.default_rng(3)
+    scenes = [world.random_scene(rng) for _ in range(300)]
+    captions = [[world.caption(s, rng), world.prompt_for(s)] for s in scenes]
+    data = train_data.WorldData(np.zeros((300, 1, 1, 3), np.uint8), np.zeros((300, 1, 1), np.float16),
+                                np.zeros((300, 2, 77), np.int32), captions)
+    expected = [i for i, s in enumerate(scenes)
+                if len(s.objects) == 2 and any(o.position in CORNERS for o in s.objects)]
+    assert 30 < len(expected) < 270  # both kinds are there
+    assert train_data.two_objects_one_in_a_corner(data).tolist() == expected
 
 
 def test_training_embeds_prompts_as_inference_does():
