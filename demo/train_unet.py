@@ -61,9 +61,9 @@ PLAN = Plan(budget_minutes=39, batch=64, lr=6e-4, warmup=200, ema=0.999, steps=3
 # below t 700 instead of 500 gave 100/98/69/90%, and half the learning rate 100/98/71/25%.
 LAYOUT_PLAN = Plan(budget_minutes=14, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=1400, mixed_precision=True)
 HOLD_BELOW = 500
-# From the shipped layout UNet, these 600 steps took inpainting's yellow corner from 77% to 94% of 48,
-# txt2img staying at 100/96/75/96%; ControlNets retrained on the result: canny edge IoU 0.63 (0.68
-# before), depth2img 0.89 (0.95). The steps took 0.91 s each in float32 on two AMD EPYC cores without AMX
+# From the layout stage's UNet shipped before, these 600 steps took inpainting's yellow corner from 77%
+# to 94% of 48, txt2img staying at 100/96/75/96%; ControlNets retrained on the result: canny edge IoU
+# 0.63 (0.68 before), depth2img 0.89 (0.95). The steps took 0.91 s each in float32 on two AMD EPYC cores without AMX
 # (9 minutes); at the layout stage's bfloat16 rate on AMX, about 6.
 CORNERS_PLAN = Plan(budget_minutes=6, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=600, mixed_precision=True)
 CORNER_PAIRS_SHARE = 0.5
@@ -78,24 +78,34 @@ FIRST_STEP_X0_WEIGHT = 1.0  # in the layout stage, as in every layout run measur
 # even where x_t shows them plainly. Captions that name other colours at low noise teach them to keep
 # x_t's, but cost shape and inpainting, which needs those steps to follow the prompt (measured on 48
 # txt2img / 16 img2img / 16 inpaint images; shape right, input kept at 0.3, yellow inpainted):
-#   none (the shipped UNet):                                        75%, 0%, 81%
+#   none (the layout stage's UNet):                                 75%, 0%, 81%
 #   plain stage, 25% of the captions below t 400 recoloured:         60%, 71%, 71% (of 48)
 #   plain stage, whole captions of other images instead:             42%, 62%, 81%
 #   layout stage, half the held examples below t 500 recoloured for
 #   the student, the teacher reading the true caption:               67%, 81%, 56% (position right 42%)
 #   the same below t 300:                                            67%, 56%, 56%
-#   600 more steps of the shipped layout UNet, its own teacher, below
+#   600 more steps of the layout stage's UNet, its own teacher, below
 #   t 300 for half the examples (lr 5e-5; colour right 85%):        71%, 38%, 62%
 #   the same below t 350 for all of them (lr 1e-4; colour 69%):     65%, 56%, 62%
-# Inpainting leans on those steps because the object forms late: in the shipped UNet the masked
+#   600 more steps of unet_corners (94% inpainted), its own teacher, below t 260
+#   for three quarters of the examples, the text encoder frozen
+#   (colour right 83%):                                             67%, 44%, 85%
+#   the same, a quarter of each batch at t 350-700 from a recoloured
+#   render with the true caption and the true render as the target
+#   (so that those steps set the colours; colour right 71%):        50%, 35%, 94%
+# Inpainting leans on those steps because the object forms late: in the layout stage's UNet the masked
 # corner's x0 estimate is yellow in 69% of the 16 after 10 of the 20 steps and 75% after 14 (81% at
 # the end), and a prompt that says purple instead of yellow from step 14 on (prompt editing) leaves
 # yellow in 6%. A model that keeps x_t's colours below t 300 can inpaint no better than those 75%.
+# At denoise 0.3 the last two keep the input's background (81-88%) and position (88-90%), but not its
+# object colour (42-56%; the prompt's 8-10%, the rest other colours) or shape (33-37%; the prompt's
+# 42-44%): on 16x16 latents an object's outline is a detail of a cell or two, which the last steps draw
+# in txt2img too, so steps that ignore the prompt there cost txt2img its shapes and colours.
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one of the two UNet stages trains."""
+    """How one of the UNet stages trains."""
 
     plan: Plan
     first_step: FirstStep
