@@ -5,14 +5,15 @@
 Stages run in order, each resumable: it checkpoints every ~2 minutes, a re-run continues where it
 stopped, and a finished stage is skipped (until --restart). Training minutes on two idle cores of an
 AVX-512 machine with AMX (the UNet and ControlNet stages train under bfloat16 autocast there, about
-1.9x faster; elsewhere in float32, and on an AVX2-only machine every step takes about 1.4x as long again):
+1.9x faster, as on AMD CPUs with AVX-512 BF16; elsewhere in float32, and on an AVX2-only machine every
+step takes about 1.4x as long again):
 
     vae               14   AutoencoderKL 128x128 -> 4x16x16 (a fixed 3,900 steps); then encodes the
                            dataset once (~3 min)
     vae_decoder        9   its decoder fine-tuned on those latents, encoder frozen (a fixed 1,500 steps)
     unet              38   CLIP text encoder + UNet on the cached latents (a fixed 3,600 steps)
     unet_layout       14   fine-tuned to place objects where the prompt says (a fixed 1,400 steps)
-    unet_corners       6   fine-tuned on more two-object scenes with one in a corner (a fixed 600 steps)
+    unet_corners       7   fine-tuned on more two-object scenes with one in a corner (a fixed 600 steps)
     controlnet_canny   5   ControlNet on canny edges, UNet frozen (a fixed 700 steps)
     controlnet_depth   5   ControlNet on depth maps, UNet frozen (a fixed 700 steps)
     depth              8   the small depth estimator (an annotator)

@@ -58,15 +58,16 @@ class Plan:
     ema: float | None = None  # decay of an exponential moving average of the weights, if any
     grad_clip: float = 1.0
     steps: int | None = None  # a fixed step count (about budget_minutes on two idle cores) instead of the budget
-    mixed_precision: bool = False  # bfloat16 autocast where the CPU has AMX (see bfloat16_native)
+    mixed_precision: bool = False  # bfloat16 autocast where the CPU computes it (see bfloat16_native)
 
 
 def bfloat16_native() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX): there a UNet step under bfloat16
-    autocast takes 0.55 s instead of 0.93 (batch 64, two cores). Elsewhere bfloat16 is emulated and
-    slower than float32, so those machines train in float32."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
+    """Whether this CPU multiplies bfloat16 matrices in hardware, with AMX (Intel) or AVX-512 BF16 (AMD
+    Zen 4 and later): a UNet step under bfloat16 autocast takes 0.55 s instead of 0.93 with AMX, 0.58
+    instead of 1.07 on two AMD EPYC cores with AVX-512 BF16 (batch 64). Elsewhere bfloat16 is emulated
+    and slower than float32, so those machines train in float32."""
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(probe is not None and probe() for probe in probes)
 
 
 class StageDir:

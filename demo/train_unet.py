@@ -14,7 +14,7 @@ classifier-free guidance works) with five additions that make a small, short run
     it the model reads an object's position from the faint signal SD's schedule leaves at t = 999, and
     then takes it from the initial noise when it samples, whatever the prompt says; the low-noise steps
     are meanwhile distilled from the plain stage's model, so that they keep drawing its shapes;
-The UNet stages train under bfloat16 autocast where the CPU has AMX (train_common.bfloat16_native).
+The UNet stages train under bfloat16 autocast where the CPU computes it (train_common.bfloat16_native).
 Text embeddings are computed as text_encode.encode computes them at inference (see train_data.embed).
 """
 from __future__ import annotations
@@ -63,9 +63,9 @@ LAYOUT_PLAN = Plan(budget_minutes=14, batch=48, lr=1e-4, warmup=20, ema=0.998, s
 HOLD_BELOW = 500
 # From the layout stage's UNet shipped before, these 600 steps took inpainting's yellow corner from 77%
 # to 94% of 48, txt2img staying at 100/96/75/96%; ControlNets retrained on the result: canny edge IoU
-# 0.63 (0.68 before), depth2img 0.89 (0.95). The steps took 0.91 s each in float32 on two AMD EPYC cores without AMX
-# (9 minutes); at the layout stage's bfloat16 rate on AMX, about 6.
-CORNERS_PLAN = Plan(budget_minutes=6, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=600, mixed_precision=True)
+# 0.63 (0.68 before), depth2img 0.89 (0.95). On two AMD EPYC cores they take 7 minutes under bfloat16
+# autocast (1.4 steps a second), 9 in float32.
+CORNERS_PLAN = Plan(budget_minutes=7, batch=48, lr=1e-4, warmup=20, ema=0.998, steps=600, mixed_precision=True)
 CORNER_PAIRS_SHARE = 0.5
 CAPTION_DROPOUT = 0.1
 NOISE_OFFSET = 0.1

@@ -252,8 +252,8 @@ def test_held_targets_are_the_teacher_predictions_below_the_threshold_only():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_mixed_precision_plans_train_in_bfloat16_where_the_cpu_computes_it(tmp_path, monkeypatch, native):
-    """A plan with mixed_precision runs its steps under bfloat16 autocast on a CPU with AMX and in
-    float32 elsewhere; a plan without it always in float32. done.json says which."""
+    """A plan with mixed_precision runs its steps under bfloat16 autocast on a CPU that computes it in
+    hardware and in float32 elsewhere; a plan without it always in float32. done.json says which."""
     monkeypatch.setattr(train_common, "bfloat16_native", lambda: native)
     settings = train.parse_args(_args(tmp_path))[1]
     for mixed in (True, False):
