@@ -239,11 +239,11 @@ class HighNoise:
     snr_floor: float = 0.0  # the loss weight's floor, on the SNR scale
 
 
+_LAYOUT_FIRST_STEP = FirstStep(share=FIRST_STEP_SHARE, x0_weight=FIRST_STEP_X0_WEIGHT)
 RECIPES = {NAME: Recipe(PLAN, FirstStep(), start_from=None, seed=2),
-           LAYOUT: Recipe(LAYOUT_PLAN, FirstStep(share=FIRST_STEP_SHARE, x0_weight=FIRST_STEP_X0_WEIGHT),
-                          start_from=NAME, seed=7, hold_below=HOLD_BELOW),
-           CORNERS: Recipe(CORNERS_PLAN, FirstStep(share=FIRST_STEP_SHARE, x0_weight=FIRST_STEP_X0_WEIGHT),
-                           start_from=LAYOUT, seed=17, hold_below=HOLD_BELOW, corner_pairs=CORNER_PAIRS_SHARE)}
+           LAYOUT: Recipe(LAYOUT_PLAN, _LAYOUT_FIRST_STEP, start_from=NAME, seed=7, hold_below=HOLD_BELOW),
+           CORNERS: Recipe(CORNERS_PLAN, _LAYOUT_FIRST_STEP, start_from=LAYOUT, seed=17, hold_below=HOLD_BELOW,
+                           corner_pairs=CORNER_PAIRS_SHARE)}
 
 
 def run(settings: Settings, name: str = NAME) -> bool:
@@ -253,9 +253,8 @@ def run(settings: Settings, name: str = NAME) -> bool:
     vae = train_vae.load(settings)
     latents = scaled_latents(settings, vae)
     cover = object_cover(data, train_models.LATENT_SIZE)
-    corner_pairs = two_objects_one_in_a_corner(data) if recipe.corner_pairs else None
-    if corner_pairs is not None and not len(corner_pairs):
-        corner_pairs = None  # a tiny smoke-test world may have no such scene
+    # (a tiny smoke-test world may have no such scene: then batches stay as they are)
+    corner_pairs = two_objects_one_in_a_corner(data) if recipe.corner_pairs else np.empty(0, np.int64)
     if recipe.start_from is None:
         torch.manual_seed(settings.seed + recipe.seed)
         unet, text_encoder = train_models.unet(), train_models.text_encoder()
@@ -273,7 +272,7 @@ def run(settings: Settings, name: str = NAME) -> bool:
 
     def step(rng, noise, batch):
         index = rng.integers(len(data), size=batch)
-        if corner_pairs is not None:
+        if len(corner_pairs):
             drawn = rng.random(batch) < recipe.corner_pairs
             index[drawn] = rng.choice(corner_pairs, size=int(drawn.sum()))
         tokens = pick_tokens(data, index, rng, CAPTION_DROPOUT)
