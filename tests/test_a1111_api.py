@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from inkwash.nodes.registry import core_nodes
 from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
-from inkwash.nodes.runtime.png_metadata import parse_infotext, read_png_metadata
+from inkwash.nodes.formats.png_metadata import parse_infotext, read_png_metadata
 from inkwash.webui.a1111_api import router
 from inkwash.webui.context import ServerContext
 from inkwash.webui.events import EventHub

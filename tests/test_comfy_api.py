@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.testclient import TestClient
 
-from inkwash.nodes.runtime.png_metadata import read_png_metadata
+from inkwash.nodes.formats.png_metadata import read_png_metadata
 from inkwash.webui.comfy_api import router
 from inkwash.webui.context import ServerContext
 from inkwash.webui.events import EventHub

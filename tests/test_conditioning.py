@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from inkwash.nodes.core.conditioning import CLIPSetLastLayer, CLIPTextEncode
+from inkwash.nodes.formats import sampler_names
 from inkwash.nodes.runtime import schedulers, text_encode
 from tiny_models import tiny_sd1, tiny_sd2, tiny_sdxl
 
@@ -87,10 +88,10 @@ def test_weighted_segments_scale_their_tokens(clip):
 # -- sampler and scheduler names --------------------------------------------------------------------------
 
 def test_name_lists_follow_comfyui():
-    assert schedulers.SAMPLER_NAMES[:6] == ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms"]
+    assert sampler_names.SAMPLER_NAMES[:6] == ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms"]
     for name in ("dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "lcm"):
-        assert name in schedulers.SAMPLER_NAMES
-    assert set(schedulers.SCHEDULER_NAMES) == {"normal", "karras", "exponential", "sgm_uniform", "simple",
+        assert name in sampler_names.SAMPLER_NAMES
+    assert set(sampler_names.SCHEDULER_NAMES) == {"normal", "karras", "exponential", "sgm_uniform", "simple",
                                                "ddim_uniform", "beta"}
 
 
@@ -107,12 +108,12 @@ def test_name_lists_follow_comfyui():
     (("Euler", "SGM Uniform"), ("euler", "sgm_uniform")),
 ])
 def test_a1111_names(a1111, expected):
-    assert schedulers.from_a1111(*a1111) == expected
+    assert sampler_names.from_a1111(*a1111) == expected
 
 
 def test_unknown_names_are_clear_errors():
     with pytest.raises(ValueError, match="PLMS"):
-        schedulers.from_a1111("PLMS")
+        sampler_names.from_a1111("PLMS")
     with pytest.raises(ValueError, match="unknown sampler"):
         schedulers.build({}, "nope", "normal")
     with pytest.raises(ValueError, match="unknown scheduler"):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from inkwash.nodes.executor import Executor
-from inkwash.nodes.runtime.png_metadata import parse_infotext, read_png_metadata
+from inkwash.nodes.formats.png_metadata import parse_infotext, read_png_metadata
 from inkwash.webui import generation as gen
 from inkwash.webui.generation import BadRequest, GenerationParams
 from PIL import Image
@@ -299,7 +299,7 @@ def test_inpaint_whole_picture_keeps_unmasked_pixels(registry, folders, checkpoi
 
 
 def test_a_vae_file_decodes_instead_of_the_checkpoints_and_is_named_in_the_infotext(registry, folders, checkpoint):
-    from inkwash.nodes.runtime.png_metadata import short_hash
+    from inkwash.nodes.formats.png_metadata import short_hash
     from tiny_models import tiny_sd1, write_tiny_checkpoint
 
     vae_file = write_tiny_checkpoint(folders.models_dir / "vae", "other.safetensors", tiny_sd1(seed=3))

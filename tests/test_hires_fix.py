@@ -15,7 +15,7 @@ from inkwash.nodes.core.image import ImageScaleBy
 from inkwash.nodes.core.latent import LatentUpscaleBy
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.registry import object_info
-from inkwash.nodes.runtime.png_metadata import infotext_from_workflow, parse_infotext, read_png_metadata
+from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext, read_png_metadata
 from inkwash.webui import generation as gen
 from inkwash.webui import generation_passes as passes
 from inkwash.webui.a1111_api import router

@@ -17,7 +17,7 @@ from inkwash.nodes.executor import Executor
 from inkwash.nodes.folders import UnsafePath
 from inkwash.nodes.runtime import image_files, images
 from inkwash.nodes.runtime.images import ImageLoadError
-from inkwash.nodes.runtime.png_metadata import read_png_metadata
+from inkwash.nodes.formats.png_metadata import read_png_metadata
 
 from test_png_metadata import DEFAULT_GRAPH
 
@@ -207,7 +207,7 @@ def test_saved_file_has_usual_permissions(tmp_path):
 
 
 def test_png_metadata_module_imports_no_torch():
-    code = ("import sys, inkwash.nodes.runtime.png_metadata, inkwash.nodes.runtime.image_files; "
+    code = ("import sys, inkwash.nodes.formats.png_metadata, inkwash.nodes.runtime.image_files; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

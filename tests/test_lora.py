@@ -12,7 +12,7 @@ from inkwash.nodes.core.loaders import CheckpointLoaderSimple
 from inkwash.nodes.core.lora import LoraLoader, LoraLoaderModelOnly
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.runtime import lora, sampling, text_encode
-from inkwash.nodes.runtime.png_metadata import (
+from inkwash.nodes.formats.png_metadata import (
     infotext_from_workflow,
     parse_infotext,
     read_png_metadata,

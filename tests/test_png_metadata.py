@@ -8,7 +8,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from inkwash.nodes.runtime import image_files
-from inkwash.nodes.runtime.png_metadata import (a1111_names, format_infotext, infotext_from_workflow, inkwash_version,
+from inkwash.nodes.formats.png_metadata import (a1111_names, format_infotext, infotext_from_workflow, inkwash_version,
                                                 parse_infotext, png_text, quote, read_png_metadata,
                                                 read_png_text)
 
@@ -138,7 +138,7 @@ def test_infotext_through_controlnet_clip_skip_and_advanced_sampler():
 
 
 def test_a1111_names_read_back_to_the_same_sampler_and_schedule():
-    schedulers = pytest.importorskip("inkwash.nodes.runtime.schedulers")
+    from inkwash.nodes.formats import sampler_names as schedulers
     assert a1111_names("euler", "normal") == ("Euler", "Automatic")
     assert a1111_names("dpmpp_2m", "karras") == ("DPM++ 2M", "Karras")
     assert a1111_names("dpmpp_2m", "normal") == ("DPM++ 2M", "Normal")  # "Automatic" would mean Karras here
@@ -229,7 +229,7 @@ def test_truncated_png_keeps_the_chunks_before_the_cut(tmp_path):
 
 
 def test_text_chunk_inflating_too_far_is_skipped(monkeypatch):
-    from inkwash.nodes.runtime import png_metadata
+    from inkwash.nodes.formats import png_metadata
 
     monkeypatch.setattr(png_metadata, "MAX_TEXT_BYTES", 1000)
     body = b"prompt\x00\x00" + zlib.compress(b"x" * 100_000)

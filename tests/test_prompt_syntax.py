@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from inkwash.nodes.runtime import prompt_syntax, sampling, text_encode
+from inkwash.nodes.formats import prompt_syntax
+from inkwash.nodes.runtime import sampling, text_encode
 from tiny_models import tiny_sd1
 
 # A1111's modules/prompt_parser.py doctests: prompt -> schedule at 10 steps.

@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from inkwash.nodes.core.conditioning import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.registry import object_info
-from inkwash.nodes.runtime import prompt_syntax, sampling
-from inkwash.nodes.runtime.png_metadata import infotext_from_workflow, parse_infotext, read_png_metadata, short_hash
+from inkwash.nodes.formats import prompt_syntax
+from inkwash.nodes.runtime import sampling
+from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext, read_png_metadata, short_hash
 from inkwash.webui import generation as gen
 from inkwash.webui.a1111_api import router
 from inkwash.webui.context import ServerContext

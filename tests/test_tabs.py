@@ -10,7 +10,7 @@ from PIL import Image
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.registry import object_info
 from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
-from inkwash.nodes.runtime.png_metadata import parse_infotext
+from inkwash.nodes.formats.png_metadata import parse_infotext
 from inkwash.webui.context import ServerContext
 from inkwash.webui.events import EventHub
 from inkwash.webui.generation import template

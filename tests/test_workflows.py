@@ -11,7 +11,7 @@ from PIL import Image
 
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.registry import object_info
-from inkwash.nodes.runtime.png_metadata import parse_infotext, read_png_metadata
+from inkwash.nodes.formats.png_metadata import parse_infotext, read_png_metadata
 
 REPO = Path(__file__).resolve().parent.parent
 CKPT = "tiny-sd1.safetensors"

@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from ..nodes.folders import write_atomically
-from ..nodes.runtime import embeddings, png_metadata
-from ..nodes.runtime.schedulers import (
+from ..nodes.formats import png_metadata
+from ..nodes.runtime import embeddings
+from ..nodes.formats.sampler_names import (
     A1111_SAMPLER_ALIASES,
     A1111_SAMPLERS,
     A1111_SCHEDULES,

@@ -36,7 +36,7 @@ def load_workflow(path: Path) -> object:
     """Read an API-format workflow from a .json file, or from the `prompt` chunk of a PNG."""
     data = path.read_bytes()
     if data.startswith(b"\x89PNG"):
-        from inkwash.nodes.runtime.png_metadata import read_png_metadata
+        from inkwash.nodes.formats.png_metadata import read_png_metadata
 
         prompt = read_png_metadata(data).get("prompt")
         if prompt is None:

@@ -37,8 +37,8 @@ from PIL.PngImagePlugin import PngInfo
 from ..nodes.folders import REPO_ROOT, Folders, safe_path, write_atomically
 from ..nodes.folders import current as current_folders
 from ..nodes.runtime import embeddings
-from ..nodes.runtime.png_metadata import format_infotext, parse_infotext, read_png_text
-from ..nodes.runtime.schedulers import (
+from ..nodes.formats.png_metadata import format_infotext, parse_infotext, read_png_text
+from ..nodes.formats.sampler_names import (
     A1111_SAMPLER_ALIASES,
     A1111_SAMPLERS,
     A1111_SCHEDULES,

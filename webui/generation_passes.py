@@ -2,7 +2,7 @@
 takes over at a fraction of the steps, and a VAE file in place of the checkpoint's own VAE.
 
 Each is a change to a workflow built from workflows/*.json, made with core nodes, so the saved
-workflow shows what ran and its infotext (read off the workflow, nodes/runtime/png_metadata.py)
+workflow shows what ran and its infotext (read off the workflow, nodes/formats/png_metadata.py)
 names them as A1111 does:
 
   hires fix   sampler 3 -> LatentUpscaleBy (a "Latent" upscaler) or VAEDecode -> ImageScaleBy -> VAEEncode
@@ -23,7 +23,7 @@ from typing import Any
 from ..nodes.folders import Folders
 from .bad_request import BadRequest
 from ..nodes.runtime import embeddings
-from ..nodes.runtime.png_metadata import HIRES_UPSCALERS
+from ..nodes.formats.png_metadata import HIRES_UPSCALERS
 
 MAX_HIRES_SCALE = 8.0  # LatentUpscaleBy's and ImageScaleBy's limit
 MAX_HIRES_SIZE = 4096

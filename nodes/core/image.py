@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .. import folders
 from ..declare import Combo, Float, Input, Int, Node, Output, Result, String
-from ..runtime import image_files, lora, png_metadata
+from ..formats import png_metadata
+from ..runtime import image_files, lora
 from ..runtime import images as imaging
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")

@@ -26,7 +26,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import control, lora, noise, prompt_syntax, schedulers
+from ..formats import prompt_syntax
+from . import control, lora, noise, schedulers
 from .latent_preview import preview_image
 from .model_types import SDXL_REFINER, Cond, ControlHint, DiffusionModel
 

@@ -13,6 +13,8 @@ from diffusers import (DDIMScheduler, DEISMultistepScheduler, DPMSolverMultistep
                        HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler,
                        LCMScheduler, LMSDiscreteScheduler, UniPCMultistepScheduler)
 
+from ..formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
+
 
 class EulerAncestralShaped(EulerAncestralDiscreteScheduler):
     """Euler ancestral on karras / exponential / beta sigmas, which its diffusers class cannot make.
@@ -35,8 +37,7 @@ _SDE_SINGLESTEP = (DPMSolverSinglestepScheduler,
 _DPMPP_2M_SDE = (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2})
 _DPMPP_3M_SDE = (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3})
 
-# ComfyUI sampler name -> (diffusers class, options), in ComfyUI's order. The *_gpu names only move
-# ComfyUI's noise to the GPU; here noise is always drawn on the CPU, so they are the same samplers.
+# ComfyUI sampler name -> (diffusers class, options), in the order of sampler_names.SAMPLER_NAMES.
 SAMPLERS: dict[str, tuple[type, dict]] = {
     "euler": (EulerDiscreteScheduler, {}),
     "euler_ancestral": (EulerAncestralShaped, {}),
@@ -78,8 +79,7 @@ SCHEDULES: dict[str, dict] = {
     "normal": {**_NO_SHAPE, "timestep_spacing": "linspace"},
 }
 
-SAMPLER_NAMES: list[str] = list(SAMPLERS)
-SCHEDULER_NAMES: list[str] = list(SCHEDULES)
+assert list(SAMPLERS) == SAMPLER_NAMES and list(SCHEDULES) == SCHEDULER_NAMES, "one name table"
 
 # Schedulers whose samples are x0 + sigma * noise (k-diffusion's form, model input scaled by
 # 1/sqrt(sigma^2 + 1)); the others keep sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * noise.
@@ -112,53 +112,3 @@ def build(scheduler_config: dict, sampler_name: str, scheduler: str):
 def in_sigma_space(scheduler) -> bool:
     """Whether this scheduler's samples are x0 + sigma * noise rather than the variance-preserving form."""
     return isinstance(scheduler, _SIGMA_SPACE)
-
-
-# -- A1111 names ---------------------------------------------------------------------------------------
-
-# A1111 sampler -> (ComfyUI sampler, the schedule A1111's "Automatic" picks for it).
-A1111_SAMPLERS: dict[str, tuple[str, str]] = {
-    "Euler a": ("euler_ancestral", "normal"),
-    "Euler": ("euler", "normal"),
-    "LMS": ("lms", "normal"),
-    "Heun": ("heun", "normal"),
-    "DPM2": ("dpm_2", "normal"),
-    "DPM2 a": ("dpm_2_ancestral", "normal"),
-    "DPM++ 2M": ("dpmpp_2m", "karras"),
-    "DPM++ SDE": ("dpmpp_sde", "karras"),
-    "DPM++ 2M SDE": ("dpmpp_2m_sde", "exponential"),
-    "DPM++ 3M SDE": ("dpmpp_3m_sde", "exponential"),
-    "DDIM": ("ddim", "ddim_uniform"),
-    "UniPC": ("uni_pc", "normal"),
-    "LCM": ("lcm", "sgm_uniform"),
-}
-
-A1111_SAMPLER_ALIASES: dict[str, str] = {
-    "k_euler_a": "Euler a", "k_euler_ancestral": "Euler a", "k_euler": "Euler", "k_lms": "LMS", "k_heun": "Heun",
-    "k_dpm_2": "DPM2", "k_dpm_2_a": "DPM2 a", "k_dpmpp_2m": "DPM++ 2M", "k_dpmpp_sde": "DPM++ SDE",
-    "k_dpmpp_2m_sde": "DPM++ 2M SDE", "k_dpmpp_3m_sde": "DPM++ 3M SDE",
-}
-
-# A1111 "Schedule type" -> ComfyUI scheduler ("Automatic" -> the sampler's own default).
-A1111_SCHEDULES: dict[str, str | None] = {
-    "Automatic": None, "Uniform": "normal", "Normal": "normal", "Karras": "karras", "Exponential": "exponential",
-    "SGM Uniform": "sgm_uniform", "Simple": "simple", "DDIM": "ddim_uniform", "Beta": "beta",
-}
-
-
-def from_a1111(sampler: str, schedule: str | None = None) -> tuple[str, str]:
-    """(ComfyUI sampler, scheduler) for A1111's sampler and "Schedule type" names. Accepts the pre-1.9
-    combined names ("DPM++ 2M Karras") and the k_* aliases."""
-    name = A1111_SAMPLER_ALIASES.get(sampler, sampler)
-    for label in ("Karras", "Exponential"):  # pre-1.9 names carried the schedule in the sampler name
-        base = name.removesuffix(f" {label}")
-        if base != name and base in A1111_SAMPLERS:
-            name = base
-            if schedule in (None, "Automatic"):
-                schedule = label
-    if name not in A1111_SAMPLERS:
-        raise ValueError(f"unsupported A1111 sampler {sampler!r}; supported: {', '.join(A1111_SAMPLERS)}")
-    if schedule not in A1111_SCHEDULES and schedule is not None:
-        raise ValueError(f"unsupported A1111 schedule type {schedule!r}; supported: {', '.join(A1111_SCHEDULES)}")
-    comfy_sampler, automatic = A1111_SAMPLERS[name]
-    return comfy_sampler, A1111_SCHEDULES.get(schedule) or automatic

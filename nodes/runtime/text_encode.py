@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 import torch
 
-from . import embeddings, lora, prompt_syntax
+from ..formats import prompt_syntax
+from . import embeddings, lora
 from .model_types import Cond, TextEncoder
 
 CHUNK = 75  # prompt tokens per 77-token window

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from gradio.components import Component
 
-from ...nodes.runtime.schedulers import SAMPLER_NAMES, SCHEDULER_NAMES
+from ...nodes.formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..context import ServerContext
 from ..generation import DEFAULT_CHECKPOINT, MAX_BATCH_COUNT, MAX_SIZE, MIN_SIZE
 from . import generate as handlers

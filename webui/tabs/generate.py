@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageChops
 
-from ...nodes.runtime.png_metadata import read_png_metadata
+from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
 from ..generation import BadRequest, GenerationParams, Plan, build_img2img, build_txt2img
 from .depth_workflow import DEPTH_PREVIEW_NODE, build_depth2img

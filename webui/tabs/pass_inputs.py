@@ -6,8 +6,8 @@ from __future__ import annotations
 import gradio as gr
 from gradio.components import Component
 
-from ...nodes.runtime.png_metadata import HIRES_UPSCALERS
-from ...nodes.runtime.schedulers import SAMPLER_NAMES, SCHEDULER_NAMES
+from ...nodes.formats.png_metadata import HIRES_UPSCALERS
+from ...nodes.formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..context import ServerContext
 from ..generation import MAX_CLIP_SKIP
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from ...nodes.runtime.png_metadata import parse_infotext, read_png_metadata
+from ...nodes.formats.png_metadata import parse_infotext, read_png_metadata
 from ..generation import BadRequest, sampler_and_scheduler
 
 # The form fields an infotext fills, as the generation tabs name them.

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...nodes.folders import write_atomically
 from ...nodes.registry import object_info
-from ...nodes.runtime.png_metadata import read_png_metadata
+from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
 from ..generation import WORKFLOWS_DIR
 from ..graph_editor import Refused, user_path, user_root

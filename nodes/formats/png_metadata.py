@@ -17,40 +17,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .sampler_names import a1111_names
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A workflow is rarely over a few MB; a zTXt chunk inflating past this is hostile, not a workflow.
 MAX_TEXT_BYTES = 64 * 1024 * 1024
-
-# ComfyUI sampler / scheduler names -> A1111 display names. Unknown names are written as they are.
-A1111_SAMPLERS = {
-    "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "lms": "LMS",
-    "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a", "dpm_fast": "DPM fast", "dpm_adaptive": "DPM adaptive",
-    "dpmpp_2s_ancestral": "DPM++ 2S a", "dpmpp_sde": "DPM++ SDE", "dpmpp_sde_gpu": "DPM++ SDE",
-    "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE", "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
-    "dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun", "dpmpp_2m_sde_heun_gpu": "DPM++ 2M SDE Heun",
-    "dpmpp_3m_sde": "DPM++ 3M SDE", "dpmpp_3m_sde_gpu": "DPM++ 3M SDE",
-    "ddim": "DDIM", "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "lcm": "LCM",
-}
-A1111_SCHEDULERS = {
-    "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
-    "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta", "kl_optimal": "KL Optimal",
-}
-
-# Samplers whose A1111 "Automatic" schedule is ComfyUI's normal: for them normal is written "Automatic",
-# as A1111 itself writes it. For the others "Automatic" means their own default (Karras for DPM++ 2M).
-AUTOMATIC_IS_NORMAL = {"euler", "euler_ancestral", "lms", "heun", "dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
-
-
-def a1111_names(sampler_name, scheduler) -> tuple[str | None, str | None]:
-    """(Sampler, Schedule type) as A1111 shows them, for ComfyUI's sampler and scheduler names."""
-    sampler_name = sampler_name if isinstance(sampler_name, str) else None
-    scheduler = scheduler if isinstance(scheduler, str) else None
-    if scheduler == "normal" and sampler_name in AUTOMATIC_IS_NORMAL:
-        schedule = "Automatic"
-    else:
-        schedule = A1111_SCHEDULERS.get(scheduler, scheduler)
-    return A1111_SAMPLERS.get(sampler_name, sampler_name), schedule
-
 
 # -- A1111 infotext ------------------------------------------------------------------------------------
 

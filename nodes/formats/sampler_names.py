@@ -1,0 +1,96 @@
+"""Sampler and scheduler names, ComfyUI's and AUTOMATIC1111's, and the tables between them.
+
+Torch-free, so the web layer and the PNG metadata code can read names without importing diffusers;
+nodes/runtime/schedulers.py maps each ComfyUI name onto a diffusers scheduler.
+"""
+from __future__ import annotations
+
+# ComfyUI's sampler and scheduler names that Inkwash runs, in ComfyUI's order. The *_gpu names only
+# move ComfyUI's noise to the GPU; here noise is always drawn on the CPU, so they are the same samplers.
+SAMPLER_NAMES: list[str] = [
+    "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_sde", "dpmpp_sde_gpu",
+    "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "lcm", "deis", "ddim",
+    "uni_pc", "uni_pc_bh2",
+]
+SCHEDULER_NAMES: list[str] = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal"]
+
+
+# -- A1111 names ---------------------------------------------------------------------------------------
+
+# A1111 sampler -> (ComfyUI sampler, the schedule A1111's "Automatic" picks for it).
+A1111_SAMPLERS: dict[str, tuple[str, str]] = {
+    "Euler a": ("euler_ancestral", "normal"),
+    "Euler": ("euler", "normal"),
+    "LMS": ("lms", "normal"),
+    "Heun": ("heun", "normal"),
+    "DPM2": ("dpm_2", "normal"),
+    "DPM2 a": ("dpm_2_ancestral", "normal"),
+    "DPM++ 2M": ("dpmpp_2m", "karras"),
+    "DPM++ SDE": ("dpmpp_sde", "karras"),
+    "DPM++ 2M SDE": ("dpmpp_2m_sde", "exponential"),
+    "DPM++ 3M SDE": ("dpmpp_3m_sde", "exponential"),
+    "DDIM": ("ddim", "ddim_uniform"),
+    "UniPC": ("uni_pc", "normal"),
+    "LCM": ("lcm", "sgm_uniform"),
+}
+
+A1111_SAMPLER_ALIASES: dict[str, str] = {
+    "k_euler_a": "Euler a", "k_euler_ancestral": "Euler a", "k_euler": "Euler", "k_lms": "LMS", "k_heun": "Heun",
+    "k_dpm_2": "DPM2", "k_dpm_2_a": "DPM2 a", "k_dpmpp_2m": "DPM++ 2M", "k_dpmpp_sde": "DPM++ SDE",
+    "k_dpmpp_2m_sde": "DPM++ 2M SDE", "k_dpmpp_3m_sde": "DPM++ 3M SDE",
+}
+
+# A1111 "Schedule type" -> ComfyUI scheduler ("Automatic" -> the sampler's own default).
+A1111_SCHEDULES: dict[str, str | None] = {
+    "Automatic": None, "Uniform": "normal", "Normal": "normal", "Karras": "karras", "Exponential": "exponential",
+    "SGM Uniform": "sgm_uniform", "Simple": "simple", "DDIM": "ddim_uniform", "Beta": "beta",
+}
+
+
+def from_a1111(sampler: str, schedule: str | None = None) -> tuple[str, str]:
+    """(ComfyUI sampler, scheduler) for A1111's sampler and "Schedule type" names. Accepts the pre-1.9
+    combined names ("DPM++ 2M Karras") and the k_* aliases."""
+    name = A1111_SAMPLER_ALIASES.get(sampler, sampler)
+    for label in ("Karras", "Exponential"):  # pre-1.9 names carried the schedule in the sampler name
+        base = name.removesuffix(f" {label}")
+        if base != name and base in A1111_SAMPLERS:
+            name = base
+            if schedule in (None, "Automatic"):
+                schedule = label
+    if name not in A1111_SAMPLERS:
+        raise ValueError(f"unsupported A1111 sampler {sampler!r}; supported: {', '.join(A1111_SAMPLERS)}")
+    if schedule not in A1111_SCHEDULES and schedule is not None:
+        raise ValueError(f"unsupported A1111 schedule type {schedule!r}; supported: {', '.join(A1111_SCHEDULES)}")
+    comfy_sampler, automatic = A1111_SAMPLERS[name]
+    return comfy_sampler, A1111_SCHEDULES.get(schedule) or automatic
+
+
+# ComfyUI sampler / scheduler names -> A1111 display names. Unknown names are written as they are.
+A1111_DISPLAY_SAMPLERS = {
+    "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "lms": "LMS",
+    "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a", "dpm_fast": "DPM fast", "dpm_adaptive": "DPM adaptive",
+    "dpmpp_2s_ancestral": "DPM++ 2S a", "dpmpp_sde": "DPM++ SDE", "dpmpp_sde_gpu": "DPM++ SDE",
+    "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE", "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
+    "dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun", "dpmpp_2m_sde_heun_gpu": "DPM++ 2M SDE Heun",
+    "dpmpp_3m_sde": "DPM++ 3M SDE", "dpmpp_3m_sde_gpu": "DPM++ 3M SDE",
+    "ddim": "DDIM", "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "lcm": "LCM",
+}
+A1111_DISPLAY_SCHEDULES = {
+    "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
+    "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta", "kl_optimal": "KL Optimal",
+}
+
+# Samplers whose A1111 "Automatic" schedule is ComfyUI's normal: for them normal is written "Automatic",
+# as A1111 itself writes it. For the others "Automatic" means their own default (Karras for DPM++ 2M).
+AUTOMATIC_IS_NORMAL = {"euler", "euler_ancestral", "lms", "heun", "dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
+
+
+def a1111_names(sampler_name, scheduler) -> tuple[str | None, str | None]:
+    """(Sampler, Schedule type) as A1111 shows them, for ComfyUI's sampler and scheduler names."""
+    sampler_name = sampler_name if isinstance(sampler_name, str) else None
+    scheduler = scheduler if isinstance(scheduler, str) else None
+    if scheduler == "normal" and sampler_name in AUTOMATIC_IS_NORMAL:
+        schedule = "Automatic"
+    else:
+        schedule = A1111_DISPLAY_SCHEDULES.get(scheduler, scheduler)
+    return A1111_DISPLAY_SAMPLERS.get(sampler_name, sampler_name), schedule
