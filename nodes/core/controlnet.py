@@ -1,8 +1,10 @@
-"""ControlNetApplyAdvanced: guide sampling with a ControlNet and a control image."""
+"""ControlNet nodes: apply a ControlNet and a control image to conditioning; load difference ControlNets."""
 from __future__ import annotations
 
-from ..declare import Float, Input, Node, Output
-from ..runtime import control
+from .. import folders
+from ..declare import Combo, Float, Input, Node, Output
+from ..runtime import control, devices, model_cache
+from ..runtime.checkpoint_load import load_controlnet
 
 
 class ControlNetApplyAdvanced(Node):
@@ -24,4 +26,38 @@ class ControlNetApplyAdvanced(Node):
         return control.apply(positive, negative, control_net, image, strength, start_percent, end_percent)
 
 
-NODES = {"ControlNetApplyAdvanced": ControlNetApplyAdvanced}
+class ControlNetApply(Node):
+    """ComfyUI's first Apply ControlNet: a hint on one conditioning for the whole schedule, which the
+    sampler also gives to a negative conditioning that has no ControlNet of its own."""
+
+    inputs = (Input("conditioning", "CONDITIONING"), Input("control_net", "CONTROL_NET"), Input("image", "IMAGE"),
+              Float("strength", default=1.0, min=0.0, max=10.0, step=0.01))
+    outputs = (Output("CONDITIONING"),)
+    category = "conditioning/controlnet"
+    display_name = "Apply ControlNet (OLD)"
+
+    def run(self, conditioning, control_net, image, strength):
+        return (control.apply_to_one(conditioning, control_net, image, strength),)
+
+
+class DiffControlNetLoader(Node):
+    """Loads a ControlNet; one stored as the difference from its base model gets `model`'s weights added."""
+
+    inputs = (Input("model", "MODEL"),
+              Combo("control_net_name", choices=lambda: folders.current().list("controlnet")))
+    outputs = (Output("CONTROL_NET"),)
+    category = "loaders"
+    display_name = "Load ControlNet Model (diff)"
+
+    @classmethod
+    def fingerprint(cls, control_net_name: str, **_):
+        return model_cache.file_signature(folders.current().find("controlnet", control_net_name))
+
+    def run(self, model, control_net_name: str):
+        path = folders.current().find("controlnet", control_net_name)
+        device = devices.default_device()
+        return (load_controlnet(path, device, devices.default_dtype(device), base=model),)
+
+
+NODES = {"ControlNetApplyAdvanced": ControlNetApplyAdvanced, "ControlNetApply": ControlNetApply,
+         "DiffControlNetLoader": DiffControlNetLoader}

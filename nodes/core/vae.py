@@ -1,4 +1,4 @@
-"""VAE nodes: VAEDecode, VAEEncode, VAEEncodeForInpaint."""
+"""VAE nodes: VAEDecode, VAEEncode, VAEEncodeForInpaint, and the tiled VAEDecodeTiled and VAEEncodeTiled."""
 from __future__ import annotations
 
 from ..declare import Input, Int, Node, Output
@@ -42,4 +42,39 @@ class VAEEncodeForInpaint(Node):
         return (vae_codec.encode_for_inpaint(vae, pixels, mask, grow_mask_by),)
 
 
-NODES = {"VAEDecode": VAEDecode, "VAEEncode": VAEEncode, "VAEEncodeForInpaint": VAEEncodeForInpaint}
+def _tile_inputs(tile_step: int, what: str) -> tuple:
+    return (Int("tile_size", default=512, min=64, max=4096, step=tile_step),
+            Int("overlap", default=64, min=0, max=4096, step=32),
+            Int("temporal_size", default=64, min=8, max=4096, step=4,
+                tooltip=f"Only used for video VAEs: Amount of frames to {what} at a time."),
+            Int("temporal_overlap", default=8, min=4, max=4096, step=4,
+                tooltip="Only used for video VAEs: Amount of frames to overlap."))
+
+
+class VAEDecodeTiled(Node):
+    """Decodes latents tile by tile (overlapping tiles blended), so large images fit in memory."""
+
+    inputs = (Input("samples", "LATENT"), Input("vae", "VAE"), *_tile_inputs(32, "decode"))
+    outputs = (Output("IMAGE"),)
+    category = "_for_testing"
+    display_name = "VAE Decode (Tiled)"
+
+    def run(self, samples, vae, tile_size, overlap, temporal_size=64, temporal_overlap=8):
+        # temporal_* only matter for video VAEs; SD's image VAEs have no time axis
+        return (vae_codec.decode_tiled(vae, samples["samples"], tile_size, overlap),)
+
+
+class VAEEncodeTiled(Node):
+    """Encodes images tile by tile (overlapping tiles blended), so large images fit in memory."""
+
+    inputs = (Input("pixels", "IMAGE"), Input("vae", "VAE"), *_tile_inputs(64, "encode"))
+    outputs = (Output("LATENT"),)
+    category = "_for_testing"
+    display_name = "VAE Encode (Tiled)"
+
+    def run(self, pixels, vae, tile_size, overlap, temporal_size=64, temporal_overlap=8):
+        return ({"samples": vae_codec.encode_tiled(vae, pixels, tile_size, overlap)},)
+
+
+NODES = {"VAEDecode": VAEDecode, "VAEEncode": VAEEncode, "VAEEncodeForInpaint": VAEEncodeForInpaint,
+         "VAEDecodeTiled": VAEDecodeTiled, "VAEEncodeTiled": VAEEncodeTiled}

@@ -34,6 +34,7 @@ from .state_dict_files import CheckpointError, StateDict, open_state_dict
 from .tokenizers import clip_tokenizer
 
 EXTRAS = "checkpoint_extras"
+DIFFERENCE_KEY = "difference"  # marks a ControlNet stored as its change from the base model
 
 
 def load_checkpoint(path: str | Path, device=None, dtype: torch.dtype | None = None
@@ -88,8 +89,13 @@ def load_vae(path: str | Path, device=None, dtype: torch.dtype | None = None, fa
         return Vae(_vae(sd, prefix, base, device, dtype), family)
 
 
-def load_controlnet(path: str | Path, device=None, dtype: torch.dtype | None = None) -> ControlNet:
-    """An SD1 / SD2 ControlNet: original (`control_model.*` or bare) or diffusers keys, or a folder."""
+def load_controlnet(path: str | Path, device=None, dtype: torch.dtype | None = None,
+                    base: DiffusionModel | None = None) -> ControlNet:
+    """An SD1 / SD2 / SDXL ControlNet: original (`control_model.*` or bare) or diffusers keys, or a folder.
+
+    A "difference" ControlNet (a file with a `difference` key: its weights are the change from the
+    model it was trained on) needs that model as `base` (ComfyUI's DiffControlNetLoader): the
+    base UNet's weights are added to every ControlNet weight of the same name and shape."""
     path = Path(path)
     device, dtype = _placement(device, dtype)
     if path.is_dir():
@@ -101,8 +107,10 @@ def load_controlnet(path: str | Path, device=None, dtype: torch.dtype | None = N
         raise CheckpointError(f"{path.name}: not a ControlNet (no input_hint_block / controlnet_cond_embedding)"
                               f"{_elsewhere(sd)}")
     family = detect_controlnet(sd)
-    if family.name not in (SD1, SD2):
-        raise CheckpointError(f"{path.name}: {family.name} ControlNets are not supported yet (SD1 and SD2 are)")
+    difference = DIFFERENCE_KEY in sd
+    if difference and base is None:
+        raise CheckpointError(f"{path.name}: a difference ControlNet (weights relative to its base model): "
+                              "load it with DiffControlNetLoader and the model it was made for")
     sd.dtype = dtype
     recorded = recorded_configs(sd.metadata).get("controlnet")
     with _reading(path, "ControlNet"):
@@ -113,12 +121,36 @@ def load_controlnet(path: str | Path, device=None, dtype: torch.dtype | None = N
             prefix = CONTROLNET if any(k.startswith(CONTROLNET) for k in sd) else ""
             view = sd.subset(prefix)
             weights = convert_controlnet_checkpoint(view, ldm_conversion_config(view, prefix))
+            weights.update(_size_embedding(view, prefix))
         config = controlnet_config(weights, recorded or read_config(controlnet_folder(family)), family,
                                    exact=recorded is not None)
         model = _build(lambda: ControlNetModel.from_config(config))
         names = model.state_dict() if diffusers_layout else controlnet_to_ldm(model.state_dict(), model.config)
-        _fill(model, weights, view, {prefix + k for k in names}, prefix)
+        _fill(model, weights, view, {prefix + k for k in names} | {DIFFERENCE_KEY}, prefix)
+        if difference:
+            _add_base_weights(model, base, path.name)
     return ControlNet(_place(model, device), family, name=path.stem)
+
+
+def _size_embedding(view: StateDict, prefix: str) -> dict:
+    """SDXL's size embedding (`label_emb`), which diffusers' ControlNet converter leaves out."""
+    names = {"add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2."}
+    return {new + end: view[prefix + old + end] for new, old in names.items() for end in ("weight", "bias")
+            if prefix + old + end in view}
+
+
+def _add_base_weights(model: ControlNetModel, base: DiffusionModel, name: str) -> None:
+    unet = dict(base.unet.named_parameters())
+    added = 0
+    with torch.no_grad():
+        for key, param in model.named_parameters():
+            weight = unet.get(key)
+            if weight is not None and weight.shape == param.shape:
+                param.add_(weight.to(param.device, param.dtype))
+                added += 1
+    if added == 0:
+        raise CheckpointError(f"{name}: no weight of this difference ControlNet matches the model "
+                              f"({base.family.name}): it was made for another model family")
 
 
 def _unet(sd: StateDict, family: Family, recorded: dict, device, pooled_dim: int | None):

@@ -20,6 +20,31 @@ def apply(positive: list[Cond], negative: list[Cond], control_net: ControlNet, i
     return with_hint(positive), with_hint(negative)
 
 
+def apply_to_one(conditioning: list[Cond], control_net: ControlNet, image: torch.Tensor,
+                 strength: float) -> list[Cond]:
+    """ComfyUI's ControlNetApply (one conditioning, whole schedule): the hint goes on every Cond and is
+    flagged to reach the negative conditioning too (see `with_uncond_hints`)."""
+    if strength == 0:
+        return conditioning
+    hint = ControlHint(control_net, image, strength, apply_to_uncond=True)
+    return [dataclasses.replace(c, controls=[*c.controls, hint]) for c in conditioning]
+
+
+def with_uncond_hints(positive: list[Cond], negative: list[Cond]) -> list[Cond]:
+    """The negative conditioning with the hints ControlNetApply put on the positive one, as ComfyUI's
+    sampler fills them in: only when no negative Cond has hints of its own, the hints of the i-th
+    flagged positive Cond go to negative Cond i (cycling; with more flagged positives than negatives
+    the later ones win, as in ComfyUI)."""
+    if not negative or any(c.controls for c in negative):
+        return negative
+    flagged = [c.controls for c in positive if any(h.apply_to_uncond for h in c.controls)]
+    out = list(negative)
+    for index, controls in enumerate(flagged):
+        slot = index % len(negative)
+        out[slot] = dataclasses.replace(negative[slot], controls=list(controls))
+    return out
+
+
 def hint_images(hints: list[ControlHint], batch: int, height: int, width: int, device) -> dict[int, torch.Tensor]:
     """Each hint's image as ControlNet input [batch, 3, height, width] in 0..1, keyed by id(hint): center
     cropped to the latent's aspect ratio and resized as ComfyUI does; image i of the batch gets control
@@ -57,6 +82,7 @@ def residuals(hints_per_row: list[list[ControlHint]], images: dict[int, torch.Te
         rows = [r for r, row in enumerate(hints_per_row) if any(h is hint for h in row)]
         index = torch.cat([torch.arange(r * batch, (r + 1) * batch) for r in rows]).to(embeds.device)
         model = hint.control_net.model
+        _check_fits(hint.control_net, embeds, added)
         hint_down, hint_mid = model(
             sample.repeat(len(rows), 1, 1, 1).to(model.dtype), timestep,
             encoder_hidden_states=embeds[index].to(model.dtype),
@@ -73,3 +99,14 @@ def residuals(hints_per_row: list[list[ControlHint]], images: dict[int, torch.Te
     if down is None:
         return {}
     return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+
+def _check_fits(control_net: ControlNet, embeds: torch.Tensor, added: dict | None) -> None:
+    """A clear error for a ControlNet of another family than the model it is sampled with."""
+    config = control_net.model.config
+    needs_sizes = config.addition_embed_type == "text_time"
+    if config.cross_attention_dim != embeds.shape[-1] or needs_sizes != (added is not None):
+        raise ValueError(f"ControlNet {control_net.name!r} is an {control_net.family.name} ControlNet and does not "
+                         f"fit this model ({embeds.shape[-1]}-wide text embeddings"
+                         f"{', SDXL size conditioning' if added is not None else ''}): use one made for the "
+                         "model's family")

@@ -37,10 +37,13 @@ def family_folder(family: Family) -> Path:
     return CONFIG_ROOT / name
 
 
+CONTROLNET_FOLDERS = {SD1: "controlnet_sd15", SD2: "controlnet_sd2", SDXL: "controlnet_sdxl"}
+
+
 def controlnet_folder(family: Family) -> Path:
-    if family.name not in (SD1, SD2):
-        raise ValueError(f"{family.name} ControlNets are not supported (SD1 and SD2 are)")
-    return CONFIG_ROOT / ("controlnet_sd15" if family.name == SD1 else "controlnet_sd2")
+    if family.name not in CONTROLNET_FOLDERS:
+        raise ValueError(f"{family.name} ControlNets are not supported (SD1, SD2 and SDXL are)")
+    return CONFIG_ROOT / CONTROLNET_FOLDERS[family.name]
 
 
 def read_config(folder: Path, component: str = "") -> dict:
@@ -133,6 +136,9 @@ def controlnet_config(sd: Mapping, base: dict, family: Family, exact: bool) -> d
         conditioning_embedding_out_channels=[_shape(sd, hint + "conv_in.weight")[0]]
         + [_shape(sd, f"{hint}blocks.{i}.weight")[0] for i in blocks[1::2]],
     )
+    if "add_embedding.linear_1.weight" in sd:  # SDXL: the size embedding, as the UNet's
+        config.update(addition_embed_type="text_time",
+                      projection_class_embeddings_input_dim=_shape(sd, "add_embedding.linear_1.weight")[1])
     return config
 
 

@@ -76,6 +76,8 @@ class ControlHint:
     strength: float = 1.0
     start_percent: float = 0.0
     end_percent: float = 1.0
+    # ComfyUI's control_apply_to_uncond (ControlNetApply): negatives with no hints of their own get this one
+    apply_to_uncond: bool = False
 
 
 @dataclass

@@ -6,9 +6,13 @@ Encoding takes the mean of the latent distribution, so the same image always giv
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from .model_types import Vae
 
@@ -56,6 +60,56 @@ def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_
     keep = (1 - hard).movedim(1, -1)  # [B,H,W,1]
     greyed = (pixels[..., :3] - 0.5) * keep + 0.5
     return {"samples": encode(vae, greyed), "noise_mask": grown.round()}
+
+
+def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+    """LATENT samples -> IMAGE, decoding tile_size x tile_size pixel tiles that overlap by `overlap`
+    pixels and are blended linearly across the overlap (diffusers' tiled decoder), so memory stays
+    that of one tile whatever the image size."""
+    model = vae.vae
+    images = []
+    with torch.no_grad(), _tiling(model, tile_size, overlap):
+        for latent in samples:
+            latent = latent[None].to(model.device, model.dtype) / vae.scaling_factor
+            pixels = model.tiled_decode(latent).sample.float()
+            images.append((pixels / 2 + 0.5).clamp(0, 1).movedim(1, -1).cpu())
+    return torch.cat(images)
+
+
+def encode_tiled(vae: Vae, pixels: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+    """IMAGE -> LATENT samples, encoding overlapping tiles blended across the overlap."""
+    model = vae.vae
+    pixels = crop_to_multiple(pixels)[..., :3]
+    latents = []
+    with torch.no_grad(), _tiling(model, tile_size, overlap):
+        for image in pixels:
+            image = image.movedim(-1, 0)[None].to(model.device, model.dtype) * 2 - 1
+            moments = model._tiled_encode(image)
+            latents.append(DiagonalGaussianDistribution(moments).mode().float() * vae.scaling_factor)
+    return torch.cat(latents)
+
+
+# diffusers reads the tile geometry from attributes of the (shared, cached) model
+_tiling_lock = threading.Lock()
+
+
+@contextmanager
+def _tiling(model, tile_size: int, overlap: int):
+    tile_size = tile_size // SCALE * SCALE
+    if tile_size < SCALE * 2:
+        raise ValueError(f"tile_size must be at least {SCALE * 2} pixels, got {tile_size}")
+    overlap = max(0, min(overlap, tile_size // 4))  # ComfyUI: at most a quarter of the tile
+    names = ("tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")
+    with _tiling_lock:
+        saved = [getattr(model, name, None) for name in names]
+        model.tile_sample_min_size = tile_size
+        model.tile_latent_min_size = tile_size // SCALE
+        model.tile_overlap_factor = overlap / tile_size
+        try:
+            yield
+        finally:
+            for name, value in zip(names, saved):
+                setattr(model, name, value)
 
 
 def crop_to_multiple(pixels: torch.Tensor) -> torch.Tensor:
