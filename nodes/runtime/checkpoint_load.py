@@ -111,6 +111,9 @@ def load_controlnet(path: str | Path, device=None, dtype: torch.dtype | None = N
     if difference and base is None:
         raise CheckpointError(f"{path.name}: a difference ControlNet (weights relative to its base model): "
                               "load it with DiffControlNetLoader and the model it was made for")
+    if difference and base.family.name != family.name:
+        raise CheckpointError(f"{path.name}: a difference ControlNet for {family.name} models, and the model is "
+                              f"{base.family.name}: it was made for another model family")
     sd.dtype = dtype
     recorded = recorded_configs(sd.metadata).get("controlnet")
     with _reading(path, "ControlNet"):

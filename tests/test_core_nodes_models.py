@@ -1,0 +1,209 @@
+"""Model-level core nodes on tiny models: tiled VAE, model and CLIP merging, difference and SDXL ControlNets."""
+import json
+
+import pytest
+import torch
+from diffusers import ControlNetModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from inkwash.nodes.core import controlnet, loaders, model_merge, vae
+from inkwash.nodes.runtime import control, latents, lora, sampling, text_encode, vae_codec
+from inkwash.nodes.runtime.checkpoint_load import load_controlnet
+from inkwash.nodes.runtime.checkpoint_save import save_controlnet
+from inkwash.nodes.runtime.model_types import SDXL, ControlNet, Family
+from inkwash.nodes.runtime.state_dict_files import CheckpointError
+from tiny_models import tiny_controlnet, tiny_sd1, tiny_sd2, tiny_sdxl
+
+
+@pytest.fixture(scope="module")
+def sd1(one_thread):
+    return tiny_sd1()
+
+
+def unet_output(model, seed=0):
+    torch.manual_seed(seed)
+    x, context = torch.randn(1, 4, 8, 8), torch.randn(1, 77, model.unet.config.cross_attention_dim)
+    with torch.no_grad(), lora.applied(model):
+        return model.unet(x, torch.tensor([500]), encoder_hidden_states=context).sample
+
+
+# -- tiled VAE ----------------------------------------------------------------------------------------------
+
+def test_vae_decode_tiled_matches_a_whole_decode(sd1):
+    _, _, tiny_vae = sd1
+    torch.manual_seed(0)
+    samples = torch.randn(2, 4, 24, 24)
+    whole = vae_codec.decode(tiny_vae, samples)
+    (one_tile,) = vae.VAEDecodeTiled().run({"samples": samples}, tiny_vae, tile_size=256, overlap=64,
+                                           temporal_size=64, temporal_overlap=8)
+    assert torch.allclose(one_tile, whole, atol=1e-5)  # a tile larger than the image: the whole decode
+    errors = []
+    for overlap in (0, 16, 32):
+        (tiled,) = vae.VAEDecodeTiled().run({"samples": samples}, tiny_vae, tile_size=128, overlap=overlap,
+                                            temporal_size=64, temporal_overlap=8)
+        assert tiled.shape == whole.shape == (2, 192, 192, 3)
+        errors.append((tiled - whole).abs().mean().item())
+    # blending across the overlap brings the tiles closer to the whole decode (a random tiny VAE's
+    # GroupNorm statistics differ per tile, so never equal)
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.03, errors
+
+
+def test_vae_encode_tiled_matches_a_whole_encode(sd1):
+    _, _, tiny_vae = sd1
+    torch.manual_seed(1)
+    pixels = torch.rand(1, 196, 190, 3)  # not multiples of 8: center-cropped like VAEEncode
+    whole = vae_codec.encode(tiny_vae, pixels)
+    (tiled,) = vae.VAEEncodeTiled().run(pixels, tiny_vae, tile_size=128, overlap=32, temporal_size=64,
+                                        temporal_overlap=8)
+    assert tiled["samples"].shape == whole.shape == (1, 4, 24, 23)
+    error = (tiled["samples"] - whole).abs().mean() / whole.abs().mean()
+    assert error < 0.5, error
+    (one_tile,) = vae.VAEEncodeTiled().run(pixels, tiny_vae, tile_size=512, overlap=64, temporal_size=64,
+                                           temporal_overlap=8)
+    assert torch.allclose(one_tile["samples"], whole, atol=1e-5)
+    # the shared VAE is left as it was
+    assert tiny_vae.vae.tile_sample_min_size != 128
+
+
+def test_vae_tiled_declarations_match_comfyui():
+    info = vae.VAEDecodeTiled.object_info("VAEDecodeTiled")
+    assert info["input_order"]["required"] == ["samples", "vae", "tile_size", "overlap", "temporal_size",
+                                               "temporal_overlap"]
+    required = info["input"]["required"]
+    assert {k: v for k, v in required["tile_size"][1].items()} == {"default": 512, "min": 64, "max": 4096, "step": 32}
+    assert required["overlap"][1] == {"default": 64, "min": 0, "max": 4096, "step": 32}
+    assert required["temporal_size"][1]["default"] == 64 and required["temporal_overlap"][1]["min"] == 4
+    encode = vae.VAEEncodeTiled.object_info("VAEEncodeTiled")
+    assert encode["input_order"]["required"][:2] == ["pixels", "vae"]
+    assert encode["input"]["required"]["tile_size"][1]["step"] == 64 and encode["output"] == ["LATENT"]
+
+
+# -- merging ------------------------------------------------------------------------------------------------
+
+def test_model_merge_simple_weights_and_restores(one_thread):
+    first, second = tiny_sd1(seed=0)[0], tiny_sd1(seed=1)[0]
+    (same,) = model_merge.ModelMergeSimple().run(first, second, 1.0)
+    assert same is first
+    (other,) = model_merge.ModelMergeSimple().run(first, second, 0.0)
+    assert torch.allclose(unet_output(other), unet_output(second), atol=1e-5)
+    (half,) = model_merge.ModelMergeSimple().run(first, second, 0.5)
+    name = "down_blocks.0.resnets.0.conv1.weight"
+    original = first.unet.get_parameter(name).detach().clone()
+    with lora.applied(half):
+        merged = half.unet.get_parameter(name).detach().clone()
+    expected = (original + second.unet.get_parameter(name)) / 2
+    assert torch.allclose(merged, expected, atol=1e-6)
+    assert torch.equal(first.unet.get_parameter(name), original)  # model1 unchanged after the run
+    # a LoRA-like patch model1 already had stays
+    (stacked,) = model_merge.ModelMergeSimple().run(half, second, 0.5)
+    assert len(stacked.lora_patches) == 2 * len(half.lora_patches)
+
+
+def test_model_merge_refuses_other_families(one_thread):
+    with pytest.raises(ValueError, match="ModelMergeSimple: model1 is sd1.*model2 sd2"):
+        model_merge.ModelMergeSimple().run(tiny_sd1()[0], tiny_sd2()[0], 0.5)
+
+
+def test_clip_merge_simple(one_thread):
+    first, second = tiny_sd1(seed=0)[1], tiny_sd1(seed=1)[1]
+    (other,) = model_merge.CLIPMergeSimple().run(first, second, 0.0)
+    encoded = text_encode.encode(other, "a red fox")[0].embeds
+    assert torch.allclose(encoded, text_encode.encode(second, "a red fox")[0].embeds, atol=1e-5)
+    assert not torch.allclose(encoded, text_encode.encode(first, "a red fox")[0].embeds, atol=1e-3)
+    (half,) = model_merge.CLIPMergeSimple().run(first, second, 0.5)
+    assert not any(p.weight.endswith("position_ids") for p in half.lora_patches)
+    with pytest.raises(ValueError, match="text encoders"):
+        model_merge.CLIPMergeSimple().run(first, tiny_sdxl()[1], 0.5)
+
+
+# -- difference ControlNets ---------------------------------------------------------------------------------
+
+def write_difference_controlnet(folder, model):
+    """A ControlNet stored as its change from `model`'s UNet, with the `difference` marker."""
+    full = tiny_controlnet()
+    difference = ControlNetModel.from_config(full.model.config)
+    unet = dict(model.unet.named_parameters())
+    with torch.no_grad():
+        for name, param in difference.named_parameters():
+            own = full.model.get_parameter(name)
+            param.copy_(own - unet[name] if name in unet and unet[name].shape == own.shape else own)
+    path = save_controlnet(folder / "diff.safetensors", ControlNet(difference, Family("sd1")))
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata()
+    tensors = load_file(str(path))
+    tensors["difference"] = torch.tensor([])
+    save_file(tensors, str(path), metadata=metadata)
+    return full
+
+
+def test_diff_controlnet_loader_adds_the_model_weights(folders, sd1, fresh_model_cache):
+    model = sd1[0]
+    folder = folders.models_dir / "controlnet"
+    folder.mkdir(parents=True)
+    full = write_difference_controlnet(folder, model)
+    (loaded,) = controlnet.DiffControlNetLoader().run(model, "diff.safetensors")
+    for name, param in full.model.named_parameters():
+        assert torch.allclose(loaded.model.get_parameter(name), param, atol=1e-5), name
+    with pytest.raises(CheckpointError, match="difference ControlNet.*DiffControlNetLoader"):
+        loaders.ControlNetLoader().run("diff.safetensors")
+    # an ordinary ControlNet loads as ControlNetLoader loads it
+    save_controlnet(folder / "plain.safetensors", full)
+    (plain,) = controlnet.DiffControlNetLoader().run(model, "plain.safetensors")
+    assert torch.equal(plain.model.controlnet_mid_block.weight, full.model.controlnet_mid_block.weight)
+    with pytest.raises(CheckpointError, match="another model family"):
+        load_controlnet(folder / "diff.safetensors", "cpu", torch.float32, base=tiny_sdxl()[0])
+
+
+# -- SDXL ControlNets ---------------------------------------------------------------------------------------
+
+def tiny_sdxl_controlnet(model, seed=0) -> ControlNet:
+    """A ControlNet copied from a tiny SDXL UNet (size embedding included), zero convolutions randomised."""
+    net = ControlNetModel.from_unet(model.unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).eval()
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
+                param.normal_(0, 0.1)
+    return ControlNet(net, Family(SDXL), name="tiny-controlnet-sdxl")
+
+
+@pytest.fixture(scope="module")
+def sdxl(one_thread):
+    return tiny_sdxl()
+
+
+def test_sdxl_controlnet_loads_from_original_and_diffusers_layouts(tmp_path, sdxl):
+    original = tiny_sdxl_controlnet(sdxl[0])
+    path = save_controlnet(tmp_path / "cn-xl.safetensors", original)
+    assert any(k.startswith("control_model.label_emb.") for k in load_file(str(path)))
+    loaded = load_controlnet(path, "cpu", torch.float32)
+    assert loaded.family.name == SDXL and loaded.model.config.addition_embed_type == "text_time"
+    for name, param in original.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], param), name
+
+    # diffusers' own layout, as most SDXL ControlNets are shared, with the config recorded
+    diffusers_file = tmp_path / "cn-xl-diffusers.safetensors"
+    save_file({k: v.contiguous() for k, v in original.model.state_dict().items()}, str(diffusers_file),
+              metadata={"inkwash.configs": json.dumps({"controlnet": {
+                  k: v for k, v in dict(original.model.config).items() if not k.startswith("_")}})})
+    again = load_controlnet(diffusers_file, "cpu", torch.float32)
+    assert again.family.name == SDXL
+    assert torch.equal(again.model.add_embedding.linear_1.weight, original.model.add_embedding.linear_1.weight)
+
+
+def test_sdxl_controlnet_guides_sdxl_sampling_and_refuses_sd1(tmp_path, sdxl):
+    model, clip, _ = sdxl
+    loaded = load_controlnet(save_controlnet(tmp_path / "cn.safetensors", tiny_sdxl_controlnet(model)), "cpu",
+                             torch.float32)
+    positive, negative = text_encode.encode(clip, "a lighthouse"), text_encode.encode(clip, "")
+    image = torch.rand(1, 32, 32, 3)
+
+    def run(pos, neg):
+        return sampling.sample(model, pos, neg, latents.empty(32, 32, 1), seed=3, steps=3, cfg=5.0,
+                               sampler_name="euler", scheduler="normal")["samples"]
+
+    guided = run(*control.apply(positive, negative, loaded, image, 1.0))
+    assert torch.isfinite(guided).all() and not torch.allclose(guided, run(positive, negative), atol=1e-4)
+    with pytest.raises(ValueError, match="sd1 ControlNet and does not fit this model"):
+        run(*control.apply(positive, negative, tiny_controlnet(), image, 1.0))
