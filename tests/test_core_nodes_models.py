@@ -207,3 +207,78 @@ def test_sdxl_controlnet_guides_sdxl_sampling_and_refuses_sd1(tmp_path, sdxl):
     assert torch.isfinite(guided).all() and not torch.allclose(guided, run(positive, negative), atol=1e-4)
     with pytest.raises(ValueError, match="sd1 ControlNet and does not fit this model"):
         run(*control.apply(positive, negative, tiny_controlnet(), image, 1.0))
+
+
+# -- hypernetworks ------------------------------------------------------------------------------------------
+
+def write_hypernetwork(path, dims=(32, 64), activation="relu", layer_norm=False, seed=0):
+    """An AUTOMATIC1111-format hypernetwork: per context width, two MLPs (keys, values) of shape 1-2-1."""
+    torch.manual_seed(seed)
+    data = {"activation_func": activation, "is_layer_norm": layer_norm, "layer_structure": [1, 2, 1],
+            "use_dropout": False, "activate_output": False, "name": "tiny", "step": 10}
+    for dim in dims:
+        pair = []
+        for _ in range(2):
+            state = {"linear.0.weight": torch.randn(dim * 2, dim) * 0.1, "linear.0.bias": torch.randn(dim * 2) * 0.1}
+            if layer_norm:
+                state |= {"linear.2.weight": torch.ones(dim * 2), "linear.2.bias": torch.zeros(dim * 2)}
+            state |= {"linear.3.weight": torch.randn(dim, dim * 2) * 0.1, "linear.3.bias": torch.randn(dim) * 0.1}
+            if layer_norm:  # A1111 puts a LayerNorm after every linear
+                state |= {"linear.4.weight": torch.full((dim,), 2.0), "linear.4.bias": torch.zeros(dim)}
+            pair.append(state)
+        data[dim] = pair
+    torch.save(data, path)
+    return data
+
+
+def test_hypernetwork_loader_shifts_keys_and_values_while_sampling(folders, sd1):
+    from inkwash.nodes.core.hypernetwork import HypernetworkLoader
+
+    model = sd1[0]
+    folder = folders.models_dir / "hypernetworks"
+    folder.mkdir(parents=True)
+    data = write_hypernetwork(folder / "tiny.pt")
+    (patched,) = HypernetworkLoader().run(model, "tiny.pt", 0.5)
+    assert patched.unet is model.unet and model.lora_patches == ()
+    base = unet_output(model)
+    changed = unet_output(patched)
+    assert not torch.allclose(changed, base, atol=1e-4)
+    assert torch.equal(unet_output(model), base)  # removed after the run
+
+    # inside a run: to_k(x) is W_k(x + 0.5 * mlp_k(x)), mlp_k = linear, relu, linear
+    attention = model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
+    x = torch.randn(1, 5, 32)
+    state = data[32][0]
+    mlp = torch.relu(x @ state["linear.0.weight"].T + state["linear.0.bias"]) @ state["linear.3.weight"].T \
+        + state["linear.3.bias"]
+    with torch.no_grad(), lora.applied(patched):
+        assert torch.allclose(attention.to_k(x), attention.to_k.projection(x + 0.5 * mlp), atol=1e-6)
+    assert isinstance(attention.to_k, torch.nn.Linear)
+
+    (zero,) = HypernetworkLoader().run(model, "tiny.pt", 0.0)
+    assert zero is model
+    latent = latents.empty(32, 32, 1)
+    positive, negative = text_encode.encode(sd1[1], "a fox"), text_encode.encode(sd1[1], "")
+    run = lambda m: sampling.sample(m, positive, negative, latent, seed=1, steps=2, cfg=5.0,  # noqa: E731
+                                    sampler_name="euler", scheduler="normal")["samples"]
+    assert not torch.allclose(run(patched), run(model), atol=1e-4)
+
+
+def test_hypernetwork_errors_name_the_file(folders, sd1):
+    from inkwash.nodes.core.hypernetwork import HypernetworkLoader
+    from inkwash.nodes.runtime.hypernetwork import HypernetworkError
+
+    folder = folders.models_dir / "hypernetworks"
+    folder.mkdir(parents=True)
+    write_hypernetwork(folder / "xl.pt", dims=(768, 1280))
+    with pytest.raises(HypernetworkError, match="xl.pt: its layers are for context widths"):
+        HypernetworkLoader().run(sd1[0], "xl.pt", 1.0)
+    (folder / "broken.pt").write_bytes(b"garbage")
+    with pytest.raises(HypernetworkError, match="broken.pt: not a readable hypernetwork"):
+        HypernetworkLoader().run(sd1[0], "broken.pt", 1.0)
+    write_hypernetwork(folder / "odd.pt", activation="gelu-ish")
+    with pytest.raises(HypernetworkError, match="activation 'gelu-ish'"):
+        HypernetworkLoader().run(sd1[0], "odd.pt", 1.0)
+    write_hypernetwork(folder / "norm.pt", layer_norm=True)
+    (with_norm,) = HypernetworkLoader().run(sd1[0], "norm.pt", 1.0)
+    assert not torch.allclose(unet_output(with_norm), unet_output(sd1[0]), atol=1e-4)

@@ -240,16 +240,20 @@ def _scaled(patches: list[WeightPatch], strength: float) -> tuple[WeightPatch, .
 @contextmanager
 def applied(value: DiffusionModel | TextEncoder):
     """Add `value`'s LoRA deltas to its weights in place for the body of the `with`, then restore the
-    original weights exactly. Without patches it does nothing."""
+    original weights exactly. Patches with an `install(value) -> undo` method (hypernetworks) are
+    installed for the body too. Without patches it does nothing."""
     patches = getattr(value, "lora_patches", ())
     if not patches:
         yield value
         return
     components = value.encoders if isinstance(value, TextEncoder) else None
     grouped: dict[tuple[int, str], list[WeightPatch]] = {}
+    hooks = [p for p in patches if hasattr(p, "install")]  # module patches (hypernetworks), not weight deltas
     for patch in patches:
-        grouped.setdefault((patch.component, patch.weight), []).append(patch)
+        if not hasattr(patch, "install"):
+            grouped.setdefault((patch.component, patch.weight), []).append(patch)
     saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    undo: list = []
     try:
         with torch.no_grad():
             for (component, name), group in grouped.items():
@@ -261,8 +265,12 @@ def applied(value: DiffusionModel | TextEncoder):
                 for patch in group[1:]:
                     total += patch.delta(weight)
                 weight.copy_(total.add_(weight))  # summed in float32, rounded to the weight's dtype once
+        for hook in hooks:  # after the weights: a hook may wrap the modules that hold them
+            undo.append(hook.install(value))
         yield value
     finally:
+        for remove in reversed(undo):
+            remove()
         with torch.no_grad():
             for weight, original in reversed(saved):
                 weight.copy_(original)
