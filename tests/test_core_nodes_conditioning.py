@@ -157,3 +157,38 @@ def test_controlnet_apply_declaration_matches_comfyui():
     assert average["input_order"]["required"] == ["conditioning_to", "conditioning_from", "conditioning_to_strength"]
     assert average["input"]["required"]["conditioning_to_strength"][1] == {"default": 1.0, "min": 0.0, "max": 1.0,
                                                                            "step": 0.01}
+
+
+def test_a_shared_style_workflow_with_the_new_nodes_runs(registry, checkpoint, folders):
+    from PIL import Image
+
+    from inkwash.nodes.executor import Executor
+    from tiny_models import write_tiny_controlnet
+
+    (folders.models_dir / "controlnet").mkdir()
+    write_tiny_controlnet(folders.models_dir / "controlnet", "cn.safetensors")
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(folders.input_dir / "hint.png")
+    workflow = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint.name}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red fox"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "in the snow"}},
+        "4": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["2", 0], "conditioning_2": ["3", 0]}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
+        "6": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["5", 0]}},
+        "7": {"class_type": "DiffControlNetLoader", "inputs": {"model": ["1", 0], "control_net_name": "cn.safetensors"}},
+        "8": {"class_type": "LoadImage", "inputs": {"image": "hint.png"}},
+        "9": {"class_type": "ControlNetApply", "inputs": {"conditioning": ["4", 0], "control_net": ["7", 0],
+                                                          "image": ["8", 0], "strength": 0.9}},
+        "10": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 2}},
+        "11": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "seed": 3, "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["9", 0], "negative": ["6", 0], "latent_image": ["10", 0], "denoise": 1.0}},
+        "12": {"class_type": "LatentFromBatch", "inputs": {"samples": ["11", 0], "batch_index": 1, "length": 1}},
+        "13": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["12", 0], "vae": ["1", 2], "tile_size": 64,
+                                                          "overlap": 16, "temporal_size": 64, "temporal_overlap": 8}},
+        "14": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "shared"}},
+    }
+    result = Executor(registry).execute(workflow)
+    assert result.status == "success", result.error
+    (saved,) = result.outputs["14"]["images"]
+    assert Image.open(folders.output_dir / saved["filename"]).size == (32, 32)
