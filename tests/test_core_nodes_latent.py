@@ -66,7 +66,8 @@ def test_latent_blend_mixes_and_resizes_the_second():
     (out,) = run("LatentBlend", samples1=a, samples2=b, blend_factor=0.25)
     assert torch.allclose(out["samples"], torch.full((1, 4, 8, 8), 0.25 + 2.25))
     (resized,) = run("LatentBlend", samples1=a, samples2={"samples": torch.full((1, 4, 4, 4), 3.0)}, blend_factor=0.5)
-    assert resized["samples"].shape == (1, 4, 8, 8) and torch.allclose(resized["samples"], torch.full((1, 4, 8, 8), 2.0))
+    assert resized["samples"].shape == (1, 4, 8, 8)
+    assert torch.allclose(resized["samples"], torch.full((1, 4, 8, 8), 2.0))
     with pytest.raises(ValueError, match="latent channels"):
         run("LatentBlend", samples1=a, samples2={"samples": torch.ones(1, 16, 8, 8)}, blend_factor=0.5)
 

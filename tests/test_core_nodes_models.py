@@ -157,24 +157,13 @@ def test_diff_controlnet_loader_adds_the_model_weights(folders, sd1, fresh_model
 
 # -- SDXL ControlNets ---------------------------------------------------------------------------------------
 
-def tiny_sdxl_controlnet(model, seed=0) -> ControlNet:
-    """A ControlNet copied from a tiny SDXL UNet (size embedding included), zero convolutions randomised."""
-    net = ControlNetModel.from_unet(model.unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).eval()
-    torch.manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
-                param.normal_(0, 0.1)
-    return ControlNet(net, Family(SDXL), name="tiny-controlnet-sdxl")
-
-
 @pytest.fixture(scope="module")
 def sdxl(one_thread):
     return tiny_sdxl()
 
 
 def test_sdxl_controlnet_loads_from_original_and_diffusers_layouts(tmp_path, sdxl):
-    original = tiny_sdxl_controlnet(sdxl[0])
+    original = tiny_controlnet(SDXL)
     path = save_controlnet(tmp_path / "cn-xl.safetensors", original)
     assert any(k.startswith("control_model.label_emb.") for k in load_file(str(path)))
     loaded = load_controlnet(path, "cpu", torch.float32)
@@ -194,7 +183,7 @@ def test_sdxl_controlnet_loads_from_original_and_diffusers_layouts(tmp_path, sdx
 
 def test_sdxl_controlnet_guides_sdxl_sampling_and_refuses_sd1(tmp_path, sdxl):
     model, clip, _ = sdxl
-    loaded = load_controlnet(save_controlnet(tmp_path / "cn.safetensors", tiny_sdxl_controlnet(model)), "cpu",
+    loaded = load_controlnet(save_controlnet(tmp_path / "cn.safetensors", tiny_controlnet(SDXL)), "cpu",
                              torch.float32)
     positive, negative = text_encode.encode(clip, "a lighthouse"), text_encode.encode(clip, "")
     image = torch.rand(1, 32, 32, 3)

@@ -127,9 +127,9 @@ def tiny_sdxl(refiner: bool = False, seed: int = 0) -> tuple[DiffusionModel, Tex
 
 
 def tiny_controlnet(family_name: str = SD1, seed: int = 0) -> ControlNet:
-    """A ControlNet copied from the family's tiny UNet, its zero convolutions made random so that its
-    output depends on every weight."""
-    model = (tiny_sd1 if family_name == SD1 else tiny_sd2)(seed=seed)[0]
+    """A ControlNet copied from the family's tiny UNet (SD1, SD2 or SDXL, whose copy keeps the size
+    embedding), its zero convolutions made random so that its output depends on every weight."""
+    model = {SD1: tiny_sd1, SD2: tiny_sd2, SDXL: tiny_sdxl}[family_name](seed=seed)[0]
     controlnet = ControlNetModel.from_unet(model.unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).eval()
     torch.manual_seed(seed + 1)
     with torch.no_grad():
