@@ -297,3 +297,12 @@ def test_sdxl_controlnet_sampling_matches_diffusers_pipeline(tmp_path, sdxl):
                   controlnet_conditioning_scale=0.7, control_guidance_start=0.0, control_guidance_end=0.5,
                   output_type="latent").images
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_control_lora_files_are_refused_clearly(tmp_path):
+    path = save_controlnet(tmp_path / "control-lora.safetensors", tiny_controlnet())
+    tensors = load_file(str(path))
+    tensors["lora_controlnet"] = torch.tensor([])
+    save_file(tensors, str(path))
+    with pytest.raises(CheckpointError, match="Control-LoRA"):
+        load_controlnet(path, "cpu", torch.float32)

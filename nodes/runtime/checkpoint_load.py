@@ -106,6 +106,9 @@ def load_controlnet(path: str | Path, device=None, dtype: torch.dtype | None = N
     if not is_controlnet(sd):
         raise CheckpointError(f"{path.name}: not a ControlNet (no input_hint_block / controlnet_cond_embedding)"
                               f"{_elsewhere(sd)}")
+    if "lora_controlnet" in sd:
+        raise CheckpointError(f"{path.name}: a Control-LoRA (low-rank ControlNet), which Inkwash does not load; "
+                              "use a full ControlNet")
     family = detect_controlnet(sd)
     difference = DIFFERENCE_KEY in sd
     if difference and base is None:
