@@ -103,3 +103,23 @@ def test_object_info_matches_comfyui(info, name):
 def test_save_latent_is_an_output_node(info):
     assert info["SaveLatent"]["output_node"] is True
     assert info["SaveLatent"]["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
+def test_the_graph_editor_lays_out_the_new_nodes_with_their_widgets(info):
+    from inkwash.webui.graph_layout import api_to_ui
+
+    workflow = {
+        "1": {"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 64, "height": 64}},
+        "2": {"class_type": "GrowMask", "inputs": {"mask": ["1", 0], "expand": 3, "tapered_corners": False}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+        "4": {"class_type": "ImageCompositeMasked", "inputs": {"destination": ["3", 0], "source": ["3", 0],
+                                                               "x": 8, "y": 0, "resize_source": True,
+                                                               "mask": ["2", 0]}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+    ui = api_to_ui(workflow, info)
+    nodes = {str(n["id"]): n for n in ui["nodes"]}
+    assert nodes["2"]["widgets_values"] == [3, False]
+    assert nodes["4"]["widgets_values"] == [8, 0, True]
+    assert [slot["name"] for slot in nodes["4"]["inputs"]] == ["destination", "source", "mask"]
+    assert len(ui["links"]) == 6  # 1-2, 2-3, 3-4 twice, 2-4, 4-5
