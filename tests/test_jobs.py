@@ -178,8 +178,8 @@ def test_events_go_to_the_jobs_client_and_status_is_broadcast(make_queue):
     alice_events = alice.drain()
     names = [name for name, _ in alice_events]
     assert names[names.index("execution_start"):] == [
-        "execution_start", "execution_cached", "executing", "executing", "executed", "executing",
-        "execution_success", "status"]
+        "execution_start", "execution_cached", "executing", "executing", "executed",
+        "execution_success", "status", "executing"]  # ComfyUI's order: `executing` null comes last
     assert all(d["prompt_id"] == job.id for n, d in alice_events if n != "status")
     assert ("executed", {"node": "2", "display_node": "2", "output": {"text": ["for-alice=1"]},
                          "prompt_id": job.id}) in alice_events

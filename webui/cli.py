@@ -89,10 +89,17 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     # Ctrl-C interrupts the run cleanly (the executor stops between nodes or sampler steps).
     previous = signal.signal(signal.SIGINT, lambda *_: executor.interrupt())
+
+    def emit_until_the_end(event: str, data: dict) -> None:
+        if not (event == "executing" and data.get("node") is None):
+            emit(event, data)
+
     try:
-        result = executor.execute(validation, on_event=emit)
+        result = executor.execute(validation, on_event=emit_until_the_end)
     finally:
         signal.signal(signal.SIGINT, previous)
+    # ComfyUI's order: execution_success / _error / _interrupted, then `executing` null, in every case.
+    emit("executing", {"node": None, "display_node": None, "prompt_id": result.prompt_id})
     return EXIT_OK if result.status == "success" else EXIT_FAILED
 
 

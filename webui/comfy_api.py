@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import mimetypes
+import re
 import os
 import platform
 import struct
@@ -33,15 +35,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.websockets import WebSocketDisconnect
 
+from ..nodes.formats import preview_frames
 from ..nodes.folders import KIND_ALIASES, MODEL_KINDS, UnsafePath, safe_path
 from ..nodes.registry import object_info
 from .context import ServerContext, oversized_nodes
 from .events import SubscriptionClosed
-from .jobs import InvalidWorkflow
+from . import preview_method
+from .jobs import PREVIEW_METHOD_KEY, DuplicateJobId, InvalidWorkflow
 
-# ComfyUI's binary websocket frames: [u32 event][u32 image format][image bytes], big-endian.
-PREVIEW_IMAGE = 1
-PREVIEW_FORMATS = {"JPEG": 1, "PNG": 2}
+_PROMPT_ID = re.compile(r"[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}")
 
 # Extra data ComfyUI never stores (API keys for its paid nodes); dropped before a job is queued.
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
@@ -234,17 +236,48 @@ async def _submit(ctx: ServerContext, body: dict) -> dict | Response:
         raise Refused(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
                       "; ".join(e["errors"][0]["message"] for e in too_big.values()), node_errors=too_big)
 
-    # A client-chosen "number", "prompt_id" or "partial_execution_targets" is not honoured: the queue
-    # numbers jobs itself, names them itself and runs every output node.
+    prompt_id = _client_prompt_id(body.get("prompt_id"))
+    number = _client_number(body.get("number"))
+    # A client-chosen "partial_execution_targets" is not honoured: every output node runs.
     extra = {k: v for k, v in extra_data.items() if k not in SENSITIVE_EXTRA_DATA_KEYS and k != "client_id"}
     extra["source"] = "comfy"
+    extra[PREVIEW_METHOD_KEY] = preview_method.resolve(extra_data.get(PREVIEW_METHOD_KEY), ctx.preview_method)
     try:
         # Validation reads the input folder (LoadImage hashes its file): keep it off the event loop.
         job = await run_in_threadpool(ctx.queue.submit, prompt, client_id=client_id, extra=extra,
-                                      front=bool(body.get("front")))
+                                      front=bool(body.get("front")), job_id=prompt_id, number=number)
     except InvalidWorkflow as exc:
         return JSONResponse(exc.response(), status_code=400)
+    except DuplicateJobId:
+        raise Refused(400, "duplicate_prompt_id", f"prompt_id {prompt_id!r} is already in use",
+                      "each prompt needs an id of its own; leave prompt_id out to get a new one",
+                      **no_node_errors) from None
     return {"prompt_id": job.id, "number": job.number, "node_errors": {}}
+
+
+def _client_prompt_id(value: Any) -> str | None:
+    """A client's own prompt_id (ComfyUI takes it as given): a UUID, 32 hex digits with or without
+    dashes, kept exactly as sent so the client finds it in events and /history."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _PROMPT_ID.fullmatch(value):
+        raise Refused(400, "invalid_prompt_id", "prompt_id must be a UUID string",
+                      f"got {value!r}; e.g. str(uuid.uuid4()), or leave it out", node_errors={})
+    return value
+
+
+def _client_number(value: Any) -> int | float | None:
+    """ComfyUI's "number": the queue position itself (lower runs first; it overrides "front")."""
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise Refused(400, "invalid_request", "number must be a finite number (the queue position)",
+                      f"got {value!r}", node_errors={})
+    return int(number) if number.is_integer() and not isinstance(value, float) else number
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -488,11 +521,6 @@ def _model_kinds() -> list[str]:
 _CLIENT_GONE = (WebSocketDisconnect, RuntimeError, OSError)
 
 
-def _preview_frame(image: Image.Image) -> bytes:
-    header = struct.pack(">II", PREVIEW_IMAGE, PREVIEW_FORMATS["JPEG"])
-    return header + _image_bytes(image.convert("RGB"), "JPEG", quality=95)
-
-
 async def _forward(ctx: ServerContext, websocket: WebSocket, subscription: Any) -> None:
     """The hub's events for this client, as ComfyUI's JSON messages and binary preview frames."""
     while True:
@@ -509,7 +537,7 @@ async def _forward(ctx: ServerContext, websocket: WebSocket, subscription: Any) 
             preview = data.pop("preview")
         await websocket.send_text(json.dumps({"type": event, "data": data}, default=str))
         if preview is not None:
-            await websocket.send_bytes(await run_in_threadpool(_preview_frame, preview))
+            await websocket.send_bytes(await run_in_threadpool(preview_frames.encode, preview))
 
 
 async def _listen(ctx: ServerContext, websocket: WebSocket) -> None:
