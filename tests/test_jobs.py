@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sqlite3
 import threading
@@ -10,7 +11,7 @@ import time
 import pytest
 from inkwash.nodes.declare import Input, Int, Node, Output, Result, String
 from inkwash.webui.events import EventHub, SubscriptionClosed
-from inkwash.webui.jobs import InvalidWorkflow, JobQueue
+from inkwash.webui.jobs import DuplicateJobId, InvalidWorkflow, JobQueue
 
 RUNS: list[str] = []  # labels of the Show nodes that ran, in order
 
@@ -389,6 +390,28 @@ def test_concurrent_submits_all_run_with_unique_increasing_numbers(make_queue):
     assert len(history) == 40 and len(set(numbers)) == 40
     assert numbers == sorted(numbers)  # run in the order they were numbered
     assert {j.id for j in history} == {j.id for j in submitted}
+
+
+def test_chosen_ids_and_numbers_and_a_database_from_before_them(make_queue, tmp_path):
+    db_path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db_path) as conn:  # the schema before client-chosen numbers: number UNIQUE
+        conn.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE, status TEXT NOT NULL,"
+                     " workflow TEXT NOT NULL, client_id TEXT, extra TEXT NOT NULL, output_nodes TEXT NOT NULL,"
+                     " created REAL NOT NULL, started REAL, finished REAL, attempts INTEGER NOT NULL DEFAULT 0,"
+                     " outputs TEXT NOT NULL DEFAULT '{}', error TEXT, messages TEXT NOT NULL DEFAULT '[]')")
+        conn.execute("INSERT INTO jobs (id, number, status, workflow, extra, output_nodes, created)"
+                     " VALUES ('old', 4, 'pending', ?, '{}', '[\"2\"]', 1.0)", (json.dumps(show("old")),))
+    job_queue = make_queue(db_path=db_path)
+    assert [j.id for j in job_queue.pending()] == ["old"]  # kept through the migration
+    same_number = job_queue.submit(show("same"), number=4)  # numbers need not be unique any more
+    before = job_queue.submit(show("before"), number=-2.5, job_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+    assert before.id == "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0" and before.number == -2.5
+    with pytest.raises(DuplicateJobId, match="0f1e2d3c"):
+        job_queue.submit(show("again"), job_id=before.id)
+    assert [j.id for j in job_queue.pending()] == [before.id, "old", same_number.id]
+    job_queue.start()
+    job_queue.wait(same_number.id, timeout=5)
+    assert [run for run in RUNS if not run.startswith("Number")] == ["before", "old", "same"]
 
 
 # -- the hub on its own ----------------------------------------------------------------------------
