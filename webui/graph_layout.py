@@ -1,4 +1,5 @@
-"""API-format workflows to and from the graph editor's own (LiteGraph, schema 0.4) workflow format.
+"""API-format workflows laid out in the graph editor's own (LiteGraph, schema 0.4) workflow format
+(the other direction, as the frontend converts, is ui_workflow.py).
 
 An API-format workflow names each node's inputs; the editor's format lists a node's widget values
 positionally, in the order of the inputs the node's /object_info entry declares, and keeps links in a
@@ -198,32 +199,3 @@ def _lay_out(order: list[str], workflow: Mapping[str, Mapping], nodes: dict[str,
             nodes[node_id]["pos"] = [x, y]
             y += nodes[node_id]["size"][1] + ROW_GAP
         x += max(nodes[n]["size"][0] for n in columns[column]) + COLUMN_GAP
-
-
-def ui_to_api(graph: Mapping, object_info: Mapping[str, Mapping]) -> dict:
-    """The API-format workflow for an editor workflow of known node types (muted and bypassed nodes,
-    and notes without an /object_info entry, are left out)."""
-    links = {link[0]: link for link in graph.get("links") or []}
-    workflow: dict[str, dict] = {}
-    for node in graph.get("nodes") or []:
-        info = object_info.get(node.get("type"))
-        if info is None or node.get("mode", 0) in (2, 4):
-            continue
-        linked = {slot["name"]: links[slot["link"]] for slot in node.get("inputs") or []
-                  if slot.get("link") is not None and slot["link"] in links}
-        values = list(node.get("widgets_values") or [])
-        inputs: dict[str, Any] = {}
-        position = 0
-        for name, kind, options in declared_inputs(info):
-            if has_widget(kind, options):
-                if position < len(values):
-                    inputs[name] = values[position]
-                position += 1 + has_seed_control(name, kind, options)
-            if name in linked:
-                link = linked[name]
-                inputs[name] = [str(link[1]), link[2]]
-        entry: dict[str, Any] = {"class_type": node["type"], "inputs": inputs}
-        if node.get("title"):
-            entry["_meta"] = {"title": node["title"]}
-        workflow[str(node["id"])] = entry
-    return workflow

@@ -16,7 +16,8 @@ from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
 from ..generation import WORKFLOWS_DIR
 from ..graph_editor import Refused, user_path, user_root
-from ..graph_layout import api_to_ui, declared_inputs, has_widget, ui_to_api
+from ..graph_layout import api_to_ui, declared_inputs, has_widget
+from ..ui_workflow import UIWorkflowError, api_workflow
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -93,10 +94,10 @@ def load_upload(ctx: ServerContext, path: str | Path) -> dict:
 
 def to_api(ctx: ServerContext, data: Any) -> dict:
     """API format from the API format, the editor's format, or a /prompt body or history entry."""
-    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
-        data = ui_to_api(data, object_info(dict(ctx.registry)))
-    elif isinstance(data, dict) and isinstance(data.get("prompt"), dict):
-        data = data["prompt"]
+    try:
+        data = api_workflow(data, object_info(dict(ctx.registry)))
+    except UIWorkflowError as exc:
+        raise WorkflowError(str(exc)) from None
     if not isinstance(data, dict) or not data:
         raise WorkflowError("not a workflow: expected a JSON object of nodes")
     for node_id, node in data.items():
