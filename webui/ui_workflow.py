@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..nodes.graph import is_link
 from .graph_layout import declared_inputs, has_seed_control, has_widget
 
 MUTED, BYPASSED = 2, 4
@@ -101,17 +102,13 @@ def ui_to_api(graph: Mapping, object_info: Mapping[str, Mapping]) -> dict:
     # The frontend's last pass: an input linked to a node that is not in the prompt (muted, say) goes.
     for entry in workflow.values():
         for name, value in list(entry["inputs"].items()):
-            if _is_api_link(value) and value[0] not in workflow:
+            if is_link(value) and value[0] not in workflow:
                 del entry["inputs"][name]
     return workflow
 
 
 def _nodes(raw: Any) -> dict[Any, dict]:
     return {node["id"]: node for node in raw or [] if isinstance(node, Mapping) and "id" in node}
-
-
-def _is_api_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
 def _emit(scope: _Scope, object_info: Mapping, workflow: dict, depth: int) -> None:
