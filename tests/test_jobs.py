@@ -468,3 +468,20 @@ def test_a_slow_reader_loses_progress_first_and_is_closed_rather_than_lose_resul
     assert slow.closed and slow.overflowed and hub.subscriber_count() == 0
     with pytest.raises(SubscriptionClosed):
         slow.get(timeout=0.01)
+
+
+def test_a_progress_carrying_an_output_image_is_never_dropped_as_a_preview_would_be():
+    from PIL import Image
+
+    from inkwash.nodes.formats.preview_frames import ImageFrame
+
+    hub = EventHub(buffer_size=3)
+    slow = hub.subscribe("c")
+    frame = ImageFrame(Image.new("RGB", (4, 4)))
+    hub.publish("progress", {"value": 0, "preview": frame}, "c")  # SaveImageWebsocket's image
+    hub.publish("progress", {"value": 1, "preview": Image.new("RGB", (4, 4))}, "c")  # a sampler preview
+    hub.publish("executing", {"node": "2"}, "c")
+    hub.publish("executed", {"node": "2"}, "c")  # full: the preview goes, the output image stays
+    assert [(name, data.get("value")) for name, data in slow.drain()] == [
+        ("progress", 0), ("executing", None), ("executed", None)]
+    assert slow.dropped == 1
