@@ -165,6 +165,26 @@ def messages(received) -> list[dict]:
     return [json.loads(out) for out in received if isinstance(out, str)]
 
 
+def run_to_the_end(server, prompt, while_running=None) -> tuple[list[dict], dict]:
+    """Queue `prompt`, read its messages to `executing` null, then its /history entry at once."""
+    client_id = str(uuid.uuid4())
+    ws = server.connect(client_id)
+    try:
+        prompt_id = server.queue_prompt(prompt, client_id)["prompt_id"]
+        if while_running is not None:
+            while_running(prompt_id)
+        received = messages(read_until_done(ws, prompt_id))
+        return received, server.get_history(prompt_id)[prompt_id]
+    finally:
+        ws.close()
+
+
+def assert_ends_with(received: list[dict], outcome: str) -> None:
+    names = [m["type"] for m in received if m["type"] not in ("status", "progress")]
+    assert names[-2:] == [outcome, "executing"], names
+    assert received[-1]["data"]["node"] is None
+
+
 @pytest.fixture
 def serve(folders, tmp_path, one_thread):
     servers = []
@@ -199,8 +219,7 @@ def test_websockets_api_example_finds_the_history_of_every_prompt(server, checkp
             images = [server.get_image(i["filename"], i["subfolder"], i["type"])
                       for i in history["outputs"]["9"]["images"]]
             assert [Image.open(io.BytesIO(data)).size for data in images] == [(64, 64)]
-            names = [m["type"] for m in messages(received) if m["type"] not in ("status", "progress")]
-            assert names[-2:] == ["execution_success", "executing"], names
+            assert_ends_with(messages(received), "execution_success")
             assert history["status"]["status_str"] == "success"
     finally:
         ws.close()
@@ -210,16 +229,8 @@ def test_a_failed_prompt_ends_with_execution_error_then_executing_null(server, c
     (folders.models_dir / "checkpoints" / "broken.safetensors").write_bytes(b"not a checkpoint at all")
     prompt = txt2img()
     prompt["4"]["inputs"]["ckpt_name"] = "broken.safetensors"  # valid when queued, fails when loaded
-    client_id = str(uuid.uuid4())
-    ws = server.connect(client_id)
-    try:
-        prompt_id = server.queue_prompt(prompt, client_id)["prompt_id"]
-        received = messages(read_until_done(ws, prompt_id))
-        history = server.get_history(prompt_id)[prompt_id]
-    finally:
-        ws.close()
-    names = [m["type"] for m in received if m["type"] != "status"]
-    assert names[-2:] == ["execution_error", "executing"], names
+    received, history = run_to_the_end(server, prompt)
+    assert_ends_with(received, "execution_error")
     error = next(m["data"] for m in received if m["type"] == "execution_error")
     assert error["node_id"] == "4" and error["node_type"] == "CheckpointLoaderSimple"
     assert history["status"]["status_str"] == "error" and history["status"]["completed"] is False
@@ -228,18 +239,13 @@ def test_a_failed_prompt_ends_with_execution_error_then_executing_null(server, c
 
 def test_an_interrupted_prompt_ends_with_execution_interrupted_then_executing_null(server):
     Hold.entered.clear()
-    client_id = str(uuid.uuid4())
-    ws = server.connect(client_id)
-    try:
-        prompt_id = server.queue_prompt({"1": {"class_type": "Hold", "inputs": {"label": "held"}}}, client_id)["prompt_id"]
+
+    def interrupt(prompt_id):
         assert Hold.entered.wait(30)
         assert server.post("/interrupt", {"prompt_id": prompt_id})[0] == 200
-        received = messages(read_until_done(ws, prompt_id))
-        history = server.get_history(prompt_id)[prompt_id]
-    finally:
-        ws.close()
-    names = [m["type"] for m in received if m["type"] != "status"]
-    assert names[-2:] == ["execution_interrupted", "executing"], names
+
+    received, history = run_to_the_end(server, {"1": {"class_type": "Hold", "inputs": {"label": "held"}}}, interrupt)
+    assert_ends_with(received, "execution_interrupted")
     assert history["status"]["status_str"] == "error"
     assert history["status"]["messages"][-1][0] == "execution_interrupted"
 
