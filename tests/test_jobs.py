@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import queue
 import sqlite3
@@ -485,3 +486,36 @@ def test_a_progress_carrying_an_output_image_is_never_dropped_as_a_preview_would
     assert [(name, data.get("value")) for name, data in slow.drain()] == [
         ("progress", 0), ("executing", None), ("executed", None)]
     assert slow.dropped == 1
+
+
+class Warns(Node):
+    """Logs warnings as the runtime does (a missing embedding), twice the same one."""
+
+    inputs = [Input("value", "INT")]
+    outputs = [Output("INT")]
+
+    def run(self, value):
+        log = logging.getLogger("inkwash.nodes.runtime.stub")
+        log.warning("embedding 'EasyNegative' not found")
+        log.warning("embedding 'EasyNegative' not found")  # e.g. read again by a second text encoder
+        log.warning("something else")
+        return (value,)
+
+
+def test_node_warnings_reach_the_jobs_messages_and_client_once_each(tmp_path):
+    hub = EventHub()
+    sub = hub.subscribe("c")
+    job_queue = JobQueue(tmp_path / "jobs.sqlite3", {**REGISTRY, "Warns": Warns}, hub)
+    try:
+        job_queue.start()
+        workflow = {"1": {"class_type": "Number", "inputs": {"value": 2}},
+                    "2": {"class_type": "Warns", "inputs": {"value": ["1", 0]}},
+                    "3": {"class_type": "Show", "inputs": {"value": ["2", 0], "label": "w"}}}
+        job = job_queue.wait(job_queue.submit(workflow, client_id="c").id, timeout=5)
+    finally:
+        job_queue.close()
+    assert job.status == "success"
+    warnings = [(d["node_id"], d["message"]) for name, d in job.messages if name == "execution_warning"]
+    assert warnings == [("2", "embedding 'EasyNegative' not found"), ("2", "something else")]
+    sent = [(d["node_id"], d["message"]) for name, d in sub.drain() if name == "execution_warning"]
+    assert sent == warnings

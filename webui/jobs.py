@@ -522,8 +522,14 @@ class JobQueue:
                 data = _without_preview(data)  # sampler previews are off; an output node's frames are not
             self.hub.publish(name, data, job.client_id)
 
+        warned: set[tuple] = set()
+
         def on_warning(message: str) -> None:
-            warning = {"prompt_id": job.id, "node_id": self._progress.node, "message": message,
+            node_id = self.progress.node
+            if (node_id, message) in warned:  # once per node (SDXL's two text encoders read one prompt)
+                return
+            warned.add((node_id, message))
+            warning = {"prompt_id": job.id, "node_id": node_id, "message": message,
                        "timestamp": int(time.time() * 1000)}
             messages.append(["execution_warning", warning])
             self.hub.publish("execution_warning", warning, job.client_id)
@@ -580,8 +586,9 @@ class JobQueue:
             self._progress.node = data["node"]
             if name == "progress":
                 self._progress.value, self._progress.max = data.get("value", 0), data.get("max", 0)
-                if data.get("preview") is not None:  # keep the last preview between steps that send none
-                    self._progress.preview = data["preview"]
+                preview = data.get("preview")
+                if preview is not None:  # keep the last preview between steps that send none
+                    self._progress.preview = preview.image if isinstance(preview, ImageFrame) else preview
 
     def _broadcast_status(self, force: bool = False) -> None:
         """ComfyUI's "status" event to everyone, when the number of queued jobs changed. Called with
