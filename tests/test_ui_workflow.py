@@ -85,6 +85,19 @@ def test_a_bypassed_node_without_an_input_of_the_wanted_type_passes_nothing(info
     assert ui_to_api(ui, info)["3"] == {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}
 
 
+def test_a_bypassed_node_passes_the_input_of_the_consumers_type_when_its_own_slot_does_not_fit(info):
+    ui = graph([
+        node(1, "LoadImage", outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")], widgets=["example.png", "image"]),
+        # any node type, bypassed: output 0 is a MASK, input 0 an IMAGE, so the MASK input is used
+        node(2, "SomeMaskFilter", [("image", "IMAGE", 1), ("mask", "MASK", 2)], [("MASK", "MASK")], mode=4),
+        node(3, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[64, 64, 1]),
+        node(4, "SetLatentNoiseMask", [("samples", "LATENT", 3), ("mask", "MASK", 4)], [("LATENT", "LATENT")]),
+    ], [(1, 1, 0, 2, 0, "IMAGE"), (2, 1, 1, 2, 1, "MASK"), (3, 3, 0, 4, 0, "LATENT"), (4, 2, 0, 4, 1, "MASK")])
+    api = ui_to_api(ui, info)
+    assert "2" not in api
+    assert api["4"]["inputs"] == {"samples": ["3", 0], "mask": ["1", 1]}
+
+
 def subgraph_definition():
     """A subgraph "encode": CLIP and a promoted text widget in, CONDITIONING out; a bypassed
     CLIPSetLastLayer inside."""

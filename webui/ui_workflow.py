@@ -5,10 +5,12 @@ as a PNG or taken from Comfy-Org's templates runs as it would there.
 * Widget values are listed positionally in `widgets_values`, in the order of the inputs the node
   type's /object_info entry declares (with the "control after generate" value after a seed); a link
   into a widget input replaces the widget's value.
-* Muted nodes (mode 2) are left out, and so is any input linked to one (the frontend's rule: the
-  consumer then lacks that input, and validation says so).
-* Bypassed nodes (mode 4) are left out and their consumers are linked through: to the bypassed node's
-  input of the consumer's type, trying the input at the output's own slot first, as the frontend does.
+* Muted nodes (mode 2) are left out, and so is any link from one (the consumer keeps its widget
+  value, or lacks the input and validation says so).
+* Bypassed nodes (mode 4) are left out and their consumers are linked through to the bypassed node's
+  input that fits: the one at the output's own index, else one of the consumer's type (the frontend's
+  choice); nothing when none fits or it is not linked.
+* A widget value that is a list is written `{"__value__": [...]}`, as the frontend does.
 * Virtual nodes are resolved away: a Reroute passes its input on; a PrimitiveNode gives its value to
   the widgets it is linked to; notes are dropped.
 * Subgraphs (`definitions.subgraphs`; the node's type is the subgraph's id) are expanded: an inner
@@ -149,18 +151,23 @@ def _widget_values(node: dict, info: Mapping | None) -> dict[str, Any]:
 
 
 def _api_node(scope: _Scope, node: dict, info: Mapping | None) -> dict:
-    inputs: dict[str, Any] = _widget_values(node, info)
+    inputs: dict[str, Any] = {name: _literal(value) for name, value in _widget_values(node, info).items()}
     for slot in node.get("inputs") or []:
         if not isinstance(slot, Mapping) or slot.get("link") is None:
             continue
         source = _resolve_link(scope, slot["link"], slot.get("type"), depth=0)
         if source is None:
             continue
-        inputs[slot["name"]] = [source[1], source[2]] if source[0] == "link" else source[1]
+        inputs[slot["name"]] = [source[1], source[2]] if source[0] == "link" else _literal(source[1])
     entry: dict[str, Any] = {"class_type": node["type"], "inputs": inputs}
     if node.get("title"):
         entry["_meta"] = {"title": node["title"]}
     return entry
+
+
+def _literal(value: Any) -> Any:
+    """A widget value as the API format writes it: a list is wrapped, so it cannot pass for a link."""
+    return {"__value__": value} if isinstance(value, list) else value
 
 
 def _resolve_link(scope: _Scope, link_id: Any, wanted_type: Any, depth: int) -> _Source:
@@ -189,9 +196,11 @@ def _resolve_output(scope: _Scope, node: dict, slot: int, wanted_type: Any, dept
         if not inputs or inputs[0].get("link") is None:
             return None
         return _resolve_link(scope, inputs[0]["link"], wanted_type, depth + 1)
+    if mode == MUTED:
+        return None  # the consumer keeps its widget value, or lacks the input
     if mode == BYPASSED:
         return _through_bypassed(scope, node, slot, wanted_type, depth)
-    if str(kind) in scope.subgraphs and mode != MUTED:
+    if str(kind) in scope.subgraphs:
         inner = _inner_scope(scope, node)
         for link_id, link in inner.links.items():
             if link.target_id == SUBGRAPH_OUTPUT and link.target_slot == slot:
@@ -200,29 +209,47 @@ def _resolve_output(scope: _Scope, node: dict, slot: int, wanted_type: Any, dept
     return ("link", scope.prefix + str(node["id"]), int(slot))
 
 
-def _through_bypassed(scope: _Scope, node: dict, slot: int, wanted_type: Any, depth: int) -> _Source:
-    """The frontend's bypass: the bypassed node's input of the wanted type, the one at the output's
-    own slot first; nothing when that input is not linked."""
+def _compatible(a: Any, b: Any) -> bool:
+    """LiteGraph's isValidConnection: equal types, a wildcard, or comma-separated lists that share one."""
+    if a in ("*", "", None) or b in ("*", "", None) or a == b:
+        return True
+    return isinstance(a, str) and isinstance(b, str) and bool(set(a.split(",")) & set(b.split(",")))
+
+
+def _bypass_input(node: dict, slot: int, wanted_type: Any) -> int | None:
+    """The input a bypassed node passes to its output `slot`, chosen as the frontend chooses: the input
+    at the same index when it fits both the output's and the consumer's type, else the first input of
+    exactly the consumer's type, else the first that fits both."""
     inputs = node.get("inputs") or []
-    for index in [slot, *range(len(inputs))]:
-        if 0 <= index < len(inputs) and inputs[index].get("type") == wanted_type:
-            link_id = inputs[index].get("link")
-            return None if link_id is None else _resolve_link(scope, link_id, wanted_type, depth + 1)
-    return None
+    outputs = node.get("outputs") or []
+    output_type = outputs[slot].get("type") if 0 <= slot < len(outputs) else None
+    if wanted_type in ("*", "", None):
+        return slot if len(inputs) > slot else (0 if inputs else None)
+    types = [entry.get("type") for entry in inputs]
+    if slot < len(types) and _compatible(types[slot], output_type) and _compatible(types[slot], wanted_type):
+        return slot
+    if wanted_type in types:
+        return types.index(wanted_type)
+    return next((i for i, t in enumerate(types) if _compatible(t, output_type) and _compatible(t, wanted_type)), None)
+
+
+def _through_bypassed(scope: _Scope, node: dict, slot: int, wanted_type: Any, depth: int) -> _Source:
+    """What a bypassed node's input passes through; nothing when no input fits or it is not linked."""
+    index = _bypass_input(node, slot, wanted_type)
+    if index is None:
+        return None
+    link_id = (node.get("inputs") or [])[index].get("link")
+    return None if link_id is None else _resolve_link(scope, link_id, wanted_type, depth + 1)
 
 
 def _from_outer_input(scope: _Scope, index: int, wanted_type: Any, depth: int) -> _Source:
     """A subgraph input: what the subgraph node's matching input is linked to, or its widget value."""
     if scope.parent is None or scope.outer is None or scope.definition is None:
         return None
-    declared = scope.definition.get("inputs") or []
-    name = declared[index].get("name") if 0 <= index < len(declared) else None
     outer_inputs = scope.outer.get("inputs") or []
-    slot = next((s for s in outer_inputs if s.get("name") == name), None)
-    if slot is None and 0 <= index < len(outer_inputs):
-        slot = outer_inputs[index]
-    if slot is None:
+    if not 0 <= index < len(outer_inputs):  # the subgraph node's inputs are the subgraph's, in order
         return None
+    slot = outer_inputs[index]
     if slot.get("link") is not None:
         return _resolve_link(scope.parent, slot["link"], wanted_type, depth + 1)
     # a promoted widget: its value is the subgraph node's, in the order of its widget inputs
