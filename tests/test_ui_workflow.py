@@ -136,6 +136,15 @@ def test_subgraphs_expand_with_frontend_ids_and_take_their_outer_links_and_widge
     assert api["9"]["inputs"] == {"conditioning_1": ["7:2", 0], "conditioning_2": ["8:2", 0]}
 
 
+def test_a_legacy_group_node_is_refused_saying_what_to_do(info):
+    from inkwash.webui.ui_workflow import UIWorkflowError
+
+    ui = graph([node(5, "workflow>encode both", outputs=[("CONDITIONING", "CONDITIONING")])], [],
+               extra={"groupNodes": {"encode both": {"nodes": [], "links": [], "external": []}}})
+    with pytest.raises(UIWorkflowError, match=r"node 5 is a group node .*graph editor"):
+        ui_to_api(ui, info)
+
+
 # -- Comfy-Org's templates -------------------------------------------------------------------------------
 
 templates_json = pytest.importorskip("comfyui_workflow_templates_json")

@@ -17,6 +17,8 @@ as a PNG or taken from Comfy-Org's templates runs as it would there.
   node's id is "outer:inner" (nested: "a:b:c"), subgraph inputs take what the outer node's inputs are
   linked to (or its widget value), outer outputs come from the inner node linked to the subgraph's
   output. A muted or bypassed subgraph node mutes or bypasses everything inside.
+* Legacy group nodes (type "workflow>NAME") are refused with what to do: the graph editor converts
+  them to subgraphs when it opens the workflow.
 * Nodes of a type /object_info does not describe are kept with their links (their widget values
   cannot be named), so validation names the missing node type instead of the workflow silently
   running without it.
@@ -34,6 +36,7 @@ MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20  # the ids of a subgraph's input and output nodes
 REROUTE, PRIMITIVE = "Reroute", "PrimitiveNode"
 VIRTUAL_TYPES = frozenset({REROUTE, PRIMITIVE, "Note", "MarkdownNote"})
+GROUP_NODE_PREFIXES = ("workflow>", "workflow/")  # legacy group nodes, defined in extra.groupNodes
 
 
 class UIWorkflowError(ValueError):
@@ -123,6 +126,10 @@ def _emit(scope: _Scope, object_info: Mapping, workflow: dict, depth: int) -> No
         if str(kind) in scope.subgraphs:
             _emit(_inner_scope(scope, node), object_info, workflow, depth + 1)
             continue
+        if isinstance(kind, str) and kind.startswith(GROUP_NODE_PREFIXES):
+            raise UIWorkflowError(
+                f"node {node['id']} is a group node ({kind!r}), ComfyUI's older form of subgraphs: open the "
+                "workflow in the graph editor (/graph/), which turns group nodes into subgraphs, and save it")
         workflow[scope.prefix + str(node["id"])] = _api_node(scope, node, object_info.get(kind))
 
 
