@@ -13,6 +13,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from inkwash.nodes.executor import Executor
+from inkwash.nodes.graph import is_link
 from inkwash.nodes.registry import object_info
 from inkwash.webui.ui_workflow import VIRTUAL_TYPES, ui_to_api
 from tiny_models import tiny_sdxl, write_tiny_checkpoint
@@ -172,8 +173,7 @@ def test_every_template_in_the_package_converts(info):
         for node_id, entry in api.items():
             assert isinstance(entry["class_type"], str) and entry["class_type"] not in VIRTUAL_TYPES, (name, node_id)
             for value in entry["inputs"].values():  # every link leads to a node of the prompt
-                if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) \
-                        and isinstance(value[0], str):
+                if is_link(value):
                     assert value[0] in api, (name, node_id, value)
 
 
