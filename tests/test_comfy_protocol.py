@@ -310,8 +310,8 @@ def frames_of(server, client_id, extra_data=None) -> list[bytes]:
     """The binary frames a client gets for one txt2img prompt (a new seed each time: nothing cached)."""
     ws = server.connect(client_id)
     try:
-        prompt_id = server.queue_prompt(txt2img(seed=next(SEEDS)), client_id, **({"extra_data": extra_data} if extra_data else {}))[
-            "prompt_id"]
+        body = {"extra_data": extra_data} if extra_data else {}
+        prompt_id = server.queue_prompt(txt2img(seed=next(SEEDS)), client_id, **body)["prompt_id"]
         received = read_until_done(ws, prompt_id)
     finally:
         ws.close()

@@ -47,8 +47,8 @@ def test_primitives_reroutes_bypassed_and_muted_nodes_resolve_as_the_frontend_do
              [("MODEL", "MODEL"), ("CLIP", "CLIP")], ["gone.safetensors", 1.0, 1.0], mode=4),
         node(3, "Reroute", [("", "*", 3)], [("", "CLIP")]),
         node(4, "Reroute", [("", "*", 4)], [("", "CLIP")]),  # two reroutes in a row
-        node(5, "CLIPTextEncode", [("clip", "CLIP", 5), ("text", "STRING", 6, True)], [("CONDITIONING", "CONDITIONING")],
-             ["the stale value the primitive replaces"], title="Positive"),
+        node(5, "CLIPTextEncode", [("clip", "CLIP", 5), ("text", "STRING", 6, True)],
+             [("CONDITIONING", "CONDITIONING")], ["the stale value the primitive replaces"], title="Positive"),
         node(6, "PrimitiveNode", outputs=[("STRING", "STRING")], widgets=["a red circle"]),
         node(7, "CLIPTextEncode", [("clip", "CLIP", 7)], [("CONDITIONING", "CONDITIONING")], ["muted"], mode=2),
         node(8, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[64, 64, 1]),

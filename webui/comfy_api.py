@@ -85,7 +85,7 @@ async def _json_object(request: Request, *, optional: bool = False, **error_body
         raise _refused(400, "invalid_json", "Request body is not valid JSON", str(exc), **error_body) from None
     if not isinstance(body, dict):
         raise _refused(400, "invalid_request", "Request body must be a JSON object",
-                      f"got {type(body).__name__}", **error_body)
+                       f"got {type(body).__name__}", **error_body)
     return body
 
 
@@ -117,7 +117,7 @@ def _plain_name(name: str, what: str = "filename") -> str:
     if (not name or "\x00" in name or "/" in name or "\\" in name or name in (".", "..")
             or PurePosixPath(name).name != name or (os.name == "nt" and ":" in name)):
         raise _refused(400, "invalid_filename", f"Invalid {what} {name!r}",
-                      "a bare file name is expected, without folders or '..'")
+                       "a bare file name is expected, without folders or '..'")
     return name
 
 
@@ -201,21 +201,21 @@ async def _submit(ctx: ServerContext, body: dict) -> dict | Response:
     prompt = body.get("prompt")
     if prompt is None:
         raise _refused(400, "no_prompt", "No prompt provided", "the body needs a 'prompt' (API-format workflow)",
-                      **no_node_errors)
+                       **no_node_errors)
     if not isinstance(prompt, dict):
         raise _refused(400, "invalid_prompt", "The prompt must be a JSON object of nodes keyed by id",
-                      f"got {type(prompt).__name__}", **no_node_errors)
+                       f"got {type(prompt).__name__}", **no_node_errors)
     extra_data = body.get("extra_data") or {}
     if not isinstance(extra_data, dict):
         raise _refused(400, "invalid_request", "extra_data must be a JSON object", **no_node_errors)
     client_id = body.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
         raise _refused(400, "invalid_request", "client_id must be a string of at most 128 characters",
-                      **no_node_errors)
+                       **no_node_errors)
     too_big = oversized_nodes(prompt, ctx.max_pixels)
     if too_big:
         raise _refused(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                      "; ".join(e["errors"][0]["message"] for e in too_big.values()), node_errors=too_big)
+                       "; ".join(e["errors"][0]["message"] for e in too_big.values()), node_errors=too_big)
 
     prompt_id = _client_prompt_id(body.get("prompt_id"))
     number = _client_number(body.get("number"))
@@ -231,8 +231,8 @@ async def _submit(ctx: ServerContext, body: dict) -> dict | Response:
         return JSONResponse(exc.response(), status_code=400)
     except DuplicateJobId:
         raise _refused(400, "duplicate_prompt_id", f"prompt_id {prompt_id!r} is already in use",
-                      "each prompt needs an id of its own; leave prompt_id out to get a new one",
-                      **no_node_errors) from None
+                       "each prompt needs an id of its own; leave prompt_id out to get a new one",
+                       **no_node_errors) from None
     return {"prompt_id": job.id, "number": job.number, "node_errors": {}}
 
 
@@ -243,7 +243,7 @@ def _client_prompt_id(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not _PROMPT_ID.fullmatch(value):
         raise _refused(400, "invalid_prompt_id", "prompt_id must be a UUID string",
-                      f"got {value!r}; e.g. str(uuid.uuid4()), or leave it out", node_errors={})
+                       f"got {value!r}; e.g. str(uuid.uuid4()), or leave it out", node_errors={})
     return value
 
 
@@ -257,7 +257,7 @@ def _client_number(value: Any) -> int | float | None:
         number = math.nan
     if not math.isfinite(number):
         raise _refused(400, "invalid_request", "number must be a finite number (the queue position)",
-                      f"got {value!r}", node_errors={})
+                       f"got {value!r}", node_errors={})
     return int(number) if number.is_integer() and not isinstance(value, float) else number
 
 
@@ -334,10 +334,10 @@ def _checked_image(data: bytes) -> Image.Image:
             with Image.open(io.BytesIO(data)) as probe:
                 if probe.format not in UPLOAD_FORMATS:
                     raise _refused(400, "invalid_image", f"Unsupported image format {probe.format}",
-                                  f"accepted: {', '.join(UPLOAD_FORMATS)}")
+                                   f"accepted: {', '.join(UPLOAD_FORMATS)}")
                 if probe.width * probe.height > MAX_UPLOAD_PIXELS:
                     raise _refused(413, "image_too_large",
-                                  f"Image is {probe.width}x{probe.height}, more than {MAX_UPLOAD_PIXELS} pixels")
+                                   f"Image is {probe.width}x{probe.height}, more than {MAX_UPLOAD_PIXELS} pixels")
                 probe.verify()
             image = Image.open(io.BytesIO(data))
             image.load()  # verify() does not decode every format; a full decode catches truncated files
@@ -387,7 +387,7 @@ async def _upload(ctx: ServerContext, request: Request, *, as_mask: bool) -> dic
         filename = _plain_name(upload.filename or "", "upload file name")
         if not filename.lower().endswith(UPLOAD_EXTENSIONS) or filename.startswith("."):
             raise _refused(400, "invalid_filename", f"Upload name {filename!r} needs an image extension",
-                          f"accepted: {', '.join(UPLOAD_EXTENSIONS)}")
+                           f"accepted: {', '.join(UPLOAD_EXTENSIONS)}")
         data = await upload.read(ctx.max_upload_bytes + 1)
         if len(data) > ctx.max_upload_bytes:
             raise _refused(413, "upload_too_large", f"Upload is larger than {ctx.max_upload_bytes} bytes")

@@ -118,7 +118,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error        TEXT,
     messages     TEXT NOT NULL DEFAULT '[]'
 );
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, number, created);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, number);
 CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished, number);
 -- last number given at the back ("back", counts up) and at the front ("front", counts down),
 -- kept apart from the jobs so numbers are never reused after history is deleted
@@ -222,7 +222,8 @@ class JobStore:
     def claim_next(self) -> Job | None:
         """Mark the lowest-numbered pending job running and return it."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY number, created LIMIT 1",
+            # equal numbers (a client may choose one already taken) run in the order they came
+            row = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY number, rowid LIMIT 1",
                                (PENDING,)).fetchone()
             if row is None:
                 return None
@@ -291,8 +292,7 @@ class JobStore:
     def with_status(self, *statuses: str) -> list[Job]:
         marks = ",".join("?" * len(statuses))
         return [_job_from_row(r) for r in
-                self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY number, created",
-                                         statuses)]
+                self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY number, rowid", statuses)]
 
     def finished(self, max_items: int | None = None) -> list[Job]:
         """Finished jobs, oldest first; with max_items, the most recent ones."""
