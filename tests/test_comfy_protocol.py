@@ -432,3 +432,24 @@ def test_lora_loader_with_a_missing_file_fails_validation(server, checkpoint):
     assert status == 400 and body["error"]["type"] == "prompt_outputs_failed_validation"
     error, = body["node_errors"]["10"]["errors"]
     assert error["type"] == "value_not_in_list" and "missing.safetensors" in error["details"]
+
+
+def test_preview_method_flag_reaches_the_server_context(folders, tmp_path):
+    from inkwash.webui.cli import build_parser
+    from inkwash.webui.serve_options import resolve
+    from inkwash.webui.server import create_context
+
+    def options(*flags):
+        paths = ["--data-dir", str(tmp_path / "data"), "--models-dir", str(folders.models_dir),
+                 "--output-dir", str(folders.output_dir), "--input-dir", str(folders.input_dir)]
+        return resolve(build_parser().parse_args(["serve", *paths, *flags]))
+
+    assert options().preview_method == "none"  # ComfyUI's default
+    chosen = options("--preview-method", "latent2rgb")
+    ctx = create_context(chosen)
+    try:
+        assert ctx.preview_method == "latent2rgb"
+    finally:
+        ctx.queue.close()
+    with pytest.raises(SystemExit):
+        options("--preview-method", "sometimes")
