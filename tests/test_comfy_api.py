@@ -76,8 +76,9 @@ def upload(client, name, data, **fields):
 
 
 def messages_until_done(ws, prompt_id):
-    """Websocket messages (JSON dicts, or bytes for binary frames) up to this prompt's end. Call it once
-    the job is done, so every message is already on its way and no read can block forever."""
+    """Websocket messages (JSON dicts, or bytes for binary frames) up to this prompt's end (`executing`
+    with node null). Call it once the job is done, so every message is already on its way and no read
+    can block forever."""
     received = []
     while True:
         message = ws.receive()
@@ -86,9 +87,8 @@ def messages_until_done(ws, prompt_id):
             continue
         data = json.loads(message["text"])
         received.append(data)
-        if data["type"] in ("execution_success", "execution_error", "execution_interrupted") \
-                and data["data"].get("prompt_id") == prompt_id:
-            return received
+        if data["type"] == "executing" and data["data"]["node"] is None and data["data"]["prompt_id"] == prompt_id:
+            return received  # ComfyUI's end of a prompt, whatever its outcome
 
 
 def test_comfyui_client_flow_websocket_prompt_history_view(server, checkpoint):
@@ -98,8 +98,8 @@ def test_comfyui_client_flow_websocket_prompt_history_view(server, checkpoint):
         hello = ws.receive_json()
         assert hello == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}},
                                                     "sid": "client-1"}}
-        posted = client.post("/prompt", json={"prompt": TXT2IMG, "client_id": "client-1",
-                                              "extra_data": {"extra_pnginfo": {"workflow": UI_WORKFLOW}}})
+        posted = client.post("/prompt", json={"prompt": TXT2IMG, "client_id": "client-1", "extra_data": {
+            "extra_pnginfo": {"workflow": UI_WORKFLOW}, "preview_method": "auto"}})
         assert posted.status_code == 200, posted.text
         body = posted.json()
         prompt_id = body["prompt_id"]
@@ -109,15 +109,14 @@ def test_comfyui_client_flow_websocket_prompt_history_view(server, checkpoint):
 
     events = [m for m in received if isinstance(m, dict)]
     names = [m["type"] for m in events if m["type"] != "status"]
-    assert names[0] == "execution_start" and names[-1] == "execution_success"
+    assert names[0] == "execution_start" and names[-2:] == ["execution_success", "executing"]
     assert {"execution_cached", "executing", "progress", "executed"} <= set(names)
     progress = [m["data"] for m in events if m["type"] == "progress"]
     assert [p["value"] for p in progress] == [1, 2] and all("preview" not in p for p in progress)
     assert progress[0] == {"value": 1, "max": 2, "node": "3", "prompt_id": prompt_id}
     executed = next(m["data"] for m in events if m["type"] == "executed")
     assert executed["node"] == "9" and executed["output"]["images"][0]["type"] == "output"
-    assert {"node": None, "display_node": None, "prompt_id": prompt_id} in [
-        m["data"] for m in events if m["type"] == "executing"]
+    assert events[-1]["data"] == {"node": None, "display_node": None, "prompt_id": prompt_id}
 
     frames = [m for m in received if isinstance(m, bytes)]
     assert frames, "no binary preview frame"

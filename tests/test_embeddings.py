@@ -174,9 +174,14 @@ def test_break_windows_follow_a1111(sd1):
 
 # -- errors -----------------------------------------------------------------------------------------------
 
-def test_unknown_embedding_names_the_folder_searched(sd1, embedding_dir):
-    with pytest.raises(EmbeddingError, match=r"embedding 'nowhere' not found in .*embeddings"):
-        encoded(sd1, "a embedding:nowhere, cat")
+def test_unknown_embedding_is_a_warning_naming_the_folder_and_the_text_encodes_without_it(
+        sd1, embedding_dir, caplog):
+    with caplog.at_level("WARNING", logger="inkwash.nodes"):
+        without = encoded(sd1, "a embedding:nowhere, cat")
+    assert_same(without, encoded(sd1, "a cat"))  # as ComfyUI, the whole word goes, comma included
+    warning, = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "embedding 'nowhere' not found in" in warning.getMessage()
+    assert str(embedding_dir) in warning.getMessage() and "encoded without it" in warning.getMessage()
 
 
 def test_traversal_is_refused(sd1, embedding_dir):
@@ -278,5 +283,4 @@ def test_load_by_name_and_a_bare_reference_without_a_name(embedding_dir):
     assert embeddings.load("crimson").count == 3
     with pytest.raises(EmbeddingError, match="embedding 'crimson,' not found"):
         embeddings.load("crimson,")
-    with pytest.raises(EmbeddingError, match="embedding ',' not found"):
-        embeddings.split_text("a embedding:, cat")
+    assert embeddings.split_text("a embedding:, cat") == ["a ", " cat"]  # nothing named: a warning

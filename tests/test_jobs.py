@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import json
 import queue
 import sqlite3
 import threading
@@ -10,7 +12,7 @@ import time
 import pytest
 from inkwash.nodes.declare import Input, Int, Node, Output, Result, String
 from inkwash.webui.events import EventHub, SubscriptionClosed
-from inkwash.webui.jobs import InvalidWorkflow, JobQueue
+from inkwash.webui.jobs import DuplicateJobId, InvalidWorkflow, JobQueue
 
 RUNS: list[str] = []  # labels of the Show nodes that ran, in order
 
@@ -178,8 +180,8 @@ def test_events_go_to_the_jobs_client_and_status_is_broadcast(make_queue):
     alice_events = alice.drain()
     names = [name for name, _ in alice_events]
     assert names[names.index("execution_start"):] == [
-        "execution_start", "execution_cached", "executing", "executing", "executed", "executing",
-        "execution_success", "status"]
+        "execution_start", "execution_cached", "executing", "executing", "executed",
+        "execution_success", "status", "executing"]  # ComfyUI's order: `executing` null comes last
     assert all(d["prompt_id"] == job.id for n, d in alice_events if n != "status")
     assert ("executed", {"node": "2", "display_node": "2", "output": {"text": ["for-alice=1"]},
                          "prompt_id": job.id}) in alice_events
@@ -391,6 +393,28 @@ def test_concurrent_submits_all_run_with_unique_increasing_numbers(make_queue):
     assert {j.id for j in history} == {j.id for j in submitted}
 
 
+def test_chosen_ids_and_numbers_and_a_database_from_before_them(make_queue, tmp_path):
+    db_path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db_path) as conn:  # the schema before client-chosen numbers: number UNIQUE
+        conn.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE, status TEXT NOT NULL,"
+                     " workflow TEXT NOT NULL, client_id TEXT, extra TEXT NOT NULL, output_nodes TEXT NOT NULL,"
+                     " created REAL NOT NULL, started REAL, finished REAL, attempts INTEGER NOT NULL DEFAULT 0,"
+                     " outputs TEXT NOT NULL DEFAULT '{}', error TEXT, messages TEXT NOT NULL DEFAULT '[]')")
+        conn.execute("INSERT INTO jobs (id, number, status, workflow, extra, output_nodes, created)"
+                     " VALUES ('old', 4, 'pending', ?, '{}', '[\"2\"]', 1.0)", (json.dumps(show("old")),))
+    job_queue = make_queue(db_path=db_path)
+    assert [j.id for j in job_queue.pending()] == ["old"]  # kept through the migration
+    same_number = job_queue.submit(show("same"), number=4)  # numbers need not be unique any more
+    before = job_queue.submit(show("before"), number=-2.5, job_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+    assert before.id == "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0" and before.number == -2.5
+    with pytest.raises(DuplicateJobId, match="0f1e2d3c"):
+        job_queue.submit(show("again"), job_id=before.id)
+    assert [j.id for j in job_queue.pending()] == [before.id, "old", same_number.id]
+    job_queue.start()
+    job_queue.wait(same_number.id, timeout=5)
+    assert [run for run in RUNS if not run.startswith("Number")] == ["before", "old", "same"]
+
+
 # -- the hub on its own ----------------------------------------------------------------------------
 
 def test_hub_fans_out_by_client():
@@ -445,3 +469,53 @@ def test_a_slow_reader_loses_progress_first_and_is_closed_rather_than_lose_resul
     assert slow.closed and slow.overflowed and hub.subscriber_count() == 0
     with pytest.raises(SubscriptionClosed):
         slow.get(timeout=0.01)
+
+
+def test_a_progress_carrying_an_output_image_is_never_dropped_as_a_preview_would_be():
+    from PIL import Image
+
+    from inkwash.nodes.formats.preview_frames import ImageFrame
+
+    hub = EventHub(buffer_size=3)
+    slow = hub.subscribe("c")
+    frame = ImageFrame(Image.new("RGB", (4, 4)))
+    hub.publish("progress", {"value": 0, "preview": frame}, "c")  # SaveImageWebsocket's image
+    hub.publish("progress", {"value": 1, "preview": Image.new("RGB", (4, 4))}, "c")  # a sampler preview
+    hub.publish("executing", {"node": "2"}, "c")
+    hub.publish("executed", {"node": "2"}, "c")  # full: the preview goes, the output image stays
+    assert [(name, data.get("value")) for name, data in slow.drain()] == [
+        ("progress", 0), ("executing", None), ("executed", None)]
+    assert slow.dropped == 1
+
+
+class Warns(Node):
+    """Logs warnings as the runtime does (a missing embedding), twice the same one."""
+
+    inputs = [Input("value", "INT")]
+    outputs = [Output("INT")]
+
+    def run(self, value):
+        log = logging.getLogger("inkwash.nodes.runtime.stub")
+        log.warning("embedding 'EasyNegative' not found")
+        log.warning("embedding 'EasyNegative' not found")  # e.g. read again by a second text encoder
+        log.warning("something else")
+        return (value,)
+
+
+def test_node_warnings_reach_the_jobs_messages_and_client_once_each(tmp_path):
+    hub = EventHub()
+    sub = hub.subscribe("c")
+    job_queue = JobQueue(tmp_path / "jobs.sqlite3", {**REGISTRY, "Warns": Warns}, hub)
+    try:
+        job_queue.start()
+        workflow = {"1": {"class_type": "Number", "inputs": {"value": 2}},
+                    "2": {"class_type": "Warns", "inputs": {"value": ["1", 0]}},
+                    "3": {"class_type": "Show", "inputs": {"value": ["2", 0], "label": "w"}}}
+        job = job_queue.wait(job_queue.submit(workflow, client_id="c").id, timeout=5)
+    finally:
+        job_queue.close()
+    assert job.status == "success"
+    warnings = [(d["node_id"], d["message"]) for name, d in job.messages if name == "execution_warning"]
+    assert warnings == [("2", "embedding 'EasyNegative' not found"), ("2", "something else")]
+    sent = [(d["node_id"], d["message"]) for name, d in sub.drain() if name == "execution_warning"]
+    assert sent == warnings

@@ -97,7 +97,8 @@ def test_cli_runs_a_workflow_and_prints_events(checkpoint, folders, tmp_path):
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     names = [e["type"] for e in events]
-    assert names[0] == "execution_start" and names[-1] == "execution_success"
+    assert names[0] == "execution_start" and names[-2:] == ["execution_success", "executing"]
+    assert events[-1]["data"]["node"] is None  # ComfyUI's end of a prompt
     assert "progress" in names and "executed" in names
     (image,) = out.glob("*.png")
     metadata = read_png_metadata(image)
@@ -139,8 +140,10 @@ def test_cli_execution_failure_exits_1(folders, tmp_path):
     workflow.write_text(json.dumps(wf))
     done = cli("run", str(workflow), "--models-dir", str(folders.models_dir))
     assert done.returncode == 1
-    error = [json.loads(line) for line in done.stdout.splitlines()][-1]
+    *_, error, end = [json.loads(line) for line in done.stdout.splitlines()]
     assert error["type"] == "execution_error" and error["data"]["node_id"] == "4"
+    assert end == {"type": "executing", "data": {"node": None, "display_node": None,
+                                                 "prompt_id": error["data"]["prompt_id"]}}
     assert "corrupt.safetensors" in error["data"]["exception_message"]
 
 

@@ -33,16 +33,31 @@ def parse_assignment(text: str) -> tuple[str, str, object]:
 
 
 def load_workflow(path: Path) -> object:
-    """Read an API-format workflow from a .json file, or from the `prompt` chunk of a PNG."""
+    """Read a workflow from a .json file (API or editor format), or from a PNG: its `prompt` chunk,
+    else its editor-format `workflow` chunk."""
     data = path.read_bytes()
     if data.startswith(b"\x89PNG"):
         from inkwash.nodes.formats.png_metadata import read_png_metadata
 
-        prompt = read_png_metadata(data).get("prompt")
-        if prompt is None:
-            raise ValueError(f"{path} carries no workflow (no 'prompt' text chunk)")
-        return prompt
-    return data.decode("utf-8", errors="replace")
+        metadata = read_png_metadata(data)
+        found = metadata.get("prompt") or metadata.get("workflow")
+        if found is None:
+            raise ValueError(f"{path} carries no workflow (no 'prompt' or 'workflow' text chunk)")
+        return found
+    text = data.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # validation reports it as not JSON, in ComfyUI's shape
+
+
+def as_api_format(source: object, registry: dict) -> object:
+    """An editor-format workflow converted as ComfyUI's frontend converts it; anything else as it is."""
+    from inkwash.nodes.registry import object_info
+
+    from .ui_workflow import api_workflow
+
+    return api_workflow(source, object_info(registry))
 
 
 def apply_assignments(workflow: dict, assignments: list[tuple[str, str, object]]) -> None:
@@ -68,9 +83,19 @@ def run_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         emit("validation_error", {"error": {"type": "invalid_prompt", "message": str(exc)}, "node_errors": {}})
         return EXIT_INVALID
+    from inkwash.nodes.executor import Executor
+    from inkwash.nodes.registry import core_nodes
+
+    from .ui_workflow import UIWorkflowError
+
+    registry = core_nodes()
+    try:
+        source = as_api_format(source, registry)
+    except UIWorkflowError as exc:
+        emit("validation_error", {"error": {"type": "invalid_prompt", "message": str(exc)}, "node_errors": {}})
+        return EXIT_INVALID
     if args.set:
         try:
-            source = json.loads(source) if isinstance(source, str) else source
             if not isinstance(source, dict):
                 raise ValueError("the workflow is not a JSON object")
             apply_assignments(source, args.set)
@@ -79,20 +104,24 @@ def run_command(args: argparse.Namespace) -> int:
                                       "node_errors": {}})
             return EXIT_INVALID
 
-    from inkwash.nodes.executor import Executor
-    from inkwash.nodes.registry import core_nodes
-
-    executor = Executor(core_nodes())
+    executor = Executor(registry)
     validation = executor.validate(source)
     if not validation.ok:
         emit("validation_error", validation.response())
         return EXIT_INVALID
     # Ctrl-C interrupts the run cleanly (the executor stops between nodes or sampler steps).
     previous = signal.signal(signal.SIGINT, lambda *_: executor.interrupt())
+
+    def emit_until_the_end(event: str, data: dict) -> None:
+        if not (event == "executing" and data.get("node") is None):
+            emit(event, data)
+
     try:
-        result = executor.execute(validation, on_event=emit)
+        result = executor.execute(validation, on_event=emit_until_the_end)
     finally:
         signal.signal(signal.SIGINT, previous)
+    # ComfyUI's order: execution_success / _error / _interrupted, then `executing` null, in every case.
+    emit("executing", {"node": None, "display_node": None, "prompt_id": result.prompt_id})
     return EXIT_OK if result.status == "success" else EXIT_FAILED
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import mimetypes
+import re
 import os
 import platform
 import struct
@@ -25,7 +27,6 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.routing import APIRoute
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 from starlette.concurrency import run_in_threadpool
@@ -33,15 +34,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.websockets import WebSocketDisconnect
 
+from ..nodes.formats import preview_frames
 from ..nodes.folders import KIND_ALIASES, MODEL_KINDS, UnsafePath, safe_path
 from ..nodes.registry import object_info
 from .context import ServerContext, oversized_nodes
 from .events import SubscriptionClosed
-from .jobs import InvalidWorkflow
+from . import preview_method
+from .json_errors import Refused, RefusalsAsJSON
+from .jobs import PREVIEW_METHOD_KEY, DuplicateJobId, InvalidWorkflow
 
-# ComfyUI's binary websocket frames: [u32 event][u32 image format][image bytes], big-endian.
-PREVIEW_IMAGE = 1
-PREVIEW_FORMATS = {"JPEG": 1, "PNG": 2}
+_PROMPT_ID = re.compile(r"[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}")
 
 # Extra data ComfyUI never stores (API keys for its paid nodes); dropped before a job is queued.
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
@@ -66,28 +68,9 @@ MAX_CLIENT_ID = 128
 _upload_lock = threading.Lock()
 
 
-class Refused(Exception):
-    """A request answered with an error status and a JSON body saying why."""
-
-    def __init__(self, status: int, kind: str, message: str, details: str = "", **body: Any):
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, **body}
-
-
-class _RefusalsAsJSON(APIRoute):
-    """Routes whose `Refused` becomes a JSON response instead of a 500."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def answer(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Refused as refused:
-                return JSONResponse(refused.body, status_code=refused.status)
-
-        return answer
+def _refused(status: int, kind: str, message: str, details: str = "", **body: Any) -> Refused:
+    """A refusal in ComfyUI's error shape."""
+    return Refused(status, message, kind=kind, details=details, **body)
 
 
 # -- request helpers -------------------------------------------------------------------------------
@@ -99,24 +82,24 @@ async def _json_object(request: Request, *, optional: bool = False, **error_body
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Refused(400, "invalid_json", "Request body is not valid JSON", str(exc), **error_body) from None
+        raise _refused(400, "invalid_json", "Request body is not valid JSON", str(exc), **error_body) from None
     if not isinstance(body, dict):
-        raise Refused(400, "invalid_request", "Request body must be a JSON object",
-                      f"got {type(body).__name__}", **error_body)
+        raise _refused(400, "invalid_request", "Request body must be a JSON object",
+                       f"got {type(body).__name__}", **error_body)
     return body
 
 
 def _id_list(body: dict, key: str) -> list[str]:
     ids = body.get(key)
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise Refused(400, "invalid_request", f"'{key}' must be a list of prompt ids")
+        raise _refused(400, "invalid_request", f"'{key}' must be a list of prompt ids")
     return ids
 
 
 def _folder(ctx: ServerContext, kind: str | None) -> Path:
     kind = kind or "output"
     if kind not in FOLDER_TYPES:
-        raise Refused(400, "invalid_type", f"Unknown folder type {kind!r}", "expected output, input or temp")
+        raise _refused(400, "invalid_type", f"Unknown folder type {kind!r}", "expected output, input or temp")
     return Path(getattr(ctx.folders, f"{kind}_dir"))
 
 
@@ -133,8 +116,8 @@ def _plain_name(name: str, what: str = "filename") -> str:
     """A bare file name: no folders, no `..`, nothing absolute."""
     if (not name or "\x00" in name or "/" in name or "\\" in name or name in (".", "..")
             or PurePosixPath(name).name != name or (os.name == "nt" and ":" in name)):
-        raise Refused(400, "invalid_filename", f"Invalid {what} {name!r}",
-                      "a bare file name is expected, without folders or '..'")
+        raise _refused(400, "invalid_filename", f"Invalid {what} {name!r}",
+                       "a bare file name is expected, without folders or '..'")
     return name
 
 
@@ -145,7 +128,7 @@ def _subfolder(base: Path, subfolder: str) -> Path:
     try:
         return safe_path(base, subfolder)
     except UnsafePath as exc:
-        raise Refused(403, "forbidden_path", "Subfolder leaves its folder", str(exc)) from None
+        raise _refused(403, "forbidden_path", "Subfolder leaves its folder", str(exc)) from None
 
 
 def _content_disposition(filename: str, disposition: str = "inline") -> str:
@@ -208,7 +191,7 @@ def _query_int(request: Request, name: str) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise Refused(400, "invalid_request", f"{name} must be an integer", f"got {raw!r}") from None
+        raise _refused(400, "invalid_request", f"{name} must be an integer", f"got {raw!r}") from None
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -217,34 +200,65 @@ async def _submit(ctx: ServerContext, body: dict) -> dict | Response:
     no_node_errors = {"node_errors": {}}
     prompt = body.get("prompt")
     if prompt is None:
-        raise Refused(400, "no_prompt", "No prompt provided", "the body needs a 'prompt' (API-format workflow)",
-                      **no_node_errors)
+        raise _refused(400, "no_prompt", "No prompt provided", "the body needs a 'prompt' (API-format workflow)",
+                       **no_node_errors)
     if not isinstance(prompt, dict):
-        raise Refused(400, "invalid_prompt", "The prompt must be a JSON object of nodes keyed by id",
-                      f"got {type(prompt).__name__}", **no_node_errors)
+        raise _refused(400, "invalid_prompt", "The prompt must be a JSON object of nodes keyed by id",
+                       f"got {type(prompt).__name__}", **no_node_errors)
     extra_data = body.get("extra_data") or {}
     if not isinstance(extra_data, dict):
-        raise Refused(400, "invalid_request", "extra_data must be a JSON object", **no_node_errors)
+        raise _refused(400, "invalid_request", "extra_data must be a JSON object", **no_node_errors)
     client_id = body.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
-        raise Refused(400, "invalid_request", "client_id must be a string of at most 128 characters",
-                      **no_node_errors)
+        raise _refused(400, "invalid_request", "client_id must be a string of at most 128 characters",
+                       **no_node_errors)
     too_big = oversized_nodes(prompt, ctx.max_pixels)
     if too_big:
-        raise Refused(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                      "; ".join(e["errors"][0]["message"] for e in too_big.values()), node_errors=too_big)
+        raise _refused(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                       "; ".join(e["errors"][0]["message"] for e in too_big.values()), node_errors=too_big)
 
-    # A client-chosen "number", "prompt_id" or "partial_execution_targets" is not honoured: the queue
-    # numbers jobs itself, names them itself and runs every output node.
+    prompt_id = _client_prompt_id(body.get("prompt_id"))
+    number = _client_number(body.get("number"))
+    # A client-chosen "partial_execution_targets" is not honoured: every output node runs.
     extra = {k: v for k, v in extra_data.items() if k not in SENSITIVE_EXTRA_DATA_KEYS and k != "client_id"}
     extra["source"] = "comfy"
+    extra[PREVIEW_METHOD_KEY] = preview_method.resolve(extra_data.get(PREVIEW_METHOD_KEY), ctx.preview_method)
     try:
         # Validation reads the input folder (LoadImage hashes its file): keep it off the event loop.
         job = await run_in_threadpool(ctx.queue.submit, prompt, client_id=client_id, extra=extra,
-                                      front=bool(body.get("front")))
+                                      front=bool(body.get("front")), job_id=prompt_id, number=number)
     except InvalidWorkflow as exc:
         return JSONResponse(exc.response(), status_code=400)
+    except DuplicateJobId:
+        raise _refused(400, "duplicate_prompt_id", f"prompt_id {prompt_id!r} is already in use",
+                       "each prompt needs an id of its own; leave prompt_id out to get a new one",
+                       **no_node_errors) from None
     return {"prompt_id": job.id, "number": job.number, "node_errors": {}}
+
+
+def _client_prompt_id(value: Any) -> str | None:
+    """A client's own prompt_id (ComfyUI takes it as given): a UUID, 32 hex digits with or without
+    dashes, kept exactly as sent so the client finds it in events and /history."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _PROMPT_ID.fullmatch(value):
+        raise _refused(400, "invalid_prompt_id", "prompt_id must be a UUID string",
+                       f"got {value!r}; e.g. str(uuid.uuid4()), or leave it out", node_errors={})
+    return value
+
+
+def _client_number(value: Any) -> int | float | None:
+    """ComfyUI's "number": the queue position itself (lower runs first; it overrides "front")."""
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise _refused(400, "invalid_request", "number must be a finite number (the queue position)",
+                       f"got {value!r}", node_errors={})
+    return int(number) if number.is_integer() and not isinstance(value, float) else number
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -253,7 +267,7 @@ def _view(ctx: ServerContext, request: Request) -> Response:
     query = request.query_params
     filename = query.get("filename")
     if not filename:
-        raise Refused(400, "invalid_request", "filename is required")
+        raise _refused(400, "invalid_request", "filename is required")
     filename, annotated_type = _annotated(filename)
     _plain_name(filename)
     base = _folder(ctx, annotated_type or query.get("type"))
@@ -261,13 +275,13 @@ def _view(ctx: ServerContext, request: Request) -> Response:
     try:
         path = safe_path(base, str(directory.relative_to(base.resolve()) / filename))
     except UnsafePath as exc:
-        raise Refused(403, "forbidden_path", "File leaves its folder", str(exc)) from None
+        raise _refused(403, "forbidden_path", "File leaves its folder", str(exc)) from None
     if not path.is_file():
-        raise Refused(404, "not_found", f"File {filename!r} not found")
+        raise _refused(404, "not_found", f"File {filename!r} not found")
 
     channel = query.get("channel", "rgba")
     if channel not in ("rgba", "rgb", "a"):
-        raise Refused(400, "invalid_request", f"Unknown channel {channel!r}", "expected rgba, rgb or a")
+        raise _refused(400, "invalid_request", f"Unknown channel {channel!r}", "expected rgba, rgb or a")
     preview = query.get("preview")
     if preview is None and channel == "rgba":
         media_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
@@ -283,7 +297,7 @@ def _view(ctx: ServerContext, request: Request) -> Response:
             else:
                 body, media_type, name = _channel(image, channel), "image/png", filename
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        raise Refused(400, "not_an_image", f"{filename!r} cannot be read as an image", str(exc)) from None
+        raise _refused(400, "not_an_image", f"{filename!r} cannot be read as an image", str(exc)) from None
     return Response(body, media_type=media_type,
                     headers={"Content-Disposition": _content_disposition(name),
                              "X-Content-Type-Options": "nosniff"})
@@ -319,11 +333,11 @@ def _checked_image(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as probe:
                 if probe.format not in UPLOAD_FORMATS:
-                    raise Refused(400, "invalid_image", f"Unsupported image format {probe.format}",
-                                  f"accepted: {', '.join(UPLOAD_FORMATS)}")
+                    raise _refused(400, "invalid_image", f"Unsupported image format {probe.format}",
+                                   f"accepted: {', '.join(UPLOAD_FORMATS)}")
                 if probe.width * probe.height > MAX_UPLOAD_PIXELS:
-                    raise Refused(413, "image_too_large",
-                                  f"Image is {probe.width}x{probe.height}, more than {MAX_UPLOAD_PIXELS} pixels")
+                    raise _refused(413, "image_too_large",
+                                   f"Image is {probe.width}x{probe.height}, more than {MAX_UPLOAD_PIXELS} pixels")
                 probe.verify()
             image = Image.open(io.BytesIO(data))
             image.load()  # verify() does not decode every format; a full decode catches truncated files
@@ -331,9 +345,9 @@ def _checked_image(data: bytes) -> Image.Image:
     except Refused:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise Refused(413, "image_too_large", "Image has too many pixels", str(exc)) from None
+        raise _refused(413, "image_too_large", "Image has too many pixels", str(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error, EOFError) as exc:
-        raise Refused(400, "invalid_image", "Upload is not a valid image", str(exc) or type(exc).__name__) from None
+        raise _refused(400, "invalid_image", "Upload is not a valid image", str(exc) or type(exc).__name__) from None
 
 
 def _store_upload(directory: Path, base: Path, filename: str, data: bytes, overwrite: bool) -> str:
@@ -349,7 +363,7 @@ def _store_upload(directory: Path, base: Path, filename: str, data: bytes, overw
                 try:
                     target = safe_path(base, str(directory.relative_to(base.resolve()) / name))
                 except UnsafePath as exc:
-                    raise Refused(403, "forbidden_path", "Upload target leaves its folder", str(exc)) from None
+                    raise _refused(403, "forbidden_path", "Upload target leaves its folder", str(exc)) from None
                 if not target.exists() or (overwrite and target.is_file()):
                     os.replace(temp, target)
                     return name
@@ -365,18 +379,18 @@ async def _upload(ctx: ServerContext, request: Request, *, as_mask: bool) -> dic
     try:
         form = await request.form(max_files=2, max_fields=10)
     except (MultiPartException, StarletteHTTPException, ValueError) as exc:  # a malformed multipart body
-        raise Refused(400, "invalid_request", "Expected a multipart/form-data upload", str(exc)) from None
+        raise _refused(400, "invalid_request", "Expected a multipart/form-data upload", str(exc)) from None
     try:
         upload = form.get("image")
         if upload is None or isinstance(upload, str):
-            raise Refused(400, "invalid_request", "The form needs an 'image' file field")
+            raise _refused(400, "invalid_request", "The form needs an 'image' file field")
         filename = _plain_name(upload.filename or "", "upload file name")
         if not filename.lower().endswith(UPLOAD_EXTENSIONS) or filename.startswith("."):
-            raise Refused(400, "invalid_filename", f"Upload name {filename!r} needs an image extension",
-                          f"accepted: {', '.join(UPLOAD_EXTENSIONS)}")
+            raise _refused(400, "invalid_filename", f"Upload name {filename!r} needs an image extension",
+                           f"accepted: {', '.join(UPLOAD_EXTENSIONS)}")
         data = await upload.read(ctx.max_upload_bytes + 1)
         if len(data) > ctx.max_upload_bytes:
-            raise Refused(413, "upload_too_large", f"Upload is larger than {ctx.max_upload_bytes} bytes")
+            raise _refused(413, "upload_too_large", f"Upload is larger than {ctx.max_upload_bytes} bytes")
         kind = str(form.get("type") or "input")
         subfolder = str(form.get("subfolder") or "")
         overwrite = str(form.get("overwrite") or "").lower() in ("true", "1")
@@ -384,7 +398,7 @@ async def _upload(ctx: ServerContext, request: Request, *, as_mask: bool) -> dic
     finally:
         await form.close()
     if as_mask and not isinstance(original_ref, str):
-        raise Refused(400, "invalid_request", "The form needs an 'original_ref' JSON field")
+        raise _refused(400, "invalid_request", "The form needs an 'original_ref' JSON field")
 
     def save() -> str:
         image = _checked_image(data)
@@ -407,9 +421,9 @@ def _masked_original(ctx: ServerContext, original_ref: str, mask_image: Image.Im
     try:
         ref = json.loads(original_ref)
     except ValueError as exc:
-        raise Refused(400, "invalid_request", "original_ref is not valid JSON", str(exc)) from None
+        raise _refused(400, "invalid_request", "original_ref is not valid JSON", str(exc)) from None
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
-        raise Refused(400, "invalid_request", "original_ref needs a filename")
+        raise _refused(400, "invalid_request", "original_ref needs a filename")
     filename, annotated_type = _annotated(ref["filename"])
     _plain_name(filename, "original filename")
     base = _folder(ctx, annotated_type or ref.get("type") or "output")
@@ -417,9 +431,9 @@ def _masked_original(ctx: ServerContext, original_ref: str, mask_image: Image.Im
     try:
         path = safe_path(base, str(directory.relative_to(base.resolve()) / filename))
     except UnsafePath as exc:
-        raise Refused(403, "forbidden_path", "Original image leaves its folder", str(exc)) from None
+        raise _refused(403, "forbidden_path", "Original image leaves its folder", str(exc)) from None
     if not path.is_file():
-        raise Refused(404, "not_found", f"Original image {filename!r} not found")
+        raise _refused(404, "not_found", f"Original image {filename!r} not found")
     original = _checked_image(path.read_bytes())
     info = PngInfo()
     for key, value in getattr(original, "text", {}).items():
@@ -488,11 +502,6 @@ def _model_kinds() -> list[str]:
 _CLIENT_GONE = (WebSocketDisconnect, RuntimeError, OSError)
 
 
-def _preview_frame(image: Image.Image) -> bytes:
-    header = struct.pack(">II", PREVIEW_IMAGE, PREVIEW_FORMATS["JPEG"])
-    return header + _image_bytes(image.convert("RGB"), "JPEG", quality=95)
-
-
 async def _forward(ctx: ServerContext, websocket: WebSocket, subscription: Any) -> None:
     """The hub's events for this client, as ComfyUI's JSON messages and binary preview frames."""
     while True:
@@ -509,7 +518,7 @@ async def _forward(ctx: ServerContext, websocket: WebSocket, subscription: Any) 
             preview = data.pop("preview")
         await websocket.send_text(json.dumps({"type": event, "data": data}, default=str))
         if preview is not None:
-            await websocket.send_bytes(await run_in_threadpool(_preview_frame, preview))
+            await websocket.send_bytes(await run_in_threadpool(preview_frames.encode, preview))
 
 
 async def _listen(ctx: ServerContext, websocket: WebSocket) -> None:
@@ -562,7 +571,7 @@ async def _websocket_session(ctx: ServerContext, websocket: WebSocket) -> None:
 # -- the router ------------------------------------------------------------------------------------
 
 def router(ctx: ServerContext) -> APIRouter:
-    api = APIRouter(route_class=_RefusalsAsJSON)
+    api = APIRouter(route_class=RefusalsAsJSON)
 
     @api.post("/prompt")
     async def post_prompt(request: Request):
@@ -670,7 +679,7 @@ def router(ctx: ServerContext) -> APIRouter:
     @api.get("/models/{folder}")
     def models_in(folder: str):
         if folder not in _model_kinds():
-            raise Refused(404, "not_found", f"Unknown model folder {folder!r}")
+            raise _refused(404, "not_found", f"Unknown model folder {folder!r}")
         return ctx.folders.list(folder)
 
     @api.get("/extensions")

@@ -23,6 +23,7 @@ class ServerContext:
     data_dir: Path  # the job database, saved workflows, user settings
     max_upload_bytes: int = 50 * 2**20
     max_pixels: int = 2048 * 2048  # width x height x batch a single API request may ask for
+    preview_method: str = "none"  # --preview-method: ComfyUI clients' sampler previews (preview_method.py)
 
 
 def oversized_nodes(workflow: Mapping, max_pixels: int) -> dict[str, dict]:

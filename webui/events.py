@@ -5,7 +5,8 @@ The worker thread publishes; each subscriber reads from its own bounded buffer, 
 waits for a reader.
 
 When a subscriber's buffer is full, the oldest *transient* event ("progress" with its preview image,
-"status") is dropped first: a newer one supersedes it. Events a client cannot reconstruct ("executing",
+"status") is dropped first: a newer one supersedes it. A "progress" that carries an image an output
+node streams (SaveImageWebsocket's ImageFrame) is an output, not transient. Events a client cannot reconstruct ("executing",
 "executed", "execution_*") are never dropped silently: if the buffer is full of them, the subscription
 is closed as overflowed and its reader gets SubscriptionClosed, so a websocket handler closes the
 connection and the client reconnects and reads /history. Memory per subscriber stays bounded either way.
@@ -19,11 +20,18 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any, overload
 
+from ..nodes.formats.preview_frames import ImageFrame
+
 Event = tuple[str, dict]
 
 # Events that a later event of the same kind makes obsolete; safe to drop when a reader lags.
 TRANSIENT_EVENTS = frozenset({"progress", "status"})
 DEFAULT_BUFFER_SIZE = 512
+
+
+def is_transient(event: str, data: dict) -> bool:
+    """Safe to drop for a lagging reader: a later event of its kind supersedes it."""
+    return event in TRANSIENT_EVENTS and not isinstance(data.get("preview"), ImageFrame)
 
 
 class SubscriptionClosed(Exception):
@@ -57,19 +65,19 @@ class Subscription:
         with self._lock:
             if self._closed:
                 return
-            if len(self._buffer) >= self.maxsize and not self._make_room(event):
+            if len(self._buffer) >= self.maxsize and not self._make_room(event, data):
                 return
             self._buffer.append((event, data))
             self._wake()
 
-    def _make_room(self, event: str) -> bool:
+    def _make_room(self, event: str, data: dict) -> bool:
         """Free one slot for `event`; False when it should not be buffered. Lock held."""
-        for index, (name, _) in enumerate(self._buffer):
-            if name in TRANSIENT_EVENTS:
+        for index, (name, buffered) in enumerate(self._buffer):
+            if is_transient(name, buffered):
                 del self._buffer[index]
                 self.dropped += 1
                 return True
-        if event in TRANSIENT_EVENTS:
+        if is_transient(event, data):
             self.dropped += 1
             return False
         # Full of events that must not be lost: end this subscription rather than lose one silently.

@@ -7,7 +7,7 @@ Content-Security-Policy with the page that keeps the browser from contacting any
 bundle knows of release checks, a node registry, sign-in, telemetry and template media elsewhere).
 
 `router(ctx)` holds the routes the editor needs besides ComfyUI's core API (webui/comfy_api.py):
-users, settings, user data files (saved workflows), the jobs list, feature flags, model folders and
+users, settings and user data files (saved workflows; webui/user_files.py), the jobs list, feature flags, model folders and
 our workflows offered as templates. Include it at "" and "/api", as comfy_api's router.
 
 The first time a browser opens the editor, it opens workflows/txt2img.json: a small script we add to
@@ -22,24 +22,23 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import re
-import threading
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..nodes.folders import MODEL_KINDS, REPO_ROOT, write_atomically
+from ..nodes.folders import MODEL_KINDS, REPO_ROOT
 from ..nodes.registry import object_info
 from .context import ServerContext
+from . import user_files
 from .graph_layout import api_to_ui
+from .json_errors import Refused, RefusalsAsJSON
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ EDITOR_PATH = "/graph"
 TEMPLATE_MODULE = "inkwash"
 DEFAULT_TEMPLATE = "txt2img"
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
-SETTINGS_FILE = "comfy.settings.json"
 BOOT_SCRIPT_NAME = "inkwash-editor.js"
 # What the editor asks for under its own path that belongs to the API: routed to the app's root.
 EDITOR_API_PREFIXES = ("/api/", "/ws", "/internal/", "/templates/")
@@ -96,13 +94,6 @@ BOOT_SCRIPT = f"""\
 
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
 _MODULE_SCRIPT = re.compile(r"<script type=\"module\"", re.I)
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # -- the editor's files ------------------------------------------------------------------------------
@@ -223,108 +214,6 @@ def mount_editor(app: FastAPI, ctx: ServerContext, path: str = EDITOR_PATH) -> b
     return True
 
 
-# -- user data files -----------------------------------------------------------------------------------
-
-def user_root(ctx: ServerContext) -> Path:
-    return Path(ctx.data_dir) / "user" / "default"
-
-
-def user_path(root: Path, name: str) -> Path:
-    """`root/name`, refused when the name is absolute, has a `..` part, or resolves (symlinks
-    followed) outside `root`."""
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise Refused(400, "invalid file name")
-    name = name.replace("\\", "/")
-    parts = name.split("/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-        raise Refused(403, "file name must stay inside the user folder")
-    base = root.resolve()
-    target = (base / name).resolve()
-    if target != base and base not in target.parents:
-        raise Refused(403, "file name must stay inside the user folder")
-    return target
-
-
-def _file_info(path: Path, relative_to: Path) -> dict:
-    stat = path.stat()
-    return {"path": path.relative_to(relative_to).as_posix(), "size": stat.st_size,
-            "modified": int(stat.st_mtime * 1000), "created": int(stat.st_ctime * 1000)}
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Refused(413, f"larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refused(413, f"larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _userdata_names(request: Request) -> list[str]:
-    """The file names after /userdata/ in the request's path: [file], or [file, dest] for a move.
-
-    Read from the raw (still percent-encoded) path: the editor encodes a name's slashes as %2F, so
-    `workflows%2Fa.json/move/workflows%2Fb.json` splits unambiguously."""
-    raw = request.scope.get("raw_path")
-    path = raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
-    path = path.split("?", 1)[0]
-    marker = "/userdata/"
-    rest = path[path.index(marker) + len(marker):] if marker in path else ""
-    segments = rest.split("/")
-    if request.method == "POST" and "move" in segments[1:-1]:
-        at = segments.index("move", 1)
-        return [unquote("/".join(segments[:at])), unquote("/".join(segments[at + 1:]))]
-    return [unquote(rest)]
-
-
-def _list_files(root: Path, directory: Path, recurse: bool) -> list[Path]:
-    base = root.resolve()
-    found = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recurse else []
-        for filename in sorted(filenames):
-            if filename.startswith("."):
-                continue
-            path = Path(dirpath) / filename
-            resolved = path.resolve()
-            if resolved.is_file() and base in resolved.parents:  # a symlink leading out is not listed
-                found.append(path)
-    return found
-
-
-class SettingsStore:
-    """The user's settings (comfy.settings.json), with our defaults under them."""
-
-    def __init__(self, path: Path, defaults: Mapping[str, Any]):
-        self.path = path
-        self.defaults = dict(defaults)
-        self._lock = threading.Lock()
-
-    def _stored(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def all(self) -> dict:
-        return {**self.defaults, **self._stored()}
-
-    def get(self, key: str) -> Any:
-        stored = self._stored()
-        return stored[key] if key in stored else self.defaults.get(key)
-
-    def update(self, values: Mapping[str, Any]) -> None:
-        with self._lock:
-            stored = self._stored()
-            stored.update(values)
-            write_atomically(self.path, json.dumps(stored, indent=1).encode())
-
-
 # -- jobs, in the shape of ComfyUI's /api/jobs ---------------------------------------------------------
 
 JOB_STATUS = {"pending": "pending", "running": "in_progress", "success": "completed", "error": "failed",
@@ -442,166 +331,10 @@ def thumbnail(graph: Mapping, size: tuple[int, int] = (512, 384)) -> bytes:
 
 # -- the routes ----------------------------------------------------------------------------------------
 
-def _refusal(error: Refused) -> Response:
-    return JSONResponse({"error": error.message}, status_code=error.status)
-
-
 def router(ctx: ServerContext, workflows_dir: Path = WORKFLOWS_DIR,
            default_settings: Mapping[str, Any] = DEFAULT_SETTINGS) -> APIRouter:
-    api = APIRouter()
-    root = user_root(ctx)
-    settings = SettingsStore(root / SETTINGS_FILE, default_settings)
-    for folder in ("workflows", "subgraphs"):  # the editor lists both on start-up
-        (root / folder).mkdir(parents=True, exist_ok=True)
-
-    # users: one user, settings kept on the server
-    @api.get("/users")
-    def get_users():
-        return {"storage": "server", "migrated": True}
-
-    @api.post("/users")
-    def post_users():
-        return JSONResponse({"error": "Inkwash serves a single user"}, status_code=400)
-
-    # settings
-    @api.get("/settings")
-    def get_settings():
-        return settings.all()
-
-    @api.post("/settings")
-    async def post_settings(request: Request):
-        try:
-            values = json.loads(await _read_body(request, ctx.max_upload_bytes) or b"null")
-        except Refused as error:
-            return _refusal(error)
-        except ValueError:
-            values = None
-        if not isinstance(values, dict):
-            return JSONResponse({"error": "expected a JSON object of settings"}, status_code=400)
-        settings.update(values)
-        return Response(status_code=200)
-
-    @api.get("/settings/{setting_id}")
-    def get_setting(setting_id: str):
-        return JSONResponse(settings.get(setting_id))
-
-    @api.post("/settings/{setting_id}")
-    async def post_setting(setting_id: str, request: Request):
-        try:
-            value = json.loads(await _read_body(request, ctx.max_upload_bytes))
-        except Refused as error:
-            return _refusal(error)
-        except ValueError:
-            return JSONResponse({"error": "expected a JSON value"}, status_code=400)
-        settings.update({setting_id: value})
-        return Response(status_code=200)
-
-    # user data files
-    @api.get("/userdata")
-    def list_userdata(request: Request):
-        query = request.query_params
-        directory = query.get("dir", "")
-        if not directory:
-            return JSONResponse({"error": "dir is required"}, status_code=400)
-        try:
-            path = user_path(root, directory)
-        except Refused as error:
-            return _refusal(error)
-        if not path.is_dir():
-            return JSONResponse({"error": "directory not found"}, status_code=404)
-        recurse = query.get("recurse", "").lower() == "true"
-        full_info = query.get("full_info", "").lower() == "true"
-        split = query.get("split", "").lower() == "true"
-        results: list[Any] = []
-        for file in _list_files(root, path, recurse):
-            if full_info:
-                results.append(_file_info(file, path))
-            else:
-                relative = file.relative_to(path).as_posix()
-                results.append([relative, *relative.split("/")] if split else relative)
-        return results
-
-    @api.get("/v2/userdata")
-    def list_userdata_v2(request: Request):
-        requested = request.query_params.get("path", "")
-        base = root.resolve() if root.exists() else root
-        try:
-            target = user_path(root, requested) if requested else base
-        except Refused as error:
-            return JSONResponse({"error": error.message}, status_code=400)
-        if not target.exists():
-            return [] if target == base else JSONResponse({"error": "not found"}, status_code=404)
-        if not target.is_dir():
-            return JSONResponse({"error": "not a directory"}, status_code=400)
-        results = []
-        for dirpath, dirnames, filenames in os.walk(target):
-            here = Path(dirpath)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in dirnames:
-                results.append({"name": name, "path": (here / name).relative_to(base).as_posix(), "type": "directory"})
-            for file in _list_files(root, here, recurse=False):
-                stat = file.stat()
-                results.append({"name": file.name, "path": file.relative_to(base).as_posix(), "type": "file",
-                                "size": stat.st_size, "modified": stat.st_mtime})
-        results.sort(key=lambda e: (e["type"] != "directory", e["name"].lower()))
-        return results
-
-    @api.get("/userdata/{name:path}")
-    def get_userdata(request: Request, name: str):
-        try:
-            path = user_path(root, _userdata_names(request)[0])
-        except Refused as error:
-            return _refusal(error)
-        if not path.is_file():
-            if path == root.resolve() / "user.css":
-                return Response("", media_type="text/css")  # the editor's page always links one
-            return JSONResponse({"error": "not found"}, status_code=404)
-        is_css = path == root.resolve() / "user.css"
-        media = "text/css" if is_css else "application/json" if path.suffix == ".json" else "application/octet-stream"
-        # User files are never rendered as pages of this origin.
-        return Response(path.read_bytes(), media_type=media, headers={
-            "X-Content-Type-Options": "nosniff", "Content-Disposition": "inline" if is_css else "attachment"})
-
-    @api.post("/userdata/{name:path}")
-    async def post_userdata(request: Request, name: str):
-        query = request.query_params
-        overwrite = query.get("overwrite", "true") != "false"
-        full_info = query.get("full_info", "false").lower() == "true"
-        names = _userdata_names(request)
-        try:
-            if len(names) == 2:
-                source, dest = user_path(root, names[0]), user_path(root, names[1])
-                if not source.is_file():
-                    return JSONResponse({"error": "not found"}, status_code=404)
-                if dest.exists() and not overwrite:
-                    return JSONResponse({"error": "file already exists"}, status_code=409)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, dest)
-                path = dest
-            else:
-                path = user_path(root, names[0])
-                if path.exists() and not overwrite:
-                    return JSONResponse({"error": "file already exists"}, status_code=409)
-                if path.is_dir():
-                    return JSONResponse({"error": "a folder has that name"}, status_code=400)
-                write_atomically(path, await _read_body(request, ctx.max_upload_bytes))
-        except Refused as error:
-            return _refusal(error)
-        except OSError as error:
-            return JSONResponse({"error": f"cannot write that file: {error.strerror}"}, status_code=400)
-        base = root.resolve()
-        return _file_info(path, base) if full_info else path.relative_to(base).as_posix()
-
-    @api.delete("/userdata/{name:path}")
-    def delete_userdata(request: Request, name: str):
-        try:
-            path = user_path(root, _userdata_names(request)[0])
-        except Refused as error:
-            return _refusal(error)
-        if not path.is_file():
-            return JSONResponse({"error": "not found"}, status_code=404)
-        path.unlink()
-        return Response(status_code=204)
+    api = APIRouter(route_class=RefusalsAsJSON)
+    api.include_router(user_files.router(ctx, default_settings))
 
     # jobs
     @api.get("/jobs")
@@ -624,18 +357,18 @@ def router(ctx: ServerContext, workflows_dir: Path = WORKFLOWS_DIR,
     def get_job(job_id: str):
         job = ctx.queue.get(job_id)
         if job is None:
-            return JSONResponse({"error": "job not found"}, status_code=404)
+            raise Refused(404, "job not found")
         return job_entry(job, detail=True)
 
     @api.post("/jobs/cancel")
     async def cancel_jobs(request: Request):
         try:
-            body = json.loads(await _read_body(request, ctx.max_upload_bytes) or b"{}")
+            body = json.loads(await user_files.read_body(request, ctx.max_upload_bytes) or b"{}")
         except (Refused, ValueError):
             body = None
         ids = body.get("job_ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            return JSONResponse({"error": "expected {\"job_ids\": [...]}"}, status_code=400)
+            raise Refused(400, "expected {\"job_ids\": [...]}")
         for job_id in ids:
             ctx.queue.cancel(job_id)
         return Response(status_code=200)
@@ -643,7 +376,7 @@ def router(ctx: ServerContext, workflows_dir: Path = WORKFLOWS_DIR,
     @api.post("/jobs/{job_id}/cancel")
     def cancel_job(job_id: str):
         if ctx.queue.get(job_id) is None:
-            return JSONResponse({"error": "job not found"}, status_code=404)
+            raise Refused(404, "job not found")
         ctx.queue.cancel(job_id)
         return Response(status_code=200)
 
@@ -672,7 +405,7 @@ def router(ctx: ServerContext, workflows_dir: Path = WORKFLOWS_DIR,
     @api.get("/experiment/models/{folder}")
     def models_in_folder(folder: str):
         if folder not in MODEL_KINDS:
-            return JSONResponse({"error": "unknown model folder"}, status_code=404)
+            raise Refused(404, "unknown model folder")
         return [{"name": name, "pathIndex": 0} for name in ctx.folders.list(folder)]
 
     # our workflows as the editor's templates
@@ -684,7 +417,7 @@ def router(ctx: ServerContext, workflows_dir: Path = WORKFLOWS_DIR,
     def workflow_template(module: str, filename: str):
         name, _, extension = filename.rpartition(".")
         if module != TEMPLATE_MODULE or extension not in ("json", "jpg") or name not in _template_names(workflows_dir):
-            return JSONResponse({"error": "no such template"}, status_code=404)
+            raise Refused(404, "no such template")
         workflow = json.loads((workflows_dir / f"{name}.json").read_text(encoding="utf-8"))
         graph = editor_workflow(ctx, workflow)
         if extension == "jpg":  # the template browser's thumbnail

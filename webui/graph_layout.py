@@ -1,4 +1,5 @@
-"""API-format workflows to and from the graph editor's own (LiteGraph, schema 0.4) workflow format.
+"""API-format workflows laid out in the graph editor's own (LiteGraph, schema 0.4) workflow format
+(the other direction, as the frontend converts, is ui_workflow.py).
 
 An API-format workflow names each node's inputs; the editor's format lists a node's widget values
 positionally, in the order of the inputs the node's /object_info entry declares, and keeps links in a
@@ -11,7 +12,8 @@ The editor adds a "control after generate" widget right after a seed widget (an 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+from ..nodes.graph import is_link
 
 # Input types the editor draws as a widget; any other type is a link-only slot.
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
@@ -21,11 +23,6 @@ SEED_CONTROLS = ("fixed", "increment", "decrement", "randomize")
 COLUMN_GAP = 80
 ROW_GAP = 50
 ORIGIN = (40.0, 60.0)
-
-
-def _is_link(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (str, int))
-            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
 def declared_inputs(info: Mapping) -> list[tuple[str, str, dict]]:
@@ -69,7 +66,7 @@ def _topological_order(workflow: Mapping[str, Mapping]) -> list[str]:
     def sort_key(node_id: str):
         return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
-    sources = {node_id: {str(v[0]) for v in (node.get("inputs") or {}).values() if _is_link(v)} & set(workflow)
+    sources = {node_id: {str(v[0]) for v in (node.get("inputs") or {}).values() if is_link(v)} & set(workflow)
                for node_id, node in workflow.items()}
     order: list[str] = []
     placed: set[str] = set()
@@ -120,7 +117,7 @@ def api_to_ui(workflow: Mapping[str, Mapping], object_info: Mapping[str, Mapping
                        for slot, (kind, name) in enumerate(zip(info.get("output") or [],
                                                                info.get("output_name") or info.get("output") or []))]
         else:
-            declared = [(name, "*", {}) if _is_link(value) else (name, "*", {"widget": True})
+            declared = [(name, "*", {}) if is_link(value) else (name, "*", {"widget": True})
                         for name, value in values.items()]
             outputs = []
         slots, widgets, widget_values = [], [], []
@@ -129,10 +126,10 @@ def api_to_ui(workflow: Mapping[str, Mapping], object_info: Mapping[str, Mapping
             widget = has_widget(kind, options) or (info is None and options.get("widget"))
             if widget:
                 widgets.append((name, kind, options))
-                widget_values.append(None if _is_link(value) else value)
+                widget_values.append(None if is_link(value) else value)
                 if has_seed_control(name, kind, options):
                     widget_values.append(seed_control)
-            if not widget or _is_link(value):
+            if not widget or is_link(value):
                 slot: dict = {"name": name, "type": kind, "link": None}
                 if widget:
                     slot["widget"] = {"name": name}
@@ -154,7 +151,7 @@ def api_to_ui(workflow: Mapping[str, Mapping], object_info: Mapping[str, Mapping
         target = nodes[node_id]
         for slot_index, slot in enumerate(target["inputs"]):
             value = (workflow[node_id].get("inputs") or {}).get(slot["name"])
-            source_id = str(value[0]) if _is_link(value) else None
+            source_id = str(value[0]) if is_link(value) else None
             if source_id not in nodes:
                 continue  # a dangling link: leave the slot empty, as the editor would
             source = nodes[source_id]
@@ -186,7 +183,7 @@ def _lay_out(order: list[str], workflow: Mapping[str, Mapping], nodes: dict[str,
     depth: dict[str, int] = {}
     for node_id in order:
         sources = [str(v[0]) for v in (workflow[node_id].get("inputs") or {}).values()
-                   if _is_link(v) and str(v[0]) in depth]
+                   if is_link(v) and str(v[0]) in depth]
         depth[node_id] = 1 + max((depth[s] for s in sources), default=-1)
     columns: dict[int, list[str]] = {}
     for node_id in order:
@@ -198,32 +195,3 @@ def _lay_out(order: list[str], workflow: Mapping[str, Mapping], nodes: dict[str,
             nodes[node_id]["pos"] = [x, y]
             y += nodes[node_id]["size"][1] + ROW_GAP
         x += max(nodes[n]["size"][0] for n in columns[column]) + COLUMN_GAP
-
-
-def ui_to_api(graph: Mapping, object_info: Mapping[str, Mapping]) -> dict:
-    """The API-format workflow for an editor workflow of known node types (muted and bypassed nodes,
-    and notes without an /object_info entry, are left out)."""
-    links = {link[0]: link for link in graph.get("links") or []}
-    workflow: dict[str, dict] = {}
-    for node in graph.get("nodes") or []:
-        info = object_info.get(node.get("type"))
-        if info is None or node.get("mode", 0) in (2, 4):
-            continue
-        linked = {slot["name"]: links[slot["link"]] for slot in node.get("inputs") or []
-                  if slot.get("link") is not None and slot["link"] in links}
-        values = list(node.get("widgets_values") or [])
-        inputs: dict[str, Any] = {}
-        position = 0
-        for name, kind, options in declared_inputs(info):
-            if has_widget(kind, options):
-                if position < len(values):
-                    inputs[name] = values[position]
-                position += 1 + has_seed_control(name, kind, options)
-            if name in linked:
-                link = linked[name]
-                inputs[name] = [str(link[1]), link[2]]
-        entry: dict[str, Any] = {"class_type": node["type"], "inputs": inputs}
-        if node.get("title"):
-            entry["_meta"] = {"title": node["title"]}
-        workflow[str(node["id"])] = entry
-    return workflow

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import sqlite3
 import sys
 import threading
@@ -25,7 +26,9 @@ from typing import Any
 
 from ..nodes import graph
 from ..nodes.executor import Executor
+from ..nodes.formats.preview_frames import ImageFrame
 from .events import EventHub
+from .node_warnings import node_warnings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,13 @@ ACTIVE = (PENDING, RUNNING)
 FINISHED = (SUCCESS, ERROR, INTERRUPTED)  # what ComfyUI's /history lists
 DONE = FINISHED + (CANCELLED,)
 MAX_ATTEMPTS = 3  # starts of one job the process may die in before it is marked failed
+# A job whose extra data holds PREVIEW_METHOD_KEY: NO_PREVIEWS gets no sampler previews on the
+# websocket (ComfyUI's default); the door that queues it decides (webui/preview_method.py).
+PREVIEW_METHOD_KEY, NO_PREVIEWS = "preview_method", "none"
+
+
+class DuplicateJobId(ValueError):
+    """submit() was given a job id that a job in the store already has."""
 
 
 class InvalidWorkflow(Exception):
@@ -52,7 +62,7 @@ class InvalidWorkflow(Exception):
 @dataclass
 class Job:
     id: str  # ComfyUI's prompt_id
-    number: int  # queue position: lower runs first
+    number: int | float  # queue position: lower runs first (a client may choose any number, as in ComfyUI)
     workflow: dict  # API format
     client_id: str | None
     extra: dict  # ComfyUI extra_data, plus "source"
@@ -94,7 +104,7 @@ class Progress:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id           TEXT PRIMARY KEY,
-    number       INTEGER NOT NULL UNIQUE,
+    number       NOT NULL,  -- no type, so an int stays an int and a client's 2.5 stays 2.5
     status       TEXT NOT NULL,
     workflow     TEXT NOT NULL,
     client_id    TEXT,
@@ -140,6 +150,25 @@ class JobStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Databases from before client-chosen numbers had `number INTEGER NOT NULL UNIQUE`: rebuild
+        the table (same columns, same rows) without the constraint."""
+        row = self._conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        if row is None or "INTEGER NOT NULL UNIQUE" not in row[0]:
+            return
+        columns = "id, number, status, workflow, client_id, extra, output_nodes, created, started, finished," \
+                  " attempts, outputs, error, messages"
+        with self._transaction() as conn:
+            conn.execute("ALTER TABLE jobs RENAME TO jobs_before_migration")
+            conn.execute("DROP INDEX IF EXISTS jobs_by_status")
+            conn.execute("DROP INDEX IF EXISTS jobs_by_finished")
+            for statement in SCHEMA.split(";"):
+                if "CREATE" in statement and "counters" not in statement:
+                    conn.execute(statement)
+            conn.execute(f"INSERT INTO jobs ({columns}) SELECT {columns} FROM jobs_before_migration")
+            conn.execute("DROP TABLE jobs_before_migration")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -162,11 +191,15 @@ class JobStore:
 
     # -- writing -------------------------------------------------------------------------------------
     def insert(self, workflow: dict, client_id: str | None, extra: dict, output_nodes: list[str],
-               front: bool = False) -> Job:
-        job = Job(id=str(uuid.uuid4()), number=0, workflow=workflow, client_id=client_id, extra=extra,
+               front: bool = False, job_id: str | None = None, number: int | float | None = None) -> Job:
+        """Queue a job: `job_id` (None: a new UUID; DuplicateJobId when taken), `number` (None: the
+        next number at the back, or at the front with `front`; otherwise that position, as ComfyUI)."""
+        job = Job(id=job_id or str(uuid.uuid4()), number=0, workflow=workflow, client_id=client_id, extra=extra,
                   status=PENDING, created=time.time(), output_nodes=list(output_nodes))
         with self._transaction() as conn:
-            job.number = self._next_number(conn, front)
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone() is not None:
+                raise DuplicateJobId(f"a job with id {job.id!r} already exists")
+            job.number = self._next_number(conn, front) if number is None else number
             conn.execute("INSERT INTO jobs (id, number, status, workflow, client_id, extra, output_nodes, created)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (job.id, job.number, job.status, json.dumps(workflow), client_id, json.dumps(extra),
@@ -179,7 +212,7 @@ class JobStore:
         row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         if row is None:  # first use: start past every number already there
             row = conn.execute("SELECT MIN(number), MAX(number) FROM jobs").fetchone()
-            last = min(row[0] or 0, 0) if front else max(row[1] or 0, 0)
+            last = min(math.floor(row[0] or 0), 0) if front else max(math.ceil(row[1] or 0), 0)
         else:
             last = row[0]
         number = last + step
@@ -189,7 +222,9 @@ class JobStore:
     def claim_next(self) -> Job | None:
         """Mark the lowest-numbered pending job running and return it."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY number LIMIT 1", (PENDING,)).fetchone()
+            # equal numbers (a client may choose one already taken) run in the order they came
+            row = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY number, rowid LIMIT 1",
+                               (PENDING,)).fetchone()
             if row is None:
                 return None
             started = time.time()
@@ -257,7 +292,7 @@ class JobStore:
     def with_status(self, *statuses: str) -> list[Job]:
         marks = ",".join("?" * len(statuses))
         return [_job_from_row(r) for r in
-                self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY number", statuses)]
+                self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY number, rowid", statuses)]
 
     def finished(self, max_items: int | None = None) -> list[Job]:
         """Finished jobs, oldest first; with max_items, the most recent ones."""
@@ -342,15 +377,17 @@ class JobQueue:
 
     # -- submitting and controlling ------------------------------------------------------------------
     def submit(self, workflow: dict, client_id: str | None = None, extra: dict | None = None,
-               front: bool = False) -> Job:
-        """Validate and queue a workflow; raises InvalidWorkflow with ComfyUI's node_errors."""
+               front: bool = False, job_id: str | None = None, number: int | float | None = None) -> Job:
+        """Validate and queue a workflow; raises InvalidWorkflow with ComfyUI's node_errors, and
+        DuplicateJobId when `job_id` is taken. `number` None: at the back (at the front with `front`)."""
         workflow = _as_json_object(workflow)
         validation = graph.validate(workflow, self.registry)
         if not validation.ok:
             raise InvalidWorkflow(validation)
         extra = json.loads(json.dumps(extra or {}))
         with self._changed:
-            job = self.store.insert(workflow, client_id, extra, validation.outputs, front=front)
+            job = self.store.insert(workflow, client_id, extra, validation.outputs, front=front, job_id=job_id,
+                                    number=number)
             self._changed.notify_all()
             self._broadcast_status()
         return job
@@ -471,18 +508,36 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         messages: list = []
+        previews = job.extra.get(PREVIEW_METHOD_KEY) != NO_PREVIEWS
 
         def on_event(name: str, data: dict) -> None:
             if name == "execution_start" and self._interrupt_current:
                 self.executor.interrupt()
+            if name == "executing" and data.get("node") is None:
+                return  # ComfyUI's "this prompt is over": sent below, once the history is written
             self._track_progress(name, data)
             if name.startswith("execution_"):  # what ComfyUI keeps in history status.messages
                 messages.append([name, _without_preview(data)])
+            if name == "progress" and not previews and not isinstance(data.get("preview"), ImageFrame):
+                data = _without_preview(data)  # sampler previews are off; an output node's frames are not
             self.hub.publish(name, data, job.client_id)
 
+        warned: set[tuple] = set()
+
+        def on_warning(message: str) -> None:
+            node_id = self.progress.node
+            if (node_id, message) in warned:  # once per node (SDXL's two text encoders read one prompt)
+                return
+            warned.add((node_id, message))
+            warning = {"prompt_id": job.id, "node_id": node_id, "message": message,
+                       "timestamp": int(time.time() * 1000)}
+            messages.append(["execution_warning", warning])
+            self.hub.publish("execution_warning", warning, job.client_id)
+
         try:
-            result = self.executor.execute(job.workflow, prompt_id=job.id, on_event=on_event,
-                                           extra_pnginfo=job.extra.get("extra_pnginfo"))
+            with node_warnings(on_warning):
+                result = self.executor.execute(job.workflow, prompt_id=job.id, on_event=on_event,
+                                               extra_pnginfo=job.extra.get("extra_pnginfo"))
             status, outputs, error = result.status, result.outputs, result.error
             if status == "invalid":  # valid when queued, not now (a model file removed meanwhile)
                 status, error = ERROR, self._failure(job, "InvalidWorkflow", result.validation.response())
@@ -495,15 +550,21 @@ class JobQueue:
             on_event("execution_error", error)
 
         with self._changed:
-            if status == INTERRUPTED and self._stopping:
+            requeued = status == INTERRUPTED and self._stopping
+            if requeued:
                 self.store.requeue(job.id)
             else:
                 self.store.finish(job.id, status, outputs, error, messages)
             with self._progress_lock:
                 self._progress = Progress()
             self._current = None
-            self._changed.notify_all()
             self._broadcast_status()
+            if not requeued:
+                # As ComfyUI: after success, error or interrupt alike, and only once /history has the
+                # job, so a client that stops reading here and asks /history/{id} always finds it.
+                self.hub.publish("executing", {"node": None, "display_node": None, "prompt_id": job.id},
+                                 job.client_id)
+            self._changed.notify_all()
 
     @staticmethod
     def _failure(job: Job, kind: str, details: dict) -> dict:
@@ -525,8 +586,9 @@ class JobQueue:
             self._progress.node = data["node"]
             if name == "progress":
                 self._progress.value, self._progress.max = data.get("value", 0), data.get("max", 0)
-                if data.get("preview") is not None:  # keep the last preview between steps that send none
-                    self._progress.preview = data["preview"]
+                preview = data.get("preview")
+                if preview is not None:  # keep the last preview between steps that send none
+                    self._progress.preview = preview.image if isinstance(preview, ImageFrame) else preview
 
     def _broadcast_status(self, force: bool = False) -> None:
         """ComfyUI's "status" event to everyone, when the number of queued jobs changed. Called with

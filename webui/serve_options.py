@@ -10,6 +10,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import preview_method
 from .security import Credentials, CredentialsError, is_loopback, is_wildcard, machine_names
 
 DEFAULT_HOST = "127.0.0.1"
@@ -36,6 +37,7 @@ class ServeOptions:
     data_dir: Path | None = None
     extra_model_paths: Path | None = None
     warnings: list[str] = field(default_factory=list)  # for the CLI to print at start-up
+    preview_method: str = preview_method.DEFAULT  # sampler previews on /ws for ComfyUI clients
 
     @property
     def exposed(self) -> bool:
@@ -83,6 +85,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     paths.add_argument("--data-dir", metavar="DIR", help="job database and user data (default: data/)")
     paths.add_argument("--extra-model-paths", metavar="YAML",
                        help="an extra_model_paths.yaml adding an A1111/ComfyUI install's models")
+    parser.add_argument("--preview-method", choices=preview_method.METHODS, default=preview_method.DEFAULT,
+                        help="sampler previews sent to ComfyUI clients, unless a prompt asks otherwise "
+                             f"(default: {preview_method.DEFAULT}, as ComfyUI)")
 
 
 def _existing_file(value: str | None, flag: str) -> Path | None:
@@ -134,6 +139,7 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
         data_dir=_directory(args.data_dir, "--data-dir"),
         extra_model_paths=_existing_file(args.extra_model_paths, "--extra-model-paths"))
 
+    options.preview_method = getattr(args, "preview_method", preview_method.DEFAULT)
     if options.exposed and credentials is None:
         where = "all network interfaces" if is_wildcard(host) else host
         if not args.insecure_no_auth:

@@ -30,7 +30,8 @@ def create_context(options: ServeOptions) -> ServerContext:
     registry = core_nodes()
     hub = EventHub()
     queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub)
-    return ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir)
+    return ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir,
+                         preview_method=options.preview_method)
 
 
 def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:

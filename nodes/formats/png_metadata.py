@@ -17,6 +17,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..graph import is_link
 from .sampler_names import a1111_names
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -139,10 +140,6 @@ def _number(value) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
-
-
 class _Graph:
     """Read-only walks over an API workflow `{id: {"class_type", "inputs"}}`."""
 
@@ -150,7 +147,7 @@ class _Graph:
         self.prompt = prompt
 
     def node(self, link) -> tuple[str, dict, int] | None:
-        if not _is_link(link):
+        if not is_link(link):
             return None
         node = self.prompt.get(str(link[0]))
         if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
@@ -160,7 +157,7 @@ class _Graph:
     def literal(self, value, names: tuple[str, ...] = ()):
         """A widget value, following a link to a primitive node's `names` or `value` (a "Seed" node, say)."""
         for _ in range(16):
-            if not _is_link(value):
+            if not is_link(value):
                 return value
             found = self.node(value)
             if found is None:
@@ -178,7 +175,7 @@ class _Graph:
             class_type, inputs, index = found
             if stop(class_type, inputs):
                 return class_type, inputs, index
-            link = next((inputs[n] for n in through if _is_link(inputs.get(n))), None)
+            link = next((inputs[n] for n in through if is_link(inputs.get(n))), None)
         return None
 
     def text(self, link) -> str | None:
@@ -193,11 +190,11 @@ class _Graph:
                     text = self.literal(inputs[name], names=("text", "string"))
                     return text if isinstance(text, str) else None
             # Nodes with positive+negative in and out (ControlNetApplyAdvanced) keep each on its own side.
-            if _is_link(inputs.get("positive")) and _is_link(inputs.get("negative")):
+            if is_link(inputs.get("positive")) and is_link(inputs.get("negative")):
                 link = inputs["positive" if index == 0 else "negative"]
                 continue
             link = next((inputs[n] for n in ("conditioning", "conditioning_1", "conditioning_to", "cond")
-                         if _is_link(inputs.get(n))), None)
+                         if is_link(inputs.get(n))), None)
         return None
 
 
@@ -282,7 +279,7 @@ def _denoise(graph: _Graph, inputs: dict):
 def _vae_params(graph: _Graph, image_link, vae_hash) -> dict:
     """A1111's "VAE hash" and "VAE" when the image was decoded with a VAE file (VAELoader), not the
     checkpoint's own."""
-    decoder = graph.follow(image_link, lambda c, i: _is_link(i.get("vae")) and "samples" in i,
+    decoder = graph.follow(image_link, lambda c, i: is_link(i.get("vae")) and "samples" in i,
                            through=("images", "image", "pixels"))
     loader = graph.node(decoder[1]["vae"]) if decoder else None
     name = graph.literal(loader[1].get("vae_name")) if loader else None
@@ -322,7 +319,7 @@ def _previous_pass(graph: _Graph, inputs: dict) -> tuple[dict, list[dict]] | Non
         if _is_sampler(class_type, node_inputs):
             return node_inputs, between
         between.append(node_inputs)
-        link = next((node_inputs[n] for n in _PASS_LINKS if _is_link(node_inputs.get(n))), None)
+        link = next((node_inputs[n] for n in _PASS_LINKS if is_link(node_inputs.get(n))), None)
     return None
 
 
@@ -377,7 +374,7 @@ def _hires_params(graph: _Graph, first: dict, hires: dict, between: list[dict], 
     steps = graph.literal(hires.get("steps"))
     if steps != graph.literal(first.get("steps")):
         params["Hires steps"] = steps
-    decoded = any(_is_link(i.get("vae")) and "samples" in i for i in between)  # VAEDecode: a pixel upscale
+    decoded = any(is_link(i.get("vae")) and "samples" in i for i in between)  # VAEDecode: a pixel upscale
     params["Hires upscaler"] = hires_upscaler_name("pixel" if decoded else "latent",
                                                    graph.literal(resize.get("upscale_method")))
     return params

@@ -13,6 +13,7 @@ Files read:
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import threading
@@ -24,6 +25,8 @@ import torch
 from .. import folders as folders_module
 from .model_types import SD1, SD2, SDXL, SDXL_REFINER, Family
 from .state_dict_files import SAFETENSORS_SUFFIXES, CheckpointError, open_state_dict
+
+log = logging.getLogger(__name__)
 
 KIND = "embeddings"
 REFERENCE = "embedding:"
@@ -84,21 +87,24 @@ def list_names(folders: folders_module.Folders | None = None) -> list[str]:
 
 
 def split_text(text: str, folders: folders_module.Folders | None = None) -> list[str | Embedding]:
-    """Prompt text as plain-text pieces and the embeddings its `embedding:NAME` references load."""
+    """Prompt text as plain-text pieces and the embeddings its `embedding:NAME` references load. As
+    ComfyUI, a reference to a missing embedding is left out of the text with a logged warning."""
     pieces: list[str | Embedding] = []
     position = 0
     for match in _REFERENCE.finditer(text):
         embedding, leftover = _resolve_reference(match.group(1), folders)
         pieces.append(text[position:match.start()])
-        pieces.append(embedding)
+        if embedding is not None:
+            pieces.append(embedding)
         position = match.end() - len(leftover)
     pieces.append(text[position:])
     return [piece for piece in pieces if piece != ""]
 
 
-def _resolve_reference(word: str, folders) -> tuple[Embedding, str]:
+def _resolve_reference(word: str, folders) -> tuple[Embedding | None, str]:
     """The embedding a referenced word names, and the punctuation after the name. As ComfyUI, the whole
-    word is tried first, then without trailing punctuation (`embedding:foo,` -> foo and ",")."""
+    word is tried first, then without trailing punctuation (`embedding:foo,` -> foo and ","); a name
+    no file has gives (None, "") and a warning: the whole word is dropped."""
     candidate = word
     while candidate:
         path = _find_file(candidate, folders)
@@ -107,7 +113,9 @@ def _resolve_reference(word: str, folders) -> tuple[Embedding, str]:
         if candidate[-1] not in _TRAILING_PUNCTUATION:
             break
         candidate = candidate[:-1]
-    raise _not_found(word.rstrip(_TRAILING_PUNCTUATION) or word, folders)
+    log.warning("%s; the prompt is encoded without it", _not_found(word.rstrip(_TRAILING_PUNCTUATION) or word,
+                                                                   folders))
+    return None, ""
 
 
 def _not_found(name: str, folders) -> EmbeddingError:

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ...nodes.folders import write_atomically
+from ...nodes.graph import is_link
 from ...nodes.registry import object_info
 from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
 from ..generation import WORKFLOWS_DIR
-from ..graph_editor import Refused, user_path, user_root
-from ..graph_layout import api_to_ui, declared_inputs, has_widget, ui_to_api
+from ..graph_layout import api_to_ui, declared_inputs, has_widget
+from ..json_errors import Refused
+from ..ui_workflow import UIWorkflowError, api_workflow
+from ..user_files import user_path, user_root
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -93,10 +96,10 @@ def load_upload(ctx: ServerContext, path: str | Path) -> dict:
 
 def to_api(ctx: ServerContext, data: Any) -> dict:
     """API format from the API format, the editor's format, or a /prompt body or history entry."""
-    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
-        data = ui_to_api(data, object_info(dict(ctx.registry)))
-    elif isinstance(data, dict) and isinstance(data.get("prompt"), dict):
-        data = data["prompt"]
+    try:
+        data = api_workflow(data, object_info(dict(ctx.registry)))
+    except UIWorkflowError as exc:
+        raise WorkflowError(str(exc)) from None
     if not isinstance(data, dict) or not data:
         raise WorkflowError("not a workflow: expected a JSON object of nodes")
     for node_id, node in data.items():
@@ -154,11 +157,6 @@ class Field:
         return asdict(self)
 
 
-def _is_link(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
-            and isinstance(value[1], int) and not isinstance(value[1], bool))
-
-
 def _node_order(node_id: str) -> tuple:
     return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
@@ -182,7 +180,7 @@ def form_fields(workflow: dict, info: dict) -> list[Field]:
         inputs = node.get("inputs") or {}
         title = (node.get("_meta") or {}).get("title") or node_info.get("display_name") or node["class_type"]
         for name, kind, options in declared_inputs(node_info):
-            if name not in inputs or _is_link(inputs[name]) or not has_widget(kind, options):
+            if name not in inputs or is_link(inputs[name]) or not has_widget(kind, options):
                 continue
             field = Field(node_id, title, name, kind, inputs[name], tooltip=options.get("tooltip"))
             if kind in ("INT", "FLOAT"):
