@@ -52,7 +52,7 @@ MODULE_SLIDERS: dict[str, list[dict]] = {
               {"name": "Canny High Threshold", "value": 200, "min": 1, "max": 255}],
     "depth": [_RESOLUTION],
 }
-MODEL_FREE = {"none"}  # modules listed with "model_free": true
+MODEL_FREE: set[str] = set()  # the extension's modules that need no model (reference_only, ...): none here
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 RESIZE_MODES = {"Just Resize": 0, "Crop and Resize": 1, "Resize and Fill": 2,
