@@ -168,6 +168,20 @@ def test_units_sit_between_the_prompts_and_every_sampler_of_hires_and_batches(fo
     assert workflow["cn0_image"]["inputs"]["image"] in plan.inputs.stored
 
 
+def test_only_masked_inpainting_crops_the_control_image_as_the_init_image(folders, checkpoint, controlnet):
+    init = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    mask = Image.new("L", (96, 96), 0)
+    ImageDraw.Draw(mask).rectangle((10, 10, 30, 30), fill=255)
+    plan = gen.build_img2img(small(init_image=init, mask=mask, inpaint_full_res=True, inpaint_full_res_padding=4,
+                                   mask_blur=0), folders)
+    assert plan.inputs.overlay.paste_box is not None
+    cn.apply_to_plan(plan, [unit(image=None, module="none"), unit(image=png_b64(init), module="none")], folders)
+    crop = np.asarray(Image.open(folders.input_dir / plan.inputs.init_name).convert("RGB"))
+    for index in (0, 1):
+        name = plan.workflows[0][f"cn{index}_image"]["inputs"]["image"]
+        assert np.array_equal(np.asarray(Image.open(folders.input_dir / name).convert("RGB")), crop)
+
+
 # -- running ---------------------------------------------------------------------------------------------
 
 def generate(registry, folders, units, **changes) -> np.ndarray:

@@ -308,13 +308,21 @@ def pixel_perfect_resolution(image: Image.Image, width: int, height: int, resize
     return int(round(scale * min(image.width, image.height)))
 
 
-def control_image(unit: ControlUnit, params: generation.GenerationParams) -> Image.Image:
+def control_image(unit: ControlUnit, params: generation.GenerationParams,
+                  crop_box: tuple[int, int, int, int] | None = None) -> Image.Image:
     """The unit's image (img2img's init image when it has none) at the generation size, resized by
-    its resize mode as A1111 resizes (crop and resize, just resize, resize and fill)."""
+    its resize mode as A1111 resizes (crop and resize, just resize, resize and fill). With inpainting's
+    "only masked" `crop_box` (x, y, w, h on the init image), it is first fitted to the init image and
+    cropped there, as the extension does."""
     image = unit.image if unit.image is not None else params.init_image
     if image is None:
         raise BadRequest(f"{ARGS_FIELD}[{unit.index}].image", "this unit needs an image (txt2img has no init image)")
-    return generation.resize_image(unit.resize_mode, generation.flatten(image), params.width, params.height)
+    image = generation.flatten(image)
+    if crop_box is not None and params.init_image is not None:
+        x, y, w, h = crop_box
+        fitted = generation.resize_image(unit.resize_mode, image, *params.init_image.size)
+        return generation.resize_image(2, fitted.crop((x, y, x + w, y + h)), params.width, params.height)
+    return generation.resize_image(unit.resize_mode, image, params.width, params.height)
 
 
 def _node(class_type: str, title: str, **inputs) -> dict:
@@ -384,7 +392,9 @@ def apply_to_plan(plan: generation.Plan, args: list, folders: Folders, max_bytes
     built by generation.build_txt2img / build_img2img; the warnings to report. Each unit's image is
     stored once in the input folder (listed with the plan's inputs when it has them)."""
     units = parse_units(args, folders, max_bytes)
-    images = {unit.index: control_image(unit, plan.params) for unit in units}  # every check before any write
+    overlay = plan.inputs.overlay if plan.inputs is not None else None
+    crop_box = overlay.paste_box if overlay is not None else None
+    images = {unit.index: control_image(unit, plan.params, crop_box) for unit in units}  # checks before writes
     names = {index: generation.store_input_image(folders, image, f"controlnet/unit{index}")
              for index, image in images.items()}
     if plan.inputs is not None:
