@@ -54,7 +54,7 @@ MODULE_SLIDERS: dict[str, list[dict]] = {
 }
 MODEL_FREE: set[str] = set()  # the extension's modules that need no model (reference_only, ...): none here
 
-CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+CONTROL_MODES = {"Balanced": 0, "My prompt is more important": 1, "ControlNet is more important": 2}
 RESIZE_MODES = {"Just Resize": 0, "Crop and Resize": 1, "Resize and Fill": 2,
                 "Inner Fit (Scale to Fit)": 1, "Outer Fit (Shrink to Fit)": 2,
                 "Scale to Fit (Inner Fit)": 1, "Envelope (Outer Fit)": 2}
@@ -185,27 +185,26 @@ def controlnet_args(alwayson_scripts: Any) -> tuple[list, dict]:
     return units, others
 
 
-def _number(unit: dict, index: int, name: str, default: float, low: float, high: float) -> float:
+def _number(unit: dict, where: str, name: str, default: float, low: float, high: float) -> float:
     value = unit.get(name, default)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise BadRequest(f"{ARGS_FIELD}[{index}].{name}", f"expected a number, got {value!r}")
+        raise BadRequest(f"{where}.{name}", f"expected a number, got {value!r}")
     if not low <= value <= high:
-        raise BadRequest(f"{ARGS_FIELD}[{index}].{name}", f"must be between {low} and {high}, got {value}")
+        raise BadRequest(f"{where}.{name}", f"must be between {low} and {high}, got {value}")
     return float(value)
 
 
-def _choice(unit: dict, index: int, name: str, names: dict[str, int] | tuple, default: int) -> int:
+def _choice(unit: dict, where: str, name: str, names: dict[str, int], default: int) -> int:
+    """A mode given by name or by number, as the extension's enums take it."""
     value = unit.get(name, default)
-    choices = list(names) if isinstance(names, tuple) else names
-    if isinstance(value, str) and value in choices:
-        return choices.index(value) if isinstance(names, tuple) else names[value]
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(set(
-            names if isinstance(names, tuple) else names.values())):
+    if isinstance(value, str) and value in names:
+        return names[value]
+    if isinstance(value, int) and not isinstance(value, bool) and value in names.values():
         return value
-    known = ", ".join(f"{n!r}" for n in choices)
-    raise BadRequest(f"{ARGS_FIELD}[{index}].{name}", f"unknown value {value!r}; known: {known} or their numbers")
+    known = ", ".join(f"{n!r}" for n in names)
+    raise BadRequest(f"{where}.{name}", f"unknown value {value!r}; known: {known} or their numbers")
 
 
 def _slider(unit: dict, where: str, name: str, slider: dict | None, warnings: list[str]) -> float:
@@ -265,14 +264,14 @@ def parse_unit(unit: Any, index: int, folders: Folders, max_bytes: int = 64 * 2*
         listed = ", ".join(model_names(folders)) or "none"
         raise BadRequest(f"{where}.model", f"model {requested!r} not found in the controlnet folder; "
                          f"available: {listed}")
-    mode = _choice(unit, index, "control_mode", CONTROL_MODES, 0)
+    mode = _choice(unit, where, "control_mode", CONTROL_MODES, 0)
     if mode != 0:
-        raise BadRequest(f"{where}.control_mode", f"{CONTROL_MODES[mode]!r} is not supported: its per-layer "
-                         "softened weights are not in Inkwash's ControlNet; use 'Balanced'")
+        raise BadRequest(f"{where}.control_mode", f"{list(CONTROL_MODES)[mode]!r} is not supported: its "
+                         "per-layer softened weights are not in Inkwash's ControlNet; use 'Balanced'")
     warnings: list[str] = []
     sliders = MODULE_SLIDERS[module] + [None] * 3
-    start = _number(unit, index, "guidance_start", 0.0, 0.0, 1.0)
-    end = _number(unit, index, "guidance_end", 1.0, 0.0, 1.0)
+    start = _number(unit, where, "guidance_start", 0.0, 0.0, 1.0)
+    end = _number(unit, where, "guidance_end", 1.0, 0.0, 1.0)
     if start > end:
         raise BadRequest(f"{where}.guidance_start", f"guidance_start ({start}) is after guidance_end ({end})")
     hr_option = unit.get("hr_option", "Both")
@@ -281,9 +280,10 @@ def parse_unit(unit: Any, index: int, folders: Folders, max_bytes: int = 64 * 2*
         raise BadRequest(f"{where}.hr_option", f"unknown value {hr_option!r}; known: {', '.join(HR_OPTIONS)}")
     return ControlUnit(
         index=index, module=module, model=model,
-        weight=_number(unit, index, "weight", 1.0, 0.0, 10.0),  # the Apply ControlNet node's range
+        weight=_number(unit, where, "weight", 1.0, 0.0, 10.0),  # the Apply ControlNet node's range
         image=_unit_image(unit, index, max_bytes),
-        resize_mode=_choice(unit, index, "resize_mode", RESIZE_MODES, 1) if unit.get("resize_mode") != 3 else 0,
+        # 3 is A1111's "just resize (latent upscale)", which the extension takes as just resize
+        resize_mode=0 if unit.get("resize_mode") == 3 else _choice(unit, where, "resize_mode", RESIZE_MODES, 1),
         processor_res=int(_slider(unit, f"{where}.", "processor_res", sliders[0], warnings)),
         threshold_a=_slider(unit, f"{where}.", "threshold_a", sliders[1], warnings),
         threshold_b=_slider(unit, f"{where}.", "threshold_b", sliders[2], warnings),
