@@ -3,6 +3,7 @@ generation.py builds and run with a tiny SD1 checkpoint and ControlNet; the /con
 import base64
 import hashlib
 import io
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,7 @@ from inkwash.nodes.executor import Executor
 from inkwash.webui import a1111_controlnet as cn
 from inkwash.webui import generation as gen
 from inkwash.webui import generation_passes as passes
+from inkwash.nodes.folders import REPO_ROOT
 from inkwash.webui.bad_request import BadRequest
 from inkwash.webui.generation import GenerationParams
 from PIL import Image, ImageDraw
@@ -27,6 +29,13 @@ CN_FILE = "control_tiny_canny.safetensors"
 @pytest.fixture
 def controlnet(folders):
     return write_tiny_controlnet(folders.models_dir / "controlnet", CN_FILE)
+
+
+@pytest.fixture
+def depth_estimator(folders):
+    """Inkwash's bundled small depth estimator in this test's annotators folder."""
+    (folders.models_dir / "annotators").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "models/annotators/inkwash-demo-depth.safetensors", folders.models_dir / "annotators")
 
 
 def square(size=64, box=(16, 16, 48, 48)) -> Image.Image:
@@ -206,6 +215,13 @@ def test_controlnet_changes_the_image_and_weight_guidance_and_enabled_act(regist
     assert not np.array_equal(none_module, controlled)
 
 
+def test_depth_units_run_through_the_depth_preprocessor(registry, folders, checkpoint, controlnet, depth_estimator):
+    plain = generate(registry, folders, [])
+    depth = generate(registry, folders, [unit(module="depth_midas", pixel_perfect=True)])
+    assert np.abs(depth - plain).mean() > 1
+    assert not np.array_equal(depth, generate(registry, folders, [unit(module="none")]))
+
+
 def test_controlnet_reaches_the_hires_pass(registry, folders, checkpoint, controlnet):
     hires = {"enable_hr": True, "hr_scale": 1.5, "denoising_strength": 0.5, "steps": 2}
     low_only = generate(registry, folders, [unit(hr_option="Low res only")], **hires)
@@ -248,8 +264,20 @@ def test_detect_runs_the_preprocessor_and_refuses_what_it_cannot(client):
     none = client.post("/controlnet/detect", json={**body, "controlnet_module": "none"}).json()["images"][0]
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(none))).convert("RGB")),
                           np.asarray(square()))
+    assert client.post("/controlnet/detect", json={**body, "controlnet_module": "depth"}).json()["field"] == \
+        "controlnet_module"  # no depth estimator in this test's annotators folder: said, not a server error
     for bad, field in (({"controlnet_module": "openpose"}, "controlnet_module"),
                        ({"controlnet_input_images": []}, "controlnet_input_images"),
                        ({"controlnet_input_images": ["%%%"]}, "controlnet_input_images[0]")):
         response = client.post("/controlnet/detect", json={**body, **bad})
         assert response.status_code == 422 and response.json()["field"] == field
+
+
+def test_detect_depth_gives_a_depth_map_at_the_processor_resolution(client, depth_estimator):
+    gradient = Image.fromarray(np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (64, 1)))
+    response = client.post("/controlnet/detect", json={"controlnet_module": "depth_midas",
+                                                       "controlnet_input_images": [png_b64(gradient)],
+                                                       "controlnet_processor_res": 128})
+    assert response.status_code == 200, response.text
+    depth = np.asarray(Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))).convert("RGB"))
+    assert depth.shape == (128, 192, 3) and depth.std() > 0

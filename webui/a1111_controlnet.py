@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 
 from ..nodes.folders import Folders
+from ..nodes.runtime.annotators import AnnotatorWeightsMissing
 from ..nodes.runtime.images import pil_to_tensor, tensor_to_pil
 from . import generation, generation_passes
 from .bad_request import BadRequest
@@ -437,7 +438,10 @@ def detect(module: Any, images: list[str], processor_res: float = -1, threshold_
             low, high = sorted((low, high))
             (out,) = node.run(pil_to_tensor(image), min(max(low / 255, 0.01), 0.99), min(max(high / 255, 0.01), 0.99))
         else:
-            (out,) = node.run(pil_to_tensor(image), resolution=int(res))
+            try:
+                (out,) = node.run(pil_to_tensor(image), resolution=int(res))
+            except AnnotatorWeightsMissing as err:
+                raise BadRequest("controlnet_module", f"module {module!r} can't run here: {err}") from None
         results.append(tensor_to_pil(out[0]))
     return results
 
