@@ -151,7 +151,11 @@ def test_units_sit_between_the_prompts_and_every_sampler_of_hires_and_batches(fo
         assert workflow["cn1_apply"]["inputs"]["positive"] == ["cn0_apply", 0]
         assert workflow["cn0_apply"]["inputs"]["positive"] == ["6", 0]
         assert workflow["cn0_apply"]["inputs"]["negative"] == ["7", 0]
-        assert hires["positive"] == ["cn0_apply", 0]  # unit 1 is for the first pass only
+        # the hires pass gets unit 0 made again at its size (unit 1 is for the first pass only)
+        assert hires["positive"] == ["cn0_apply_hires", 0] and hires["negative"] == ["cn0_apply_hires", 1]
+        assert workflow["cn0_apply_hires"]["inputs"]["image"] == ["cn0_pre_hires", 0]
+        assert workflow["cn0_pre_hires"]["inputs"]["image"] == ["cn0_image_hires", 0]
+        assert "cn1_image_hires" not in workflow
         canny = workflow["cn0_pre"]
         assert canny["class_type"] == "Canny" and canny["inputs"]["image"] == ["cn0_image", 0]
         assert canny["inputs"]["low_threshold"] == pytest.approx(60 / 255)
@@ -165,6 +169,15 @@ def test_units_sit_between_the_prompts_and_every_sampler_of_hires_and_batches(fo
     assert stored.size == (64, 64)  # crop and resize to the generation size: the centre, not squeezed
     box = np.argwhere(np.asarray(stored.convert("L")) > 128)
     assert (box[:, 1].min(), box[:, 1].max(), box[:, 0].min(), box[:, 0].max()) == (28, 35, 20, 43)
+    stored = Image.open(folders.input_dir / plan.workflows[0]["cn0_image_hires"]["inputs"]["image"])
+    assert stored.size == (128, 128)
+    box = np.argwhere(np.asarray(stored.convert("L")) > 128)
+    assert (box[:, 1].min(), box[:, 1].max(), box[:, 0].min(), box[:, 0].max()) == (56, 71, 40, 87)
+    only_hires = gen.build_txt2img(params, folders)
+    cn.apply_to_plan(only_hires, [unit(hr_option="High res only")], folders)
+    workflow = only_hires.workflows[0]
+    assert workflow["3"]["inputs"]["positive"] == ["6", 0] and "cn0_image" not in workflow
+    assert workflow[passes.HIRES_SAMPLER]["inputs"]["positive"] == ["cn0_apply_hires", 0]
 
     plan = gen.build_img2img(small(batch_size=2, init_image=square()), folders)
     cn.apply_to_plan(plan, [unit(image=None, module="none", pixel_perfect=True)], folders)

@@ -309,29 +309,42 @@ def pixel_perfect_resolution(image: Image.Image, width: int, height: int, resize
     return int(round(scale * min(image.width, image.height)))
 
 
-def control_image(unit: ControlUnit, params: generation.GenerationParams,
+def control_image(unit: ControlUnit, params: generation.GenerationParams, size: tuple[int, int],
                   crop_box: tuple[int, int, int, int] | None = None) -> Image.Image:
-    """The unit's image (img2img's init image when it has none) at the generation size, resized by
-    its resize mode as A1111 resizes (crop and resize, just resize, resize and fill). With inpainting's
-    "only masked" `crop_box` (x, y, w, h on the init image), it is first fitted to the init image and
-    cropped there, as the extension does."""
-    image = unit.image if unit.image is not None else params.init_image
-    if image is None:
-        raise BadRequest(f"{ARGS_FIELD}[{unit.index}].image", "this unit needs an image (txt2img has no init image)")
-    image = generation.flatten(image)
+    """The unit's image (img2img's init image when it has none) at `size`, resized by its resize mode
+    as A1111 resizes (crop and resize, just resize, resize and fill). With inpainting's "only masked"
+    `crop_box` (x, y, w, h on the init image), it is first fitted to the init image and cropped there,
+    as the extension does."""
+    image = source_image(unit, params)
     if crop_box is not None and params.init_image is not None:
         x, y, w, h = crop_box
         fitted = generation.resize_image(unit.resize_mode, image, *params.init_image.size)
-        return generation.resize_image(2, fitted.crop((x, y, x + w, y + h)), params.width, params.height)
-    return generation.resize_image(unit.resize_mode, image, params.width, params.height)
+        return generation.resize_image(2, fitted.crop((x, y, x + w, y + h)), *size)
+    return generation.resize_image(unit.resize_mode, image, *size)
+
+
+def source_image(unit: ControlUnit, params: generation.GenerationParams) -> Image.Image:
+    image = unit.image if unit.image is not None else params.init_image
+    if image is None:
+        raise BadRequest(f"{ARGS_FIELD}[{unit.index}].image", "this unit needs an image (txt2img has no init image)")
+    return generation.flatten(image)
+
+
+def hint_sizes(params: generation.GenerationParams) -> dict[str, tuple[int, int]]:
+    """The sizes a unit's hint is made at: the generation's, and with hires fix (txt2img) the second
+    pass's, for which the extension runs the preprocessor again at that size."""
+    sizes = {"": (params.width, params.height)}
+    if params.enable_hr and params.init_image is None:  # img2img has no hires pass
+        sizes["_hires"] = generation_passes.hires_size(params.width, params.height, params.hr_scale,
+                                                       params.hr_resize_x, params.hr_resize_y)
+    return sizes
 
 
 def _node(class_type: str, title: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
 
 
-def _preprocessor(unit: ControlUnit, image_link: list, source: Image.Image,
-                  params: generation.GenerationParams) -> dict | None:
+def _preprocessor(unit: ControlUnit, image_link: list, source: Image.Image, size: tuple[int, int]) -> dict | None:
     node = MODULE_NODES[unit.module]
     title = f"ControlNet unit {unit.index}: {unit.module}"
     if node == "Canny":  # the extension's thresholds are 0-255, the node's fractions of that
@@ -339,7 +352,7 @@ def _preprocessor(unit: ControlUnit, image_link: list, source: Image.Image,
         return _node("Canny", title, image=image_link, low_threshold=min(max(low / 255, 0.01), 0.99),
                      high_threshold=min(max(high / 255, 0.01), 0.99))
     if node == "MiDaS-DepthMapPreprocessor":
-        resolution = (pixel_perfect_resolution(source, params.width, params.height, unit.resize_mode)
+        resolution = (pixel_perfect_resolution(source, *size, unit.resize_mode)
                       if unit.pixel_perfect else unit.processor_res)
         return _node(node, title, image=image_link, resolution=max(64, min(16384, resolution)))
     return None
@@ -357,32 +370,36 @@ def _samplers(workflow: dict, unit: ControlUnit) -> list[str]:
     return ids
 
 
-def add_controlnet_units(workflow: dict, units: list[ControlUnit], image_names: dict[int, str],
+def add_controlnet_units(workflow: dict, units: list[ControlUnit], image_names: dict[int, dict[str, str]],
                          params: generation.GenerationParams) -> None:
     """Edit a workflow built by generation.py: each unit's image (stored in the input folder as
-    image_names[unit.index]) through its preprocessor and ControlNetApplyAdvanced, chained in the
-    units' order, between the prompt encoders and the samplers."""
-    chains: dict[tuple, str] = {}  # (positive, negative, unit) -> its Apply node: batch branches share one
+    image_names[unit.index][pass], pass "" or, for the hires-fix sampler, "_hires") through its
+    preprocessor and ControlNetApplyAdvanced, chained in the units' order, between the prompt encoders
+    and the samplers."""
+    sizes = hint_sizes(params)
+    chains: dict[tuple, str] = {}  # (positive, negative, unit, pass) -> its Apply node: batch branches share one
     for unit in units:
         prefix = f"cn{unit.index}"
-        workflow[f"{prefix}_image"] = _node("LoadImage", f"ControlNet unit {unit.index} image",
-                                            image=image_names[unit.index])
-        hint = [f"{prefix}_image", 0]
-        pre = _preprocessor(unit, hint, unit.image if unit.image is not None else params.init_image, params)
-        if pre is not None:
-            workflow[f"{prefix}_pre"] = pre
-            hint = [f"{prefix}_pre", 0]
         workflow[f"{prefix}_loader"] = _node("ControlNetLoader", f"ControlNet unit {unit.index} model",
                                              control_net_name=unit.model)
+        hints = {}
+        for suffix, name in image_names[unit.index].items():
+            workflow[f"{prefix}_image{suffix}"] = _node("LoadImage", f"ControlNet unit {unit.index} image", image=name)
+            hints[suffix] = [f"{prefix}_image{suffix}", 0]
+            pre = _preprocessor(unit, hints[suffix], source_image(unit, params), sizes[suffix])
+            if pre is not None:
+                workflow[f"{prefix}_pre{suffix}"] = pre
+                hints[suffix] = [f"{prefix}_pre{suffix}", 0]
         for sampler in _samplers(workflow, unit):
+            suffix = "_hires" if sampler == generation_passes.HIRES_SAMPLER and "_hires" in hints else ""
             inputs = workflow[sampler]["inputs"]
-            key = (tuple(inputs["positive"]), tuple(inputs["negative"]), unit.index)
+            key = (tuple(inputs["positive"]), tuple(inputs["negative"]), unit.index, suffix)
             if key not in chains:
-                count = sum(k[2] == unit.index for k in chains)
-                apply_id = f"{prefix}_apply" + (f"_{count}" if count else "")
+                count = sum(k[2:] == key[2:] for k in chains)
+                apply_id = f"{prefix}_apply{suffix}" + (f"_{count}" if count else "")
                 workflow[apply_id] = _node(
                     "ControlNetApplyAdvanced", f"ControlNet unit {unit.index}", positive=list(inputs["positive"]),
-                    negative=list(inputs["negative"]), control_net=[f"{prefix}_loader", 0], image=hint,
+                    negative=list(inputs["negative"]), control_net=[f"{prefix}_loader", 0], image=hints[suffix],
                     strength=unit.weight, start_percent=unit.guidance_start, end_percent=unit.guidance_end)
                 chains[key] = apply_id
             inputs["positive"], inputs["negative"] = [chains[key], 0], [chains[key], 1]
@@ -390,16 +407,20 @@ def add_controlnet_units(workflow: dict, units: list[ControlUnit], image_names: 
 
 def apply_to_plan(plan: generation.Plan, args: list, folders: Folders, max_bytes: int = 64 * 2**20) -> list[str]:
     """Add a request's ControlNet units (`alwayson_scripts.controlnet.args`) to every workflow of a plan
-    built by generation.build_txt2img / build_img2img; the warnings to report. Each unit's image is
+    built by generation.build_txt2img / build_img2img; the warnings to report. Each unit's images are
     stored once in the input folder (listed with the plan's inputs when it has them)."""
     units = parse_units(args, folders, max_bytes)
     overlay = plan.inputs.overlay if plan.inputs is not None else None
     crop_box = overlay.paste_box if overlay is not None else None
-    images = {unit.index: control_image(unit, plan.params, crop_box) for unit in units}  # checks before writes
-    names = {index: generation.store_input_image(folders, image, f"controlnet/unit{index}")
-             for index, image in images.items()}
+    sizes = hint_sizes(plan.params)
+    skip = {"Low res only": "_hires", "High res only": "" if "_hires" in sizes else None}
+    images = {unit.index: {suffix: control_image(unit, plan.params, size, crop_box)
+                           for suffix, size in sizes.items() if suffix != skip.get(unit.hr_option)}
+              for unit in units}  # every check before anything is written
+    names = {index: {suffix: generation.store_input_image(folders, image, f"controlnet/unit{index}{suffix}")
+                     for suffix, image in by_pass.items()} for index, by_pass in images.items()}
     if plan.inputs is not None:
-        plan.inputs.stored.extend(names.values())
+        plan.inputs.stored.extend(name for by_pass in names.values() for name in by_pass.values())
     for workflow in plan.workflows:
         add_controlnet_units(workflow, units, names, plan.params)
     return [warning for unit in units for warning in unit.warnings]
