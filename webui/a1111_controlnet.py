@@ -6,10 +6,12 @@ and /controlnet/detect. Each enabled unit becomes, in every workflow generation.
 
     LoadImage (the unit's image, resized to the generation size) -> preprocessor node (Canny or
     MiDaS-DepthMapPreprocessor; none for module "none") -> ControlNetApplyAdvanced (with a
-    ControlNetLoader) between the prompt encoders and each sampler, the hires-fix pass too.
+    ControlNetLoader) between the prompt encoders and each sampler; the hires-fix sampler gets the
+    hint made again at its size, as the extension makes it.
 
 Units are read as the extension reads them: its legacy aliases (input_image, guidance, lowvram),
-"enabled" true unless sent false (its API's unit default), resize and control modes by name or number,
+"enabled" true unless sent false (the default of its API units before 1.1.445, which its documented
+examples rely on), resize and control modes by name or number,
 and model names with or without the " [hash]" it lists them with. What Inkwash cannot run exactly is
 refused with BadRequest naming the unit's field; the refiner pass gets no ControlNet (SDXL refiners
 have none).
