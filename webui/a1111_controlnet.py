@@ -10,7 +10,7 @@ and /controlnet/detect. Each enabled unit becomes, in every workflow generation.
     hint made again at its size, as the extension makes it.
 
 Units are read as the extension reads them: its legacy aliases (input_image, guidance, lowvram),
-"enabled" true unless sent false (the default of its API units before 1.1.445, which its documented
+"enabled" true unless sent false (its older API units' default, which its documented API
 examples rely on), resize and control modes by name or number,
 and model names with or without the " [hash]" it lists them with. What Inkwash cannot run exactly is
 refused with BadRequest naming the unit's field; the refiner pass gets no ControlNet (SDXL refiners
