@@ -8,6 +8,7 @@ tile's activations at a time. A GPU out of memory halves the tile and tries agai
 """
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Callable
@@ -82,13 +83,12 @@ def upscale(model, image: torch.Tensor, tile: int = TILE, overlap: int = OVERLAP
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Where tiles start along one side so that they cover it, each overlapping the next by at least
-    `overlap`; the last one ends at the edge."""
+    """Where tiles start along one side: as few as cover it with each overlapping the next by at least
+    `overlap`, spread evenly from one edge to the other."""
     if size <= tile:
         return [0]
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    return [i * (size - tile) // (count - 1) for i in range(count)]
 
 
 def _ramp(length: int, fade_start: bool, fade_end: bool, width: int) -> torch.Tensor:
@@ -126,4 +126,4 @@ def _tiled(model, image: torch.Tensor, tile: int, overlap: int, device, dtype, o
             done += 1
             if on_tile is not None:
                 on_tile(done, total)
-    return (out / weight).clamp(0, 1).movedim(1, -1).to(image.dtype)
+    return out.div_(weight).clamp_(0, 1).movedim(1, -1).to(image.dtype)  # in place: the output is the big one
