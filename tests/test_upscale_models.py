@@ -166,3 +166,18 @@ def test_a1111_upscaler_folders_come_from_extra_model_paths(tmp_path):
         assert upscale_models.load(folders.find("upscale_models", "4x-esrgan.pth")).scale == 4
     finally:
         folders_module._current = previous
+
+
+def test_infotext_names_an_upscale_model_between_two_passes():
+    from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext
+    from inkwash.webui import generation as gen
+
+    params = gen.resolve(gen.GenerationParams(prompt="a red circle", checkpoint="tiny-sd1.safetensors", width=64,
+                                              height=64, steps=2, enable_hr=True, hr_scale=2.0, hr_upscaler="Lanczos"))
+    workflow = gen.txt2img_workflow(params)
+    decoded = workflow["14"]["inputs"]["image"]  # the first pass, decoded, as the pixel upscale takes it
+    workflow["20"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "sub/4x-UltraSharp.pth"}}
+    workflow["21"] = {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["20", 0], "image": decoded}}
+    workflow["14"]["inputs"]["image"] = ["21", 0]
+    info = parse_infotext(infotext_from_workflow(workflow, "9"))
+    assert info["Hires upscaler"] == "sub/4x-UltraSharp" and info["Hires upscale"] == "2"
