@@ -68,6 +68,17 @@ def test_batch_of_files_scaled_to_a_size_with_a_second_upscaler(ctx, tmp_path):
     assert [n["class_type"] for n in job.workflow.values()].count("ImageBlend") == 2
 
 
+def test_a_folders_images_are_upscaled_and_its_other_files_passed_over(ctx, tmp_path):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    uploaded = [picture(folder / "b.png", (6, 4), 1), picture(folder / "a.JPG", (5, 5), 2), str(folder / "notes.txt")]
+    (folder / "notes.txt").write_text("not a picture")
+    _, gallery, _ = run_to_end(ctx, "Batch from folder", None, None, form(upscaler_1="Nearest"), uploaded)
+    assert [Image.open(p).size for p in gallery] == [(10, 10), (12, 8)]  # a.JPG, then b.png
+    with pytest.raises(gr.Error, match="choose a folder that holds image files"):
+        list(extras_tab.upscale(ctx, "Batch from folder", None, None, form(), [str(folder / "notes.txt")]))
+
+
 def test_the_batch_source_ignores_the_single_image_and_vice_versa(ctx, tmp_path):
     single = picture(tmp_path / "single.png", (4, 4))
     with pytest.raises(gr.Error, match="drop one or more image files"):

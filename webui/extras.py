@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,6 @@ def a1111_upscalers(folders: Folders) -> list[dict]:
 
 
 def _scale_in_name(name: str) -> int:
-    import re
-
     match = re.search(r"(?<![0-9])([1-8])[xX]|[xX]([1-8])(?![0-9])", Path(name).name)
     return int(match.group(1) or match.group(2)) if match else 4
 

@@ -1,4 +1,4 @@
-"""Extras: upscale a single image or a batch of uploaded files, by a factor or to a size, with a first
+"""Extras: upscale a single image, a batch of uploaded files or a folder's images, by a factor or to a size, with a first
 upscaler and a second one blended in by its visibility (A1111's Extras tab). The work is a workflow
 (webui/extras.py) on the shared queue, so it shows in Queue & history; results are saved to
 output/extras/."""
@@ -11,13 +11,14 @@ from typing import Any
 
 import gradio as gr
 
+from ...nodes.core.image import IMAGE_EXTENSIONS
 from .. import extras
 from ..a1111_api import open_image_bytes
 from ..bad_request import BadRequest
 from ..context import ServerContext
 from .running import SubmitError, idle_html, output_files, progress_html, submit_all, watch
 
-SOURCES = ("Single image", "Batch from files")
+SOURCES = ("Single image", "Batch from files", "Batch from folder")
 RESIZE_MODES = ("Scale by", "Scale to")
 
 
@@ -26,6 +27,7 @@ class ExtrasTab:
     source: gr.State
     image: gr.Image
     files: gr.File
+    folder: gr.File
     inputs: dict[str, Any]
     run: gr.Button
     progress: gr.HTML
@@ -51,24 +53,29 @@ def _open(path: str | Path):
         raise BadRequest(name, f"can't be read ({exc.strerror or exc})") from None
 
 
-def _uploaded_paths(source: str, image: str | None, files: list | None) -> list[str]:
+def _uploaded_paths(source: str, image: str | None, files: list | None, folder: list | None) -> list[str]:
     if source == SOURCES[0]:
         if not image:
             raise BadRequest("image", "drop an image to upscale first")
         return [image]
-    paths = [f if isinstance(f, str) else getattr(f, "name", None) for f in files or []]
-    paths = [p for p in paths if p]
+    if source == SOURCES[2]:  # every image file of the folder; other files are passed over
+        paths = sorted(str(p) for p in folder or [] if str(p).lower().endswith(IMAGE_EXTENSIONS))
+        if not paths:
+            raise BadRequest("folder", "choose a folder that holds image files first")
+        return paths
+    paths = [str(p) for p in files or [] if p]
     if not paths:
         raise BadRequest("files", "drop one or more image files first")
     return paths
 
 
-def upscale(ctx: ServerContext, source: str, image: str | None, files: list | None, form: dict
-            ) -> Iterator[tuple[str, Any, str]]:
-    """Queue the upscale of the single image or the files and stream (progress, gallery, info)."""
+def upscale(ctx: ServerContext, source: str, image: str | None, files: list | None, form: dict,
+            folder: list | None = None) -> Iterator[tuple[str, Any, str]]:
+    """Queue the upscale of the single image, the files or the folder's images and stream (progress,
+    gallery, info)."""
     try:
         params = form_params(form)
-        images = [_open(path) for path in _uploaded_paths(source, image, files)]
+        images = [_open(path) for path in _uploaded_paths(source, image, files, folder)]
         stored = extras.store_inputs(ctx.folders, images)
         workflow, savers = extras.build_workflow(params, ctx.folders, stored, save=True, max_pixels=ctx.max_pixels)
         job_ids = submit_all(ctx, [workflow])
@@ -103,14 +110,19 @@ def build(ctx: ServerContext) -> ExtrasTab:
                 with gr.Tab(SOURCES[1], id="extras_batch") as batch_tab:
                     files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath",
                                     elem_id="extras_files")
+                with gr.Tab(SOURCES[2], id="extras_folder") as folder_tab:
+                    folder = gr.File(label="A folder of images", file_count="directory", type="filepath",
+                                     elem_id="extras_folder")
             inputs["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize",
                                              elem_id="extras_resize_mode")
-            inputs["upscaling_resize"] = gr.Slider(1.0, extras.MAX_SCALE, value=4, step=0.05, label="Scale by",
-                                                   elem_id="extras_upscaling_resize")
-            with gr.Row():
-                inputs["upscaling_resize_w"] = gr.Slider(64, 8192, value=512, step=8, label="Width")
-                inputs["upscaling_resize_h"] = gr.Slider(64, 8192, value=512, step=8, label="Height")
-            inputs["upscaling_crop"] = gr.Checkbox(value=True, label="Crop to fit")
+            with gr.Group(visible=True) as scale_by:
+                inputs["upscaling_resize"] = gr.Slider(1.0, extras.MAX_SCALE, value=4, step=0.05, label="Scale by",
+                                                       elem_id="extras_upscaling_resize")
+            with gr.Group(visible=False) as scale_to:
+                with gr.Row():
+                    inputs["upscaling_resize_w"] = gr.Slider(64, 8192, value=512, step=8, label="Width")
+                    inputs["upscaling_resize_h"] = gr.Slider(64, 8192, value=512, step=8, label="Height")
+                inputs["upscaling_crop"] = gr.Checkbox(value=True, label="Crop to fit")
             with gr.Row(equal_height=True):
                 inputs["upscaler_1"] = gr.Dropdown(names, value="None", label="Upscaler 1", scale=4,
                                                    elem_id="extras_upscaler_1")
@@ -126,16 +138,20 @@ def build(ctx: ServerContext) -> ExtrasTab:
             gallery = gr.Gallery(label="Results", columns=4, height="auto", interactive=False,
                                  elem_id="extras_gallery")
             info = gr.Textbox(label="Postprocess parameters", lines=2, interactive=False, elem_id="extras_info")
-    single_tab.select(lambda: SOURCES[0], outputs=[source])
-    batch_tab.select(lambda: SOURCES[1], outputs=[source])
+    for tab, name in ((single_tab, SOURCES[0]), (batch_tab, SOURCES[1]), (folder_tab, SOURCES[2])):
+        tab.select(lambda name=name: name, outputs=[source])
+    inputs["resize_mode"].change(lambda mode: (gr.Group(visible=mode == RESIZE_MODES[0]),
+                                               gr.Group(visible=mode == RESIZE_MODES[1])),
+                                 inputs=[inputs["resize_mode"]], outputs=[scale_by, scale_to], queue=False)
     names_in_order = list(inputs)
 
-    def run_upscale(source_value, image_value, files_value, *values):
-        yield from upscale(ctx, source_value, image_value, files_value, dict(zip(names_in_order, values)))
+    def run_upscale(source_value, image_value, files_value, folder_value, *values):
+        yield from upscale(ctx, source_value, image_value, files_value, dict(zip(names_in_order, values)),
+                           folder_value)
 
     # The handler waits on the queue, which serialises the work: no need to hold other users back.
-    run.click(run_upscale, inputs=[source, image, files, *inputs.values()], outputs=[progress, gallery, info],
-              concurrency_limit=None)
+    run.click(run_upscale, inputs=[source, image, files, folder, *inputs.values()],
+              outputs=[progress, gallery, info], concurrency_limit=None)
     refresh.click(lambda a, b: refreshed_upscalers(ctx, a, b), inputs=[inputs["upscaler_1"], inputs["upscaler_2"]],
                   outputs=[inputs["upscaler_1"], inputs["upscaler_2"]])
-    return ExtrasTab(source, image, files, inputs, run, progress, gallery, info)
+    return ExtrasTab(source, image, files, folder, inputs, run, progress, gallery, info)
