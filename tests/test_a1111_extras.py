@@ -157,3 +157,18 @@ def test_out_of_range_fields_are_refused_by_the_schema(client):
                            json={"image": png_b64(noise(4, 4)), "upscaling_resize": 9, "upscaler_1": "Lanczos"})
     assert response.status_code == 422
     assert "upscaling_resize" in response.text
+
+
+def test_the_app_serves_the_extras_routes_before_the_generation_api(folders, tmp_path, fresh_model_cache):
+    from inkwash.webui.serve_options import ServeOptions
+    from inkwash.webui.server import create_app, create_context
+
+    write_tiny_esrgan(folders.models_dir / "upscale_models", MODEL + ".safetensors")
+    options = ServeOptions(models_dir=folders.models_dir, output_dir=folders.output_dir, input_dir=folders.input_dir,
+                           data_dir=tmp_path / "data")
+    app = create_app(create_context(options), options, with_ui=False)
+    with TestClient(app, base_url="http://127.0.0.1:7860") as client:
+        assert [item["name"] for item in client.get("/sdapi/v1/upscalers").json()][-1] == MODEL
+        response = client.post("/sdapi/v1/extra-single-image",
+                               json={"image": png_b64(noise(6, 4)), "upscaler_1": "Lanczos", "upscaling_resize": 2})
+        assert response.status_code == 200 and decode(response.json()["image"]).size == (12, 8)
