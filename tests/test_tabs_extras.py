@@ -6,6 +6,9 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from inkwash.nodes.formats.png_metadata import read_png_text
 
 from inkwash.webui.context import ServerContext
 from inkwash.webui.events import EventHub
@@ -46,12 +49,20 @@ def run_to_end(ctx, *args):
 
 
 def test_single_image_is_upscaled_saved_and_in_the_history(ctx, tmp_path):
-    progress, gallery, info = run_to_end(ctx, "Single image", picture(tmp_path / "a.png"), None, form())
+    source = picture(tmp_path / "a.png")
+    with Image.open(source) as opened:  # a generated picture, with its infotext
+        pnginfo = PngInfo()
+        pnginfo.add_text("parameters", "a red circle\nSteps: 2, Seed: 7, Size: 10x8")
+        opened.save(source, pnginfo=pnginfo)
+    progress, gallery, info = run_to_end(ctx, "Single image", source, None, form())
     assert "Done" in progress
     assert info == f"Postprocess upscale by: 2, Postprocess upscaler: {MODEL}"
     (path,) = gallery
     assert Image.open(path).size == (20, 16)
     assert Path(path).parent == ctx.folders.output_dir / "extras"
+    texts = read_png_text(path)  # A1111's chunks: the source's parameters, the upscale's as "extras"
+    assert texts["parameters"] == "a red circle\nSteps: 2, Seed: 7, Size: 10x8"
+    assert texts["extras"] == info and "UpscaleModelLoader" in texts["prompt"]
     (job,) = ctx.queue.history()
     assert job.status == "success"
     assert {n["class_type"] for n in job.workflow.values()} >= {"UpscaleModelLoader", "ImageUpscaleWithModel"}

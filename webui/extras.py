@@ -11,14 +11,17 @@ job in Queue & history.
 from __future__ import annotations
 
 import html
+import io
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
-from ..nodes.folders import Folders
+from ..nodes.folders import Folders, write_atomically
+from ..nodes.formats.png_metadata import read_png_text
 from ..nodes.runtime import upscale_models
 from .bad_request import BadRequest
 from .generation import store_input_image
@@ -197,3 +200,25 @@ def html_info(text: str) -> str:
     """A1111's html_info: the infotext as a paragraph."""
     return f"<p>{html.escape(text)}</p>" if text else ""
 
+
+def source_parameters(image: Image.Image) -> str | None:
+    """The A1111 infotext a source image carries, which its upscaled copy keeps."""
+    parameters = image.info.get("parameters")
+    return parameters if isinstance(parameters, str) and parameters else None
+
+
+def write_text_chunks(path: Path, parameters: str | None, info: str) -> None:
+    """Give a saved result A1111's text chunks of an Extras image: the source's "parameters" and the
+    upscale's own infotext as "extras"; the chunks it has (the workflow) stay."""
+    texts = read_png_text(path)
+    if parameters:
+        texts["parameters"] = parameters
+    if info:
+        texts["extras"] = info
+    pnginfo = PngInfo()
+    for key, value in texts.items():
+        pnginfo.add_text(key, value)
+    encoded = io.BytesIO()
+    with Image.open(path) as image:
+        image.save(encoded, format="PNG", pnginfo=pnginfo, compress_level=4)
+    write_atomically(path, encoded.getvalue())

@@ -76,6 +76,7 @@ def upscale(ctx: ServerContext, source: str, image: str | None, files: list | No
     try:
         params = form_params(form)
         images = [_open(path) for path in _uploaded_paths(source, image, files, folder)]
+        parameters = [extras.source_parameters(picture) for picture in images]
         stored = extras.store_inputs(ctx.folders, images)
         workflow, savers = extras.build_workflow(params, ctx.folders, stored, save=True, max_pixels=ctx.max_pixels)
         job_ids = submit_all(ctx, [workflow])
@@ -88,6 +89,8 @@ def upscale(ctx: ServerContext, source: str, image: str | None, files: list | No
             continue
         job = state.done[job_ids[0]]
         paths = output_files(ctx, job.outputs or {}, savers)
+        for path, source_info in zip(paths, parameters):
+            extras.write_text_chunks(path, source_info, info)
         yield progress_html(state, "Upscale", [workflow]), [str(p) for p in paths], info
 
 
