@@ -9,7 +9,6 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from inkwash.nodes.formats.png_metadata import read_png_text
-
 from inkwash.webui.context import ServerContext
 from inkwash.webui.events import EventHub
 from inkwash.webui.jobs import JobQueue
