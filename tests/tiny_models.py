@@ -172,3 +172,72 @@ def tiny_sd1_standard(seed: int = 0) -> tuple[DiffusionModel, TextEncoder, Vae]:
                             bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
     model = DiffusionModel(unet, family, _scheduler(family), name="tiny-sd1-standard")
     return model, TextEncoder([clip_tokenizer()], [CLIPTextModel(config).eval()], family), Vae(vae, family)
+
+
+class _DenseBlock(torch.nn.Module):
+    """Real-ESRGAN's ResidualDenseBlock: five 3x3 convs, each seeing the block input and all before it."""
+
+    def __init__(self, features: int, growth: int):
+        super().__init__()
+        for i in range(1, 5):
+            setattr(self, f"conv{i}", torch.nn.Conv2d(features + (i - 1) * growth, growth, 3, 1, 1))
+        self.conv5 = torch.nn.Conv2d(features + 4 * growth, features, 3, 1, 1)
+
+    def forward(self, x):
+        seen = [x]
+        for i in range(1, 5):
+            seen.append(torch.nn.functional.leaky_relu(getattr(self, f"conv{i}")(torch.cat(seen, 1)), 0.2))
+        return self.conv5(torch.cat(seen, 1)) * 0.2 + x
+
+
+class _RRDB(torch.nn.Module):
+    def __init__(self, features: int, growth: int):
+        super().__init__()
+        self.rdb1, self.rdb2, self.rdb3 = (_DenseBlock(features, growth) for _ in range(3))
+
+    def forward(self, x):
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class TinyRRDBNet(torch.nn.Module):
+    """Real-ESRGAN's RRDBNet (basicsr's key names, as RealESRGAN_x4plus.pth has them) with few blocks
+    and features: x4 by two nearest-neighbour x2 steps, each followed by a conv."""
+
+    def __init__(self, features: int = 8, blocks: int = 1, growth: int = 32, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        conv = lambda i, o: torch.nn.Conv2d(i, o, 3, 1, 1)  # noqa: E731
+        self.conv_first = conv(3, features)
+        self.body = torch.nn.Sequential(*(_RRDB(features, growth) for _ in range(blocks)))
+        self.conv_body, self.conv_up1, self.conv_up2 = conv(features, features), conv(features, features), conv(
+            features, features)
+        self.conv_hr, self.conv_last = conv(features, features), conv(features, 3)
+        with torch.no_grad():  # outputs that vary with the input, around 0.5, mostly inside 0..1
+            probe = self(torch.rand(1, 3, 16, 16))
+            spread = probe.std(dim=(0, 2, 3))
+            self.conv_last.weight.mul_((0.15 / spread)[:, None, None, None])
+            self.conv_last.bias.mul_(0.15 / spread)
+            self.conv_last.bias.add_(0.5 - self(torch.rand(1, 3, 16, 16)).mean(dim=(0, 2, 3)))
+
+    def forward(self, x):
+        lrelu = lambda t: torch.nn.functional.leaky_relu(t, 0.2)  # noqa: E731
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        feat = lrelu(self.conv_up1(torch.nn.functional.interpolate(feat, scale_factor=2, mode="nearest")))
+        feat = lrelu(self.conv_up2(torch.nn.functional.interpolate(feat, scale_factor=2, mode="nearest")))
+        return self.conv_last(lrelu(self.conv_hr(feat)))
+
+
+def write_tiny_esrgan(folder: str | Path, name: str = "4x-tiny-esrgan.safetensors", seed: int = 0) -> Path:
+    """A TinyRRDBNet's weights as an upscale model file: .safetensors, or a plain torch state dict
+    (.pth) as Real-ESRGAN ships them ({"params_ema": state dict})."""
+    from safetensors.torch import save_file
+
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in TinyRRDBNet(seed=seed).state_dict().items()}
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"params_ema": state}, path)
+    return path

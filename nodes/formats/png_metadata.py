@@ -375,9 +375,19 @@ def _hires_params(graph: _Graph, first: dict, hires: dict, between: list[dict], 
     if steps != graph.literal(first.get("steps")):
         params["Hires steps"] = steps
     decoded = any(is_link(i.get("vae")) and "samples" in i for i in between)  # VAEDecode: a pixel upscale
-    params["Hires upscaler"] = hires_upscaler_name("pixel" if decoded else "latent",
-                                                   graph.literal(resize.get("upscale_method")))
+    params["Hires upscaler"] = _upscale_model_name(graph, between) or hires_upscaler_name(
+        "pixel" if decoded else "latent", graph.literal(resize.get("upscale_method")))
     return params
+
+
+def _upscale_model_name(graph: _Graph, between: list[dict]) -> str | None:
+    """A1111's name (the file name without extension) of an upscale model run between two passes."""
+    for inputs in between:
+        loader = graph.node(inputs.get("upscale_model")) if is_link(inputs.get("upscale_model")) else None
+        name = graph.literal(loader[1].get("model_name")) if loader else None
+        if isinstance(name, str):
+            return os.path.splitext(name)[0]
+    return None
 
 
 def _loras(graph: _Graph, model_link) -> list[tuple[str, object, object]]:

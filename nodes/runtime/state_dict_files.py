@@ -154,8 +154,11 @@ def _open_pickle(path: Path) -> StateDict:
     except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... for damaged files
         raise CheckpointError(f"{path.name}: not a readable checkpoint (truncated or corrupt?): "
                               f"{type(err).__name__}: {_first_line(err)}") from err
-    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
+    # the weights may sit one level down: "state_dict" (training checkpoints), "params_ema" / "params"
+    # (Real-ESRGAN and other basicsr-trained upscale models; the EMA weights are the ones to use)
+    while isinstance(data, dict) and (inner := next(
+            (data[k] for k in ("state_dict", "params_ema", "params") if isinstance(data.get(k), dict)), None)):
+        data = inner
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)} if isinstance(data, dict) else {}
     if not tensors:
         raise CheckpointError(f"{path.name}: holds no tensors")

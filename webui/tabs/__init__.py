@@ -5,12 +5,12 @@ from __future__ import annotations
 import gradio as gr
 
 from ..context import ServerContext
-from . import depth2img, history, img2img, inpaint, pnginfo, txt2img, workflows
+from . import depth2img, extras, history, img2img, inpaint, pnginfo, txt2img, workflows
 from .common import GenerationTab
 from .generate import send_image
 
 GRAPH_EDITOR_URL = "/graph/"
-TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "workflows", "pnginfo", "history")
+TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "extras", "workflows", "pnginfo", "history")
 
 
 def allowed_paths(ctx: ServerContext) -> list[str]:
@@ -30,6 +30,8 @@ def build_ui(ctx: ServerContext) -> gr.Blocks:
                 mode = module.__name__.rsplit(".", 1)[-1]
                 with gr.Tab(mode, id=mode):
                     generation[mode] = module.build(ctx)
+            with gr.Tab("Extras", id="extras"):
+                extras.build(ctx)
             with gr.Tab("Workflows", id="workflows"):
                 workflows_tab = workflows.build(ctx)
             with gr.Tab("PNG Info", id="pnginfo"):
