@@ -297,3 +297,19 @@ def test_lora_tags_are_applied_and_reported_with_their_hashes(client, folders):
     assert info["extra_generation_params"]["Lora hashes"] == hashed
     assert f'Lora hashes: "{hashed}"' in info["infotexts"][0]
     assert not np.array_equal(np.asarray(decode(plain["images"][0])[0]), np.asarray(decode(tagged["images"][0])[0]))
+
+
+@pytest.mark.parametrize("changes, field, message", [
+    ({"cfg_scale": float("nan")}, "cfg_scale", "expected a finite number"),
+    ({"denoising_strength": float("inf"), "init_images": None}, "denoising_strength", "expected a finite number"),
+    ({"steps": 0}, "steps", "must be between 1 and 1000, got 0"),
+    ({"width": 8}, "width", "must be between 64 and 2048 pixels"),
+])
+def test_request_checks_answer_in_the_servers_error_format(client, changes, field, message):
+    route = "img2img" if "init_images" in changes else "txt2img"
+    body = json.dumps({**SMALL, **changes})  # NaN and Infinity as Python's json writes them
+    response = client.post(f"/sdapi/v1/{route}", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["error"] == "BadRequest" and answer["field"] == field
+    assert answer["detail"].startswith(f"{field}: ") and message in answer["detail"]

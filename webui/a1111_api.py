@@ -1,7 +1,8 @@
 """AUTOMATIC1111's HTTP API (/sdapi/v1/*) over the shared job queue.
 
-Requests become GenerationParams and then workflows (webui/generation.py), one queued job per batch
-count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
+Requests become GenerationParams (webui/parameters.py, whose field types the request models share, so
+a request is checked as the tabs' forms are) and then workflows (webui/generation.py), one queued job
+per batch count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
 refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
 generation_passes.py. Fields A1111 accepts but this server can't honour (face restoration, tiling,
 variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; other
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
@@ -37,9 +40,25 @@ from ..nodes.formats.sampler_names import (
     A1111_SAMPLERS,
     A1111_SCHEDULES,
 )
-from . import generation, generation_passes
+from . import generation, parameters
 from .context import ServerContext
-from .generation import BadRequest, GenerationParams, Plan
+from .generation import BadRequest, Plan
+from .parameters import (
+    AUTOMATIC_VAE,
+    NO_REFINER,
+    BatchCount,
+    BatchSize,
+    CfgScale,
+    GenerationParams,
+    MaskBlur,
+    MaskedContent,
+    Padding,
+    ResizeMode,
+    Seed,
+    Size,
+    Steps,
+    Strength,
+)
 from .jobs import InvalidWorkflow
 
 MAX_INPUT_PIXELS = 4096 * 4096  # an init image or mask larger than this is refused before decoding
@@ -57,42 +76,47 @@ EXTRA_PARAMS = ("Hires ", "Refiner", "Lora hashes")  # infotext keys A1111 repor
 # -- request bodies ---------------------------------------------------------------------------------------
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """The fields txt2img and img2img share, under A1111's names and with A1111's API defaults; the
+    types (and so the bounds) are GenerationParams' (webui/parameters.py)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int = -1
+    seed: Seed = -1
     subseed: int = -1
     subseed_strength: float = 0.0
     sampler_name: str | None = None
     sampler_index: str | None = "Euler"  # A1111's legacy field, used when sampler_name is absent
     scheduler: str | None = None
-    batch_size: int = 1
-    n_iter: int = 1
-    steps: int = 50
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    batch_size: BatchSize = 1
+    n_iter: BatchCount = 1
+    steps: Steps = 50  # the tabs' default is 20
+    cfg_scale: CfgScale = 7.0
+    width: Size = 512
+    height: Size = 512
     restore_faces: bool | None = None
     tiling: bool | None = None
     override_settings: dict[str, Any] | None = None
     script_name: str | None = None
     alwayson_scripts: dict[str, Any] | None = None
     send_images: bool = True
-    save_images: bool = False
+    save_images: bool = False  # the tabs save
     refiner_checkpoint: str | None = None
-    refiner_switch_at: float | None = None
+    refiner_switch_at: Strength | None = None  # None: REFINER_SWITCH_AT
 
 
 class Txt2ImgRequest(_Request):
-    denoising_strength: float | None = None  # only used by hires fix in A1111
+    denoising_strength: Strength | None = None  # only used by hires fix in A1111; None: HIRES_DENOISE
     enable_hr: bool = False
+    # Hires fix's settings are checked (as GenerationParams' fields) only with enable_hr, as A1111
+    # ignores them otherwise.
     hr_scale: float = 2.0
     hr_upscaler: str | None = None  # None: "Latent"
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
+    hr_second_pass_steps: float = 0
+    hr_resize_x: float = 0
+    hr_resize_y: float = 0
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
     hr_prompt: str = ""
@@ -101,18 +125,26 @@ class Txt2ImgRequest(_Request):
 
 class Img2ImgRequest(_Request):
     init_images: list[str] | None = None
-    resize_mode: int = 0
-    denoising_strength: float | None = 0.75  # null: A1111's default
+    resize_mode: ResizeMode = 0
+    denoising_strength: Strength | None = 0.75  # null: A1111's default
     mask: str | None = None
-    mask_blur: int | None = None
-    mask_blur_x: int = 4
-    mask_blur_y: int = 4
+    mask_blur: MaskBlur | None = None  # None: mask_blur_x (which must equal mask_blur_y)
+    mask_blur_x: MaskBlur = 4
+    mask_blur_y: MaskBlur = 4
     mask_round: bool = True
-    inpainting_fill: int = 0
+    inpainting_fill: MaskedContent = 0  # A1111's API default "fill"; its UI's (and the tabs') is "original"
     inpaint_full_res: bool = True  # A1111's API default ("only masked"), unlike its UI
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
+    inpaint_full_res_padding: Padding = 0  # the tabs' default is 32
+    inpainting_mask_invert: int = 0  # A1111's 0/1
     include_init_images: bool = False
+
+
+# The request fields passed on to GenerationParams as they are.
+_SAME_FIELDS = ("prompt", "negative_prompt", "seed", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale",
+                "width", "height", "save_images")
+_HIRES_FIELDS = ("hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
+                 "hr_scheduler", "hr_prompt", "hr_negative_prompt")
+_INPAINT_FIELDS = ("resize_mode", "mask_round", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
 
 
 class PngInfoRequest(BaseModel):
@@ -121,6 +153,20 @@ class PngInfoRequest(BaseModel):
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
+class _A1111Route(APIRoute):
+    """A request body that fails its model's checks gets the same error body as the other refusals."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def checked(request):
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return bad_request(parameters.bad_request(exc.errors()))
+        return checked
+
 
 def bad_request(exc: BadRequest, status: int = 422) -> JSONResponse:
     field_name = _FIELD_NAMES.get(exc.field, exc.field)
@@ -304,7 +350,7 @@ class A1111Api:
     def default_checkpoint(self) -> str:
         names = self.checkpoints()
         chosen = self.load_options().get("sd_model_checkpoint")
-        for candidate in (chosen, generation.DEFAULT_CHECKPOINT):
+        for candidate in (chosen, parameters.DEFAULT_CHECKPOINT):
             if candidate in names:
                 return candidate
         if not names:
@@ -313,14 +359,12 @@ class A1111Api:
 
     def clip_skip(self, value: Any = None) -> int:
         value = self.load_options().get("CLIP_stop_at_last_layers", 1) if value is None else value
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= generation.MAX_CLIP_SKIP:
-            raise BadRequest("clip_skip", f"must be an integer from 1 to {generation.MAX_CLIP_SKIP}, got {value!r}")
-        return value
+        return GenerationParams(clip_skip=value).clip_skip  # checked as the tabs' clip skip
 
     def find_vae(self, value: Any, field_name: str = "vae") -> str | None:
         """A VAE file as A1111 names it (file name, or without its extension); None for "Automatic" or
         "None" (the checkpoint's own VAE)."""
-        if value is None or value in generation_passes.AUTOMATIC_VAE:
+        if value is None or value in AUTOMATIC_VAE:
             return None
         names = self.ctx.folders.list("vae")
         for name in names:
@@ -346,10 +390,10 @@ class A1111Api:
                 options["sd_model_checkpoint"] = self.find_checkpoint(body["sd_model_checkpoint"],
                                                                       "sd_model_checkpoint")
             if "CLIP_stop_at_last_layers" in body:
-                value = body["CLIP_stop_at_last_layers"]
-                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
-                    raise BadRequest("CLIP_stop_at_last_layers", f"must be an integer from 1 to 12, got {value!r}")
-                options["CLIP_stop_at_last_layers"] = value
+                try:
+                    options["CLIP_stop_at_last_layers"] = self.clip_skip(body["CLIP_stop_at_last_layers"])
+                except BadRequest as exc:
+                    raise BadRequest("CLIP_stop_at_last_layers", exc.message) from None
             if "sd_vae" in body:
                 options["sd_vae"] = self.find_vae(body["sd_vae"], "sd_vae") or "Automatic"
             self.save_options(options)
@@ -366,7 +410,9 @@ class A1111Api:
                 "sd_vae": self.vae() or "Automatic", "samples_format": "png", "enable_pnginfo": True}
 
     # -- requests -> params --------------------------------------------------------------------------
-    def common_params(self, req: _Request) -> GenerationParams:
+    def common_params(self, req: _Request, **values: Any) -> GenerationParams:
+        """GenerationParams of a request: its shared fields, the settings it overrides (or the saved
+        options) and `values` (the route's own fields)."""
         _refuse_unsupported(req)
         overrides = req.override_settings or {}
         if "sd_model_checkpoint" in overrides:
@@ -374,32 +420,28 @@ class A1111Api:
         else:
             checkpoint = self.default_checkpoint()
         return GenerationParams(
-            prompt=req.prompt, negative_prompt=req.negative_prompt, checkpoint=checkpoint,
-            sampler_name=req.sampler_name or req.sampler_index or "Euler", scheduler=req.scheduler,
-            steps=req.steps, cfg_scale=req.cfg_scale, seed=req.seed, width=req.width, height=req.height,
-            batch_size=req.batch_size, n_iter=req.n_iter,
-            clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")), save_images=req.save_images,
+            **{name: getattr(req, name) for name in _SAME_FIELDS}, checkpoint=checkpoint,
+            sampler_name=req.sampler_name or req.sampler_index or "Euler",
+            clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")),
             vae=self.vae(overrides.get("sd_vae")), refiner_checkpoint=self.refiner(req.refiner_checkpoint),
-            refiner_switch_at=REFINER_SWITCH_AT if req.refiner_switch_at is None else req.refiner_switch_at)
+            refiner_switch_at=REFINER_SWITCH_AT if req.refiner_switch_at is None else req.refiner_switch_at,
+            **values)
 
     def refiner(self, value: Any) -> str | None:
-        if value is None or value in generation_passes.NO_REFINER:
+        if value is None or value in NO_REFINER:
             return None
         return self.find_checkpoint(value, "refiner_checkpoint")
 
     def txt2img_plan(self, req: Txt2ImgRequest) -> Plan:
-        params = self.common_params(req)
+        hires = {}
         if req.enable_hr:
-            params.enable_hr, params.hr_scale, params.hr_upscaler = True, req.hr_scale, req.hr_upscaler or "Latent"
-            params.hr_second_pass_steps, params.hr_resize_x, params.hr_resize_y = (
-                req.hr_second_pass_steps, req.hr_resize_x, req.hr_resize_y)
-            params.hr_sampler_name, params.hr_scheduler = req.hr_sampler_name, req.hr_scheduler
-            params.hr_prompt, params.hr_negative_prompt = req.hr_prompt, req.hr_negative_prompt
-            params.denoising_strength = HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength
+            hires = {name: getattr(req, name) for name in _HIRES_FIELDS}
+            hires.update(enable_hr=True, hr_upscaler=req.hr_upscaler or "Latent",
+                         denoising_strength=HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength)
+        params = self.common_params(req, **hires)
         return generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
 
     def img2img_plan(self, req: Img2ImgRequest) -> Plan:
-        params = self.common_params(req)
         if not req.init_images:
             raise BadRequest("init_images", "img2img needs one init image")
         if len(req.init_images) > 1:
@@ -410,13 +452,12 @@ class A1111Api:
                 raise BadRequest("mask_blur_x", "different horizontal and vertical mask blur is not supported")
             blur = req.mask_blur_x
         limit = self.ctx.max_upload_bytes
-        params.init_image = decode_base64_image("init_images", req.init_images[0], limit)
-        params.mask = decode_base64_image("mask", req.mask, limit) if req.mask else None
-        params.denoising_strength = 0.75 if req.denoising_strength is None else req.denoising_strength
-        params.resize_mode, params.mask_blur, params.mask_round = req.resize_mode, blur, req.mask_round
-        params.inpainting_fill, params.inpaint_full_res = req.inpainting_fill, req.inpaint_full_res
-        params.inpaint_full_res_padding = req.inpaint_full_res_padding
-        params.inpainting_mask_invert = bool(req.inpainting_mask_invert)
+        params = self.common_params(
+            req, **{name: getattr(req, name) for name in _INPAINT_FIELDS},
+            init_image=decode_base64_image("init_images", req.init_images[0], limit),
+            mask=decode_base64_image("mask", req.mask, limit) if req.mask else None,
+            denoising_strength=0.75 if req.denoising_strength is None else req.denoising_strength,
+            mask_blur=blur, inpainting_mask_invert=bool(req.inpainting_mask_invert))
         return generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
 
     # -- running -------------------------------------------------------------------------------------
@@ -559,7 +600,7 @@ def _scheduler_list() -> list[dict]:
 
 def router(ctx: ServerContext) -> APIRouter:
     api = A1111Api(ctx)
-    routes = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
+    routes = APIRouter(prefix="/sdapi/v1", tags=["A1111"], route_class=_A1111Route)
 
     @routes.post("/txt2img")
     async def txt2img(req: Txt2ImgRequest):

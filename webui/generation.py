@@ -21,10 +21,9 @@ from __future__ import annotations
 import copy
 import io
 import json
-import random
 import re
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,228 +37,23 @@ from ..nodes.folders import REPO_ROOT, Folders, safe_path, write_atomically
 from ..nodes.folders import current as current_folders
 from ..nodes.runtime import embeddings
 from ..nodes.formats.png_metadata import format_infotext, parse_infotext, read_png_text
-from ..nodes.formats.sampler_names import (
-    A1111_SAMPLER_ALIASES,
-    A1111_SAMPLERS,
-    A1111_SCHEDULES,
-    SAMPLER_NAMES,
-    SCHEDULER_NAMES,
-    from_a1111,
-)
 from . import generation_passes, prompt_loras
 from .bad_request import BadRequest
+from .parameters import (  # noqa: F401  (the names callers of the generation layer use)
+    DEFAULT_MAX_PIXELS,
+    MASKED_CONTENT,
+    RANDOM_SEEDS,
+    GenerationParams,
+    iteration_seeds,
+    prompt_lora_tags,
+    resolve,
+    sampler_and_scheduler,
+)
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
-DEFAULT_CHECKPOINT = "inkwash-demo.safetensors"
-
-MIN_SIZE, MAX_SIZE = 64, 2048
-MAX_BATCH_SIZE = 64
-MAX_BATCH_COUNT = 100
-MAX_STEPS = 1000
-MAX_CLIP_SKIP = 12
-MAX_SEED = 2 ** 64 - 1  # KSampler's seed widget
-RANDOM_SEEDS = 4294967294  # A1111's get_fixed_seed draws below this
-DEFAULT_MAX_PIXELS = 2048 * 2048
-MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
-RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
-
-# A1111's lowercase scheduler names (its API takes them as well as the labels).
-A1111_SCHEDULE_NAMES: dict[str, str | None] = {
-    "automatic": None, "uniform": "normal", "karras": "karras", "exponential": "exponential",
-    "sgm_uniform": "sgm_uniform", "simple": "simple", "normal": "normal", "ddim": "ddim_uniform", "beta": "beta",
-}
 
 # Marks a saved PNG whose pixels were already post-processed, so a cached re-run doesn't do it twice.
 POSTPROCESSED_KEY = "inkwash_postprocessed"
-
-
-@dataclass
-class GenerationParams:
-    prompt: str = ""
-    negative_prompt: str = ""
-    checkpoint: str = DEFAULT_CHECKPOINT
-    sampler_name: str = "euler"  # ComfyUI's name or A1111's ("Euler a", "DPM++ 2M Karras")
-    scheduler: str | None = None  # ComfyUI's name or A1111's schedule type; None = A1111's "Automatic"
-    steps: int = 20
-    cfg_scale: float = 7.0
-    seed: int = -1  # -1: random, resolved once for the whole request
-    width: int = 512
-    height: int = 512
-    batch_size: int = 1
-    n_iter: int = 1  # batch count: one workflow each, seeds advancing by batch_size
-    clip_skip: int = 1
-    denoising_strength: float = 0.75  # img2img only
-    init_image: Image.Image | None = None
-    mask: Image.Image | None = None  # white = repaint (A1111's convention)
-    mask_blur: int = 4
-    mask_round: bool = True
-    inpainting_mask_invert: bool = False
-    inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
-    inpaint_full_res: bool = False  # "only masked"
-    inpaint_full_res_padding: int = 32
-    resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
-    vae: str | None = None  # a file in models/vae; None (A1111's "Automatic") is the checkpoint's own
-    refiner_checkpoint: str | None = None  # a checkpoint that takes over at refiner_switch_at of the steps
-    refiner_switch_at: float = 0.8
-    enable_hr: bool = False  # hires fix (txt2img): upscale, then a second pass at denoising_strength
-    hr_scale: float = 2.0
-    hr_upscaler: str = "Latent"  # a name of png_metadata.HIRES_UPSCALERS
-    hr_second_pass_steps: int = 0  # 0: as many as the first pass
-    hr_resize_x: int = 0  # a size to resize to instead of hr_scale (a 0 keeps the aspect ratio)
-    hr_resize_y: int = 0
-    hr_sampler_name: str | None = None  # None: the first pass's sampler (and scheduler)
-    hr_scheduler: str | None = None
-    hr_prompt: str = ""  # "": the first pass's prompt
-    hr_negative_prompt: str = ""
-    save_images: bool = True  # False: PreviewImage (temp folder) instead of SaveImage
-    filename_prefix: str = "inkwash"
-
-
-# -- checking and resolving ------------------------------------------------------------------------------
-
-def _int(params: GenerationParams, name: str, low: int, high: int) -> int:
-    value = getattr(params, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise BadRequest(name, f"expected an integer, got {value!r}")
-    value = int(value)
-    if not low <= value <= high:
-        raise BadRequest(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float(params: GenerationParams, name: str, low: float, high: float) -> float:
-    value = getattr(params, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise BadRequest(name, f"expected a number, got {value!r}")
-    if not low <= value <= high:
-        raise BadRequest(name, f"must be between {low} and {high}, got {value}")
-    return float(value)
-
-
-def _size(params: GenerationParams, name: str) -> int:
-    value = getattr(params, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise BadRequest(name, f"expected a number of pixels, got {value!r}")
-    rounded = int(value) // 8 * 8  # as A1111, whose latents are size // 8
-    if not MIN_SIZE <= rounded <= MAX_SIZE:
-        raise BadRequest(name, f"must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {value}")
-    return rounded
-
-
-def _schedule(value: Any) -> str | None:
-    """ComfyUI scheduler for a ComfyUI name, an A1111 label ("Karras") or A1111 name ("karras");
-    None for "Automatic"."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadRequest("scheduler", f"expected a name, got {value!r}")
-    if value in SCHEDULER_NAMES:
-        return value
-    if value in A1111_SCHEDULES:
-        return A1111_SCHEDULES[value]
-    if value in A1111_SCHEDULE_NAMES:
-        return A1111_SCHEDULE_NAMES[value]
-    known = ", ".join([*A1111_SCHEDULES, *SCHEDULER_NAMES])
-    raise BadRequest("scheduler", f"unknown scheduler {value!r}; known: {known}")
-
-
-def sampler_and_scheduler(sampler_name: Any, scheduler: Any = None) -> tuple[str, str]:
-    """(ComfyUI sampler, ComfyUI scheduler) for ComfyUI or A1111 names. A1111's pre-1.9 combined names
-    ("DPM++ 2M Karras") carry the schedule, which wins as in A1111; "Automatic" (or none) picks the
-    schedule A1111 uses for that sampler."""
-    if not isinstance(sampler_name, str) or not sampler_name:
-        raise BadRequest("sampler_name", f"expected a sampler name, got {sampler_name!r}")
-    schedule = _schedule(scheduler)
-    if sampler_name in SAMPLER_NAMES:
-        automatic = next((auto for comfy, auto in A1111_SAMPLERS.values() if comfy == sampler_name), "normal")
-        return sampler_name, schedule or automatic
-    try:
-        comfy, implied = from_a1111(sampler_name)
-    except ValueError:
-        known = ", ".join([*A1111_SAMPLERS, *SAMPLER_NAMES])
-        raise BadRequest("sampler_name", f"unknown sampler {sampler_name!r}; known: {known}") from None
-    name = A1111_SAMPLER_ALIASES.get(sampler_name, sampler_name)
-    combined = name not in A1111_SAMPLERS  # "DPM++ 2M Karras": the suffix names the schedule
-    return comfy, implied if combined or schedule is None else schedule
-
-
-def resolve(params: GenerationParams, folders: Folders | None = None,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> GenerationParams:
-    """A checked copy with ComfyUI sampler/scheduler names, sizes rounded down to multiples of 8 and a
-    concrete seed. Raises BadRequest naming the field. With `folders`, the checkpoint must exist."""
-    for name in ("prompt", "negative_prompt"):
-        if not isinstance(getattr(params, name), str):
-            raise BadRequest(name, f"expected text, got {type(getattr(params, name)).__name__}")
-    sampler, scheduler = sampler_and_scheduler(params.sampler_name, params.scheduler)
-    width, height = _size(params, "width"), _size(params, "height")
-    batch_size = _int(params, "batch_size", 1, MAX_BATCH_SIZE)
-    n_iter = _int(params, "n_iter", 1, MAX_BATCH_COUNT)
-    if max_pixels is not None and width * height * batch_size > max_pixels:
-        raise BadRequest("width/height/batch_size", f"{width}x{height} x {batch_size} images is "
-                         f"{width * height * batch_size} pixels, over the limit of {max_pixels}")
-    seed = params.seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed):
-        raise BadRequest("seed", f"expected an integer, got {seed!r}")
-    seed = random.randrange(RANDOM_SEEDS) if seed < 0 else int(seed)
-    if seed + batch_size * n_iter - 1 > MAX_SEED:
-        raise BadRequest("seed", f"seed {seed} plus one per image goes past {MAX_SEED}")
-    checkpoint = params.checkpoint
-    if not isinstance(checkpoint, str) or not checkpoint:
-        raise BadRequest("checkpoint", f"expected a checkpoint name, got {checkpoint!r}")
-    if folders is not None and checkpoint not in folders.list("checkpoints"):
-        raise BadRequest("checkpoint", f"checkpoint {checkpoint!r} not found in the checkpoints folder")
-    if folders is not None:
-        prompt_lora_tags(params.prompt, folders)  # unknown LoRA names fail here, before anything is stored
-    resolved = replace(
-        params, sampler_name=sampler, scheduler=scheduler, width=width, height=height, batch_size=batch_size,
-        n_iter=n_iter, seed=seed,
-        steps=_int(params, "steps", 1, MAX_STEPS),
-        cfg_scale=_float(params, "cfg_scale", 0.0, 100.0),
-        clip_skip=_int(params, "clip_skip", 1, MAX_CLIP_SKIP),
-        denoising_strength=_float(params, "denoising_strength", 0.0, 1.0),
-        mask_blur=_int(params, "mask_blur", 0, 64),
-        inpainting_fill=_int(params, "inpainting_fill", 0, 3),
-        inpaint_full_res_padding=_int(params, "inpaint_full_res_padding", 0, 256),
-        resize_mode=_int(params, "resize_mode", 0, 3))
-    for name in ("init_image", "mask"):
-        value = getattr(params, name)
-        if value is not None and not isinstance(value, Image.Image):
-            raise BadRequest(name, f"expected an image, got {type(value).__name__}")
-    if resolved.mask is not None and resolved.init_image is None:
-        raise BadRequest("mask", "a mask needs an init image")
-    if resolved.mask is not None and resolved.resize_mode == 3:
-        raise BadRequest("resize_mode", "resize mode 3 (latent upscale) can't be combined with a mask")
-    resolved = replace(resolved, **generation_passes.resolve_passes(resolved, folders, MAX_STEPS))
-    return _resolve_hires(resolved, params, max_pixels) if resolved.enable_hr else resolved
-
-
-_SAME = (None, "", "Use same sampler", "Use same scheduler")  # A1111's choices for "as the first pass"
-
-
-def _resolve_hires(resolved: GenerationParams, params: GenerationParams, max_pixels: int | None) -> GenerationParams:
-    """Hires fix's sampler in ComfyUI names and its size checked against the limits."""
-    hr_sampler, hr_scheduler = (None if v in _SAME else v for v in (params.hr_sampler_name, params.hr_scheduler))
-    if hr_sampler is not None or hr_scheduler is not None:
-        try:
-            hr_sampler, hr_scheduler = sampler_and_scheduler(hr_sampler or params.sampler_name,
-                                                             hr_scheduler or params.scheduler)
-        except BadRequest as exc:
-            raise BadRequest(f"hr_{exc.field}", exc.message) from None
-    width, height = generation_passes.hires_size(resolved.width, resolved.height, resolved.hr_scale,
-                                                 resolved.hr_resize_x, resolved.hr_resize_y)
-    if not (MIN_SIZE <= min(width, height) and max(width, height) <= generation_passes.MAX_HIRES_SIZE):
-        raise BadRequest("hr_scale", f"the hires fix size {width}x{height} is outside {MIN_SIZE} to "
-                         f"{generation_passes.MAX_HIRES_SIZE} pixels")
-    if max_pixels is not None and width * height * resolved.batch_size > max_pixels:
-        raise BadRequest("hr_scale", f"the hires fix size {width}x{height} x {resolved.batch_size} images is "
-                         f"over the limit of {max_pixels} pixels")
-    return replace(resolved, hr_sampler_name=hr_sampler, hr_scheduler=hr_scheduler)
-
-
-def iteration_seeds(params: GenerationParams, iteration: int) -> list[int]:
-    """The seeds of a batch-count iteration's images, as A1111's all_seeds."""
-    first = params.seed + iteration * params.batch_size
-    return [first + i for i in range(params.batch_size)]
 
 
 # -- workflows -------------------------------------------------------------------------------------------
@@ -657,18 +451,6 @@ class Plan:
         return paths
 
 
-def prompt_lora_tags(prompt: str, folders: Folders | None) -> tuple[str, list[prompt_loras.LoraTag]]:
-    """(the prompt without its <lora:name:weight> tags, the tags), each name checked against the loras
-    folder (`folders`, or the current ones)."""
-    try:
-        stripped, loras = prompt_loras.extract(prompt)
-        for tag in loras:
-            prompt_loras.find_lora(tag.name, folders or current_folders())
-    except prompt_loras.LoraTagError as err:
-        raise BadRequest("prompt", str(err)) from None
-    return stripped, loras
-
-
 def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) -> list[dict]:
     """The workflows `build(params)` makes from the prompt without its LoRA tags, each with a
     LoraLoader per tag after the checkpoint loader. They are chained last, so every user of the
@@ -682,7 +464,7 @@ def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) 
             others[name] = prompt_loras.extract(getattr(params, name))[0]
         except prompt_loras.LoraTagError as err:
             raise BadRequest(name, str(err)) from None
-    workflows = build(replace(params, prompt=prompt, **others))
+    workflows = build(params.replace(prompt=prompt, **others))
     for workflow in workflows:
         prompt_loras.add_lora_nodes(workflow, loras, folders or current_folders())
     return workflows

@@ -19,7 +19,8 @@ from PIL import Image, ImageChops
 
 from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
-from ..generation import BadRequest, GenerationParams, Plan, build_img2img, build_txt2img
+from ..generation import BadRequest, Plan, build_img2img, build_txt2img
+from ..parameters import FIELDS, GenerationParams
 from .depth_workflow import DEPTH_PREVIEW_NODE, build_depth2img
 from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
 
@@ -27,12 +28,6 @@ MODES = ("txt2img", "img2img", "inpaint", "depth2img")
 MASKED_CONTENT_CHOICES = ["fill", "original", "latent noise", "latent nothing"]  # A1111's order: 0..3
 INPAINT_AREAS = ["Whole picture", "Only masked"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
-INT_FIELDS = ("steps", "width", "height", "batch_size", "n_iter", "mask_blur", "inpaint_full_res_padding",
-              "resize_mode", "inpainting_fill", "clip_skip", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y")
-FLOAT_FIELDS = ("cfg_scale", "denoising_strength", "refiner_switch_at", "hr_scale")
-TEXT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "vae", "refiner_checkpoint",
-               "hr_upscaler", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt")
-BOOL_FIELDS = ("enable_hr",)
 PREVIEW_SIDE = 256
 WORKFLOW_FILES = Path(tempfile.gettempdir()) / "inkwash-workflows"  # Gradio serves from the temp dir
 
@@ -89,23 +84,15 @@ def editor_image_and_mask(editor: Any, uploaded_mask: Any = None) -> tuple[Image
 
 
 def params_from_form(mode: str, form: dict) -> GenerationParams:
+    """The tab's form as GenerationParams, checked as the APIs' requests are (BadRequest naming the
+    field). Fields left empty take GenerationParams' defaults."""
     if mode not in MODES:
         raise BadRequest("mode", f"unknown tab {mode!r}")
-    values: dict[str, Any] = {}
-    for name in TEXT_FIELDS:
-        if form.get(name) is not None:
-            values[name] = form[name]
-    for name in INT_FIELDS:
-        if form.get(name) is not None:
-            values[name] = _integer(name, form[name])
-    for name in FLOAT_FIELDS:
-        if form.get(name) is not None:
-            values[name] = float(form[name])
-    for name in BOOL_FIELDS:
-        if form.get(name) is not None:
-            values[name] = bool(form[name])
-    seed = form.get("seed")
-    values["seed"] = -1 if seed is None or seed == "" else _integer("seed", seed)
+    values: dict[str, Any] = {name: form[name] for name in FIELDS if form.get(name) is not None}
+    values.pop("init_image", None)
+    values.pop("mask", None)
+    if form.get("seed") == "":
+        values.pop("seed")  # an emptied seed box: random
     if mode in ("img2img", "depth2img"):
         values["init_image"] = as_pil(form.get("init_image"))
     if mode == "inpaint":
@@ -118,16 +105,6 @@ def params_from_form(mode: str, form: dict) -> GenerationParams:
                       inpaint_full_res=form.get("inpaint_area") in (1, INPAINT_AREAS[1]),
                       inpainting_mask_invert=form.get("mask_mode") in (1, MASK_MODES[1]))
     return GenerationParams(**values)
-
-
-def _integer(name: str, value: Any) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise BadRequest(name, f"expected a number, got {value!r}") from None
-    if not np.isfinite(number) or number != int(number):
-        raise BadRequest(name, f"expected an integer, got {value!r}")
-    return int(number)
 
 
 def build_plan(ctx: ServerContext, mode: str, form: dict) -> Plan:
