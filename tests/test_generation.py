@@ -7,6 +7,7 @@ import pytest
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.formats.png_metadata import parse_infotext, read_png_metadata
 from inkwash.webui import generation as gen
+from inkwash.webui import templates
 from inkwash.webui.generation import BadRequest, GenerationParams
 from PIL import Image
 
@@ -97,6 +98,37 @@ def test_max_pixels_and_missing_checkpoint(folders, checkpoint):
 
 
 # -- workflows --------------------------------------------------------------------------------------------
+
+def test_the_node_tables_name_the_templates_nodes():
+    for name, nodes in templates.NODES.items():
+        workflow = templates.template(name)
+        named = {role: node_id for role, node_id in vars(nodes).items() if node_id is not None}
+        for role, node_id in named.items():
+            assert workflow[node_id]["class_type"] in templates.CLASS_TYPES[role], (name, role)
+            for other in templates.NODES.values():  # a role has one id in every template that has it
+                assert getattr(other, role) in (None, node_id), (name, role)
+        added = (templates.CLIP_SKIP, templates.IMAGE_SCALE, templates.LATENT_UPSCALE, templates.LOAD_MASK)
+        assert not set(added) & set(workflow), name  # what generation adds doesn't collide
+        assert set(workflow) == set(named.values()), name  # every node has a name
+
+
+def test_depth2img_marks_embeddings_and_honours_save_images(folders):
+    (folders.models_dir / "embeddings").mkdir()
+    (folders.models_dir / "embeddings" / "crimson.pt").write_bytes(b"")  # listed by name only
+    (folders.models_dir / "checkpoints").mkdir()
+    (folders.models_dir / "checkpoints" / CKPT).write_bytes(b"")
+    params = small(prompt="a crimson cube", negative_prompt="(Crimson:1.2)", init_image=gradient(), batch_size=2,
+                   save_images=False)
+    plan = gen.build_depth2img(params, folders, controlnet="depth.safetensors")
+    workflow = plan.workflows[0]
+    nodes = templates.DEPTH2IMG
+    assert workflow[nodes.positive]["inputs"]["text"] == "a embedding:crimson cube"
+    assert workflow[nodes.negative]["inputs"]["text"] == "(embedding:crimson:1.2)"
+    assert [workflow[n]["class_type"] for n in gen.output_nodes(workflow)] == ["PreviewImage", "PreviewImage"]
+    saved = gen.build_depth2img(params.replace(save_images=True, filename_prefix="depth/test"), folders,
+                                controlnet="depth.safetensors").workflows[0]
+    assert [saved[n]["inputs"]["filename_prefix"] for n in gen.output_nodes(saved)] == ["depth/test"] * 2
+
 
 def test_txt2img_workflow_patches_the_template():
     params = gen.resolve(small(batch_size=3, n_iter=2, clip_skip=2, scheduler="Karras"))

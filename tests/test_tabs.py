@@ -16,7 +16,7 @@ from inkwash.webui.events import EventHub
 from inkwash.webui.generation import template
 from inkwash.webui.jobs import JobQueue
 from inkwash.webui.tabs import allowed_paths, build_ui, history, pnginfo, workflows
-from inkwash.webui.tabs.depth_workflow import depth2img_workflow, is_depth_checkpoint
+from inkwash.webui.generation import depth2img_workflow, is_depth_checkpoint
 from inkwash.webui.tabs.generate import (editor_image_and_mask, generate, reuse_seed, select_image, send_image,
                                          workflow_file)
 from inkwash.webui.tabs.workflow_files import (WorkflowError, apply_values, form_fields, load_source, load_upload,

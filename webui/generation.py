@@ -24,7 +24,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,23 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
-from ..nodes.folders import REPO_ROOT, Folders, safe_path, write_atomically
+from ..nodes.folders import Folders, safe_path, write_atomically
 from ..nodes.folders import current as current_folders
 from ..nodes.runtime import embeddings
 from ..nodes.formats.png_metadata import format_infotext, parse_infotext, read_png_text
 from . import generation_passes, prompt_loras
 from .bad_request import BadRequest
+from .templates import (  # noqa: F401  (WORKFLOWS_DIR, template: for the callers of the generation layer)
+    CLIP_SKIP,
+    IMAGE_SCALE,
+    LATENT_UPSCALE,
+    LOAD_MASK,
+    NODES,
+    TXT2IMG,
+    WORKFLOWS_DIR,
+    TemplateNodes,
+    template,
+)
 from .parameters import (  # noqa: F401  (the names callers of the generation layer use)
     DEFAULT_MAX_PIXELS,
     MASKED_CONTENT,
@@ -50,7 +61,8 @@ from .parameters import (  # noqa: F401  (the names callers of the generation la
     sampler_and_scheduler,
 )
 
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
+DEFAULT_CONTROLNET = "inkwash-demo-depth.safetensors"
+UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"  # its input channels tell an SD 2 depth UNet
 
 # Marks a saved PNG whose pixels were already post-processed, so a cached re-run doesn't do it twice.
 POSTPROCESSED_KEY = "inkwash_postprocessed"
@@ -58,46 +70,40 @@ POSTPROCESSED_KEY = "inkwash_postprocessed"
 
 # -- workflows -------------------------------------------------------------------------------------------
 
-@cache
-def _load_template(name: str) -> dict:
-    return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
-
-
-def template(name: str) -> dict:
-    """A fresh copy of workflows/<name>.json."""
-    return copy.deepcopy(_load_template(name))
-
-
-def _patch_common(workflow: dict, params: GenerationParams, seed: int, denoise: float) -> None:
-    workflow["4"]["inputs"]["ckpt_name"] = params.checkpoint
+def _patch_common(workflow: dict, nodes: TemplateNodes, params: GenerationParams, seed: int, denoise: float) -> None:
+    """What every template takes the same way: checkpoint, prompts (embedding names marked), sampler
+    settings, clip skip, and where the images go."""
+    workflow[nodes.checkpoint]["inputs"]["ckpt_name"] = params.checkpoint
     embedding_names = embeddings.list_names()  # A1111 takes bare embedding names: mark them for the encoder
-    workflow["6"]["inputs"]["text"] = embeddings.mark_names(params.prompt, embedding_names)
-    workflow["7"]["inputs"]["text"] = embeddings.mark_names(params.negative_prompt, embedding_names)
-    workflow["3"]["inputs"].update(seed=seed, steps=params.steps, cfg=params.cfg_scale,
-                                   sampler_name=params.sampler_name, scheduler=params.scheduler, denoise=denoise)
-    add_clip_skip(workflow, params.clip_skip)
+    workflow[nodes.positive]["inputs"]["text"] = embeddings.mark_names(params.prompt, embedding_names)
+    workflow[nodes.negative]["inputs"]["text"] = embeddings.mark_names(params.negative_prompt, embedding_names)
+    workflow[nodes.sampler]["inputs"].update(seed=seed, steps=params.steps, cfg=params.cfg_scale,
+                                             sampler_name=params.sampler_name, scheduler=params.scheduler,
+                                             denoise=denoise)
+    add_clip_skip(workflow, params.clip_skip, nodes)
     if params.save_images:
-        workflow["9"]["inputs"]["filename_prefix"] = params.filename_prefix
+        workflow[nodes.save]["inputs"]["filename_prefix"] = params.filename_prefix
     else:
-        workflow["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+        workflow[nodes.save] = {"class_type": "PreviewImage", "inputs": {"images": [nodes.decode, 0]}}
 
 
-def add_clip_skip(workflow: dict, clip_skip: int) -> None:
-    """A1111's clip skip: the prompts (nodes 6 and 7) encoded by the checkpoint's CLIP stopped early."""
+def add_clip_skip(workflow: dict, clip_skip: int, nodes: TemplateNodes = TXT2IMG) -> None:
+    """A1111's clip skip: the prompts encoded by the checkpoint's CLIP stopped early."""
     if clip_skip > 1:
-        workflow["20"] = {"class_type": "CLIPSetLastLayer",
-                          "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -clip_skip}}
-        workflow["6"]["inputs"]["clip"] = workflow["7"]["inputs"]["clip"] = ["20", 0]
+        workflow[CLIP_SKIP] = {"class_type": "CLIPSetLastLayer",
+                               "inputs": {"clip": [nodes.checkpoint, 1], "stop_at_clip_layer": -clip_skip}}
+        workflow[nodes.positive]["inputs"]["clip"] = workflow[nodes.negative]["inputs"]["clip"] = [CLIP_SKIP, 0]
 
 
 def txt2img_workflow(params: GenerationParams, iteration: int = 0) -> dict:
     """The txt2img workflow of one batch-count iteration. `params` should be resolved (a seed of -1
     is drawn here otherwise, and the iterations of one request would not share it)."""
     params = resolve(params, max_pixels=None)
-    workflow = template("txt2img")
-    _patch_common(workflow, params, iteration_seeds(params, iteration)[0], 1.0)
-    workflow["5"]["inputs"].update(width=params.width, height=params.height, batch_size=params.batch_size)
-    generation_passes.add_passes(workflow, params, ["3"], hires=True)
+    workflow, nodes = template("txt2img"), TXT2IMG
+    _patch_common(workflow, nodes, params, iteration_seeds(params, iteration)[0], 1.0)
+    workflow[nodes.empty_latent]["inputs"].update(width=params.width, height=params.height,
+                                                  batch_size=params.batch_size)
+    generation_passes.add_passes(workflow, params, [nodes.sampler], hires=True, decoder=nodes.decode)
     return workflow
 
 
@@ -114,46 +120,112 @@ def img2img_workflow(params: GenerationParams, init_image_name: str, mask_name: 
         raise BadRequest("mask", "a mask must be prepared (prepare_img2img) to the image size first")
     if params.resize_mode == 2 and not resized:
         raise BadRequest("resize_mode", "resize mode 2 (resize and fill) needs prepare_img2img")
-    workflow = template("inpaint" if mask_name is not None else "img2img")
+    name = "inpaint" if mask_name is not None else "img2img"
+    workflow, nodes = template(name), NODES[name]
     seeds = iteration_seeds(params, iteration)
-    _patch_common(workflow, params, seeds[0], params.denoising_strength)
-    workflow["10"]["inputs"]["image"] = init_image_name
+    _patch_common(workflow, nodes, params, seeds[0], params.denoising_strength)
+    workflow[nodes.load_image]["inputs"]["image"] = init_image_name
     if not resized and params.resize_mode in (0, 1):
-        workflow["21"] = {"class_type": "ImageScale", "inputs": {
-            "image": ["10", 0], "upscale_method": "lanczos", "width": params.width, "height": params.height,
-            "crop": "center" if params.resize_mode == 1 else "disabled"}}
-        workflow["11"]["inputs"]["pixels"] = ["21", 0]
+        workflow[IMAGE_SCALE] = {"class_type": "ImageScale", "inputs": {
+            "image": [nodes.load_image, 0], "upscale_method": "lanczos", "width": params.width,
+            "height": params.height, "crop": "center" if params.resize_mode == 1 else "disabled"}}
+        workflow[nodes.encode]["inputs"]["pixels"] = [IMAGE_SCALE, 0]
     if not resized and params.resize_mode == 3:
-        workflow["22"] = {"class_type": "LatentUpscale", "inputs": {
-            "samples": ["11", 0], "upscale_method": "bilinear", "width": params.width, "height": params.height,
-            "crop": "disabled"}}
-        workflow["3"]["inputs"]["latent_image"] = ["22", 0]
+        workflow[LATENT_UPSCALE] = {"class_type": "LatentUpscale", "inputs": {
+            "samples": [nodes.encode, 0], "upscale_method": "bilinear", "width": params.width,
+            "height": params.height, "crop": "disabled"}}
+        workflow[nodes.sampler]["inputs"]["latent_image"] = [LATENT_UPSCALE, 0]
     if mask_name is not None:
         # A separate grayscale mask (white = repaint); red of an L image is its gray value.
-        workflow["23"] = {"class_type": "LoadImageMask", "inputs": {"image": mask_name, "channel": "red"}}
-        workflow["12"]["inputs"]["mask"] = ["23", 0]
+        workflow[LOAD_MASK] = {"class_type": "LoadImageMask", "inputs": {"image": mask_name, "channel": "red"}}
+        workflow[nodes.noise_mask]["inputs"]["mask"] = [LOAD_MASK, 0]
         if params.inpainting_fill == 3:  # latent nothing: encode with the masked pixels greyed out
-            workflow["11"] = {"class_type": "VAEEncodeForInpaint", "inputs": {
-                "pixels": ["10", 0], "vae": ["4", 2], "mask": ["23", 0], "grow_mask_by": 0}}
-    for index, seed in enumerate(seeds[1:], start=1):
-        _add_branch(workflow, index, seed)
-    generation_passes.add_passes(workflow, params, ["3"] + [f"3_{index}" for index in range(1, len(seeds))])
+            workflow[nodes.encode] = {"class_type": "VAEEncodeForInpaint", "inputs": {
+                "pixels": [nodes.load_image, 0], "vae": [nodes.checkpoint, 2], "mask": [LOAD_MASK, 0],
+                "grow_mask_by": 0}}
+    samplers = _add_branches(workflow, nodes, seeds)
+    generation_passes.add_passes(workflow, params, samplers, decoder=nodes.decode)
     return workflow
 
 
-def _add_branch(workflow: dict, index: int, seed: int) -> None:
-    """Another sampler -> decoder -> saver branch from the same latent, for image `index` of a batch."""
-    sampler, decoder, saver = (copy.deepcopy(workflow[n]) for n in ("3", "8", "9"))
-    sampler["inputs"]["seed"] = seed
-    decoder["inputs"]["samples"] = [f"3_{index}", 0]
-    saver["inputs"]["images"] = [f"8_{index}", 0]
-    workflow[f"3_{index}"], workflow[f"8_{index}"], workflow[f"9_{index}"] = sampler, decoder, saver
+def depth2img_workflow(params: GenerationParams, init_image_name: str, iteration: int = 0, *,
+                       controlnet: str | None = DEFAULT_CONTROLNET, sd2_depth: bool = False) -> dict:
+    """depth2img's workflow of one iteration, on an input image already at width x height: the depth
+    map guides a depth ControlNet (workflows/depth2img.json) or, for an SD 2 depth checkpoint, goes
+    into its UNet (workflows/depth2img_sd2.json). `params` resolved."""
+    params = resolve(params, max_pixels=None)
+    name = "depth2img_sd2" if sd2_depth else "depth2img"
+    workflow, nodes = template(name), NODES[name]
+    seeds = iteration_seeds(params, iteration)
+    _patch_common(workflow, nodes, params, seeds[0], params.denoising_strength)
+    workflow[nodes.load_image]["inputs"]["image"] = init_image_name
+    # the estimator's working size: the short side, in its steps of 64
+    workflow[nodes.preprocessor]["inputs"]["resolution"] = max(64, round(min(params.width, params.height) / 64) * 64)
+    if not sd2_depth:
+        if not controlnet:
+            raise BadRequest("controlnet", "depth2img needs a depth ControlNet in models/controlnet")
+        workflow[nodes.controlnet_loader]["inputs"]["control_net_name"] = controlnet
+    samplers = _add_branches(workflow, nodes, seeds)
+    generation_passes.add_passes(workflow, params, samplers, decoder=nodes.decode)  # the VAE choice
+    return workflow
+
+
+def _add_branches(workflow: dict, nodes: TemplateNodes, seeds: list[int]) -> list[str]:
+    """Another sampler -> decoder -> saver branch from the same latent for each image of a batch after
+    the first (ids "3_1", "8_1", "9_1"...), seeded as it would be in a batch; the samplers' ids."""
+    samplers = [nodes.sampler]
+    for index, seed in enumerate(seeds[1:], start=1):
+        sampler, decoder, saver = (copy.deepcopy(workflow[n]) for n in (nodes.sampler, nodes.decode, nodes.save))
+        sampler["inputs"]["seed"] = seed
+        decoder["inputs"]["samples"] = [f"{nodes.sampler}_{index}", 0]
+        saver["inputs"]["images"] = [f"{nodes.decode}_{index}", 0]
+        workflow[f"{nodes.sampler}_{index}"], workflow[f"{nodes.decode}_{index}"] = sampler, decoder
+        workflow[f"{nodes.save}_{index}"] = saver
+        samplers.append(f"{nodes.sampler}_{index}")
+    return samplers
 
 
 def output_nodes(workflow: dict) -> list[str]:
     """The saver nodes of a generated workflow, in image order."""
-    ids = [n for n in workflow if n == "9" or n.startswith("9_")]
-    return sorted(ids, key=lambda n: 0 if n == "9" else int(n[2:]))
+    save = TXT2IMG.save  # the same id in every template
+    ids = [n for n in workflow if n == save or n.startswith(f"{save}_")]
+    return sorted(ids, key=lambda n: 0 if n == save else int(n[len(save) + 1:]))
+
+
+# -- depth models ----------------------------------------------------------------------------------------
+
+def depth_controlnets(folders: Folders) -> list[str]:
+    """ControlNets that look like depth ones first, then the rest."""
+    names = folders.list("controlnet")
+    return sorted(names, key=lambda n: ("depth" not in n.lower(), n != DEFAULT_CONTROLNET, n))
+
+
+def is_depth_checkpoint(folders: Folders, name: str | None) -> bool:
+    """Whether the checkpoint's UNet takes a depth channel (SD 2 depth: 5 input channels)."""
+    if not name:
+        return False
+    try:
+        path = folders.find("checkpoints", name)
+        return _in_channels(str(path), path.stat().st_mtime_ns) == 5
+    except (OSError, ValueError):
+        return False
+
+
+@lru_cache(maxsize=64)
+def _in_channels(path: str, _mtime_ns: int) -> int | None:
+    folder = Path(path)
+    if folder.is_dir():  # a diffusers folder
+        config = folder / "unet" / "config.json"
+        return json.loads(config.read_text()).get("in_channels") if config.is_file() else None
+    if folder.suffix.lower() != ".safetensors":  # a pickle would have to be loaded whole: assume not
+        return None
+    from ..nodes.runtime.state_dict_files import open_state_dict  # reads the header only
+
+    try:
+        shape = open_state_dict(folder).shapes.get(UNET_CONV_IN)
+    except Exception:
+        return None
+    return int(shape[1]) if shape is not None and len(shape) > 1 else None
 
 
 # -- input images ----------------------------------------------------------------------------------------
@@ -489,3 +561,18 @@ def build_img2img(params: GenerationParams, folders: Folders, max_pixels: int | 
         img2img_workflow(p, inputs.init_name, inputs.mask_name, i, resized=inputs.resized) for i in range(p.n_iter)])
     return Plan(params, workflows, inputs, [iteration_seeds(params, i) for i in range(params.n_iter)])
 
+
+def build_depth2img(params: GenerationParams, folders: Folders, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                    controlnet: str | None = DEFAULT_CONTROLNET) -> Plan:
+    """Resolve, store the init image at the generation size (resize modes 0-2 in PIL) and build the
+    workflows; the SD 2 depth template when the checkpoint is a depth model."""
+    params = resolve(params, folders, max_pixels)
+    if params.init_image is None:
+        raise BadRequest("init_image", "depth2img needs an init image")
+    mode = params.resize_mode if params.resize_mode in (0, 1, 2) else 0
+    image = resize_image(mode, flatten(params.init_image), params.width, params.height)
+    name = store_input_image(folders, image, "depth2img/init")
+    sd2_depth = is_depth_checkpoint(folders, params.checkpoint)
+    workflows = with_prompt_loras(params, folders, lambda p: [
+        depth2img_workflow(p, name, i, controlnet=controlnet, sd2_depth=sd2_depth) for i in range(p.n_iter)])
+    return Plan(params, workflows, None, [iteration_seeds(params, i) for i in range(params.n_iter)])

@@ -19,9 +19,9 @@ from PIL import Image, ImageChops
 
 from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
-from ..generation import BadRequest, Plan, build_img2img, build_txt2img
+from ..generation import BadRequest, Plan, build_depth2img, build_img2img, build_txt2img
 from ..parameters import FIELDS, GenerationParams
-from .depth_workflow import DEPTH_PREVIEW_NODE, build_depth2img
+from ..templates import DEPTH2IMG
 from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
 
 MODES = ("txt2img", "img2img", "inpaint", "depth2img")
@@ -141,7 +141,8 @@ def _collect(ctx: ServerContext, plan: Plan, results: dict, iteration: int, outp
             "seed": seeds[index] if index < len(seeds) else plan.params.seed,
             "infotext": read_png_metadata(path).get("parameters") or ""})
     if results["mode"] == "depth2img":
-        results["depth"] += [str(p) for p in output_files(ctx, outputs, [DEPTH_PREVIEW_NODE])]
+        preview = DEPTH2IMG.control_preview  # the same id in both depth templates
+        results["depth"] += [str(p) for p in output_files(ctx, outputs, [preview])]
 
 
 def gallery_items(results: dict | None) -> list[tuple[str, str]]:
