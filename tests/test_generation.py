@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.formats.png_metadata import parse_infotext, read_png_metadata
+from inkwash.webui import a1111_images
 from inkwash.webui import generation as gen
 from inkwash.webui import templates
 from inkwash.webui.generation import BadRequest, GenerationParams
@@ -198,10 +199,10 @@ def test_store_input_image_writes_unique_names_inside_the_input_folder(folders):
 
 def test_resize_modes_follow_a1111():
     wide = gradient(200, 100)
-    assert gen.resize_image(0, wide, 64, 64).size == (64, 64)
-    cropped = np.asarray(gen.resize_image(1, wide, 64, 64))
+    assert a1111_images.resize_image(0, wide, 64, 64).size == (64, 64)
+    cropped = np.asarray(a1111_images.resize_image(1, wide, 64, 64))
     assert cropped.shape == (64, 64, 3) and cropped[:, 0, 0].min() > 40  # left edge cut away
-    filled = np.asarray(gen.resize_image(2, wide, 64, 64))
+    filled = np.asarray(a1111_images.resize_image(2, wide, 64, 64))
     # fitted into 64x32 in the middle; the bands above and below repeat the edge rows, not black
     assert filled.shape == (64, 64, 3)
     assert np.abs(filled[0].astype(int) - filled[16].astype(int)).max() <= 16
@@ -240,13 +241,13 @@ def test_blank_mask_with_only_masked_is_plain_img2img(folders):
 def test_fill_takes_colours_from_around_the_hole():
     image = Image.new("RGB", (64, 64), (0, 200, 0))
     image.paste((255, 0, 0), (24, 24, 40, 40))
-    filled = np.asarray(gen.fill_masked(image, box_mask((64, 64), (20, 20, 44, 44))))
+    filled = np.asarray(a1111_images.fill_masked(image, box_mask((64, 64), (20, 20, 44, 44))))
     assert filled[32, 32, 1] > 150 and filled[32, 32, 0] < 60  # the red was replaced by the green around it
 
 
 def test_add_infotext_params_goes_before_version():
     text = "a cat\nNegative prompt: dog\nSteps: 2, Sampler: Euler, Seed: 5, Size: 64x64, Version: inkwash"
-    out = gen.add_infotext_params(text, {"Mask blur": 4, "Inpaint area": "Only masked", "Skipped": None})
+    out = a1111_images.add_infotext_params(text, {"Mask blur": 4, "Inpaint area": "Only masked", "Skipped": None})
     assert out.endswith("Size: 64x64, Mask blur: 4, Inpaint area: Only masked, Version: inkwash")
     assert out.startswith("a cat\nNegative prompt: dog\n")
 
