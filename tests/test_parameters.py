@@ -75,3 +75,17 @@ def test_combinations_are_checked_naming_the_field():
         GenerationParams(enable_hr=True, hr_upscaler="R-ESRGAN 4x+")
     assert caught.value.field == "hr_upscaler"
     assert GenerationParams(hr_upscaler="R-ESRGAN 4x+").hr_upscaler  # unused without hires fix
+
+
+def test_the_generation_layer_imports_without_torch_or_diffusers():
+    """Reading parameters and building workflows needs names (samplers, embeddings, LoRA hashes), not
+    the libraries that run the models."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import inkwash.webui.parameters, inkwash.webui.generation, inkwash.webui.a1111_images\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

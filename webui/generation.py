@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..nodes.folders import Folders, safe_path
 from ..nodes.folders import current as current_folders
-from ..nodes.runtime import embeddings
+from ..nodes.formats import embedding_names as embeddings
 from . import generation_passes, prompt_loras
 from .a1111_images import (
     InpaintOverlay,

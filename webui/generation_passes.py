@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 
-from ..nodes.runtime import embeddings
+from ..nodes.formats import embedding_names as embeddings
 from ..nodes.formats.png_metadata import HIRES_UPSCALERS
 from .parameters import hires_size
 
