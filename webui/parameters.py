@@ -218,8 +218,8 @@ def _message(error: dict, name: str, given: Any) -> str:
     if kind in ("greater_than_equal", "less_than_equal") and name in FIELDS:
         low, high = bounds(name)
         if low is not None and high is not None:
-            unit = " pixels" if FIELDS[name].annotation is int and name in ("width", "height") else ""
-            return f"must be between {low} and {high}{unit}, got {given!r}"
+            unit = " pixels" if name in ("width", "height") else ""
+            return f"must be between {low:g} and {high:g}{unit}, got {given!r}"
     if kind == "finite_number":
         return f"expected a finite number, got {given!r}"
     if kind in ("int_parsing", "int_from_float", "int_type"):

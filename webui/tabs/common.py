@@ -131,6 +131,10 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
     # The handler mostly waits on the queue, which serialises the work: no need to hold other users back.
     tab.generate.click(run, inputs=list(tab.inputs.values()), outputs=tab.outputs, concurrency_limit=None,
                        api_name=tab.mode)
+    for name, component in tab.inputs.items():  # a number typed out of range: say what became of it
+        if isinstance(component, gr.Slider):
+            component.release(handlers.check_typed_value(name), inputs=[component], outputs=None, preprocess=False,
+                               show_progress="hidden", concurrency_limit=None, api_name=False)
     tab.interrupt.click(lambda results: handlers.interrupt(ctx, results), inputs=[tab.results], outputs=None,
                         queue=False)
     models = [name for name in ("checkpoint", "vae", "refiner_checkpoint") if name in tab.inputs]

@@ -20,7 +20,7 @@ from PIL import Image, ImageChops
 from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
 from ..generation import BadRequest, Plan, build_depth2img, build_img2img, build_txt2img
-from ..parameters import FIELDS, GenerationParams
+from ..parameters import FIELDS, GenerationParams, slider
 from ..templates import DEPTH2IMG
 from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
 
@@ -107,6 +107,57 @@ def params_from_form(mode: str, form: dict) -> GenerationParams:
     return GenerationParams(**values)
 
 
+def _shown(number: float) -> str:
+    return f"{number:g}" if number != int(number) else str(int(number))
+
+
+def typed_value_note(name: str, typed: Any) -> str | None:
+    """What became of a number typed into the slider of field `name`: Gradio's slider puts a value
+    outside its range back at the nearest end when the box loses focus. The note says so, in the
+    words of the check the APIs make where they would refuse it too; None when the value stands."""
+    if typed is None or typed == "" or name not in FIELDS:
+        return None
+    try:
+        number = float(typed)
+    except (TypeError, ValueError):
+        return f"{name}: expected a number, got {typed!r}"
+    ui = slider(name)
+    kept = min(max(number, ui["minimum"]), ui["maximum"])
+    if kept == number:
+        return None
+    try:
+        GenerationParams(**{name: typed})
+    except BadRequest as exc:
+        return f"{exc}; set to {_shown(kept)}"
+    return (f"{name}: this slider goes from {_shown(ui['minimum'])} to {_shown(ui['maximum'])}; "
+            f"{_shown(number)} was set to {_shown(kept)}")
+
+
+def check_typed_value(name: str):
+    """A slider's release handler (given the raw value, before the browser changes it) that warns
+    with typed_value_note."""
+    def check(typed: Any) -> None:
+        note = typed_value_note(name, typed)
+        if note:
+            gr.Warning(note)
+    return check
+
+
+ROUNDED_SIZES = ("width", "height")  # rounded down to a multiple of 8, as A1111 does
+ROUNDED_HIRES_SIZES = ("hr_resize_x", "hr_resize_y")
+
+
+def rounding_notes(form: dict, params: GenerationParams) -> list[str]:
+    """What the generation changed of the form's numbers: sizes rounded down to a multiple of 8."""
+    notes = []
+    for name in ROUNDED_SIZES + (ROUNDED_HIRES_SIZES if params.enable_hr else ()):
+        given = form.get(name)
+        used = getattr(params, name) // 8 * 8  # hires sizes round when the pass is built
+        if isinstance(given, (int, float)) and not isinstance(given, bool) and given != used:
+            notes.append(f"{name} {_shown(given)} was rounded down to {used}")
+    return notes
+
+
 def build_plan(ctx: ServerContext, mode: str, form: dict) -> Plan:
     params = params_from_form(mode, form)
     if mode == "txt2img":
@@ -156,6 +207,8 @@ def generate(ctx: ServerContext, mode: str, form: dict) -> Iterator[GenerationOu
         job_ids = submit_all(ctx, plan.workflows)
     except (BadRequest, SubmitError) as exc:
         raise gr.Error(str(exc)) from None
+    for note in rounding_notes(form, plan.params):
+        gr.Warning(note)
     results = new_results(mode, plan, job_ids)
     shown = -1
     for state in watch(ctx, job_ids):
