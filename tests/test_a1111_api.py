@@ -313,3 +313,45 @@ def test_request_checks_answer_in_the_servers_error_format(client, changes, fiel
     answer = response.json()
     assert answer["error"] == "BadRequest" and answer["field"] == field
     assert answer["detail"].startswith(f"{field}: ") and message in answer["detail"]
+
+
+def test_a_missing_lora_and_unknown_scripts_are_warnings_and_the_request_generates(client, folders):
+    from test_lora import _lora_folder
+
+    _lora_folder(folders, "style.safetensors")
+    body = {**SMALL, "prompt": SMALL["prompt"] + " <lora:nowhere:0.8>", "styles": ["Cinematic"],
+            "alwayson_scripts": {"controlnet": {"args": [{"enabled": True, "module": "canny"}]}, "empty": {}}}
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert len(answer["images"]) == 1
+    warnings = json.loads(answer["info"])["warnings"]
+    assert len(warnings) == 3, warnings
+    assert "nowhere" in warnings[0] and "style" in warnings[0]  # names the LoRA, and what the folder has
+    assert "'controlnet'" in warnings[1] and "ignored" in warnings[1]
+    assert "Cinematic" in warnings[2]
+    assert json.loads(client.post("/sdapi/v1/txt2img", json=SMALL).json()["info"])["warnings"] == []
+
+
+def test_the_endpoints_clients_probe_answer(client, folders, ctx):
+    from test_lora import _lora_folder
+
+    _lora_folder(folders, "sub/style.safetensors")
+    loras = client.get("/sdapi/v1/loras").json()
+    assert [(lora["name"], lora["alias"]) for lora in loras] == [("style", "style")]
+    assert loras[0]["path"] == str(folders.models_dir / "loras" / "sub" / "style.safetensors")
+    assert isinstance(loras[0]["metadata"], dict)
+    for route, expected in (("prompt-styles", []), ("face-restorers", []), ("realesrgan-models", []),
+                            ("hypernetworks", []), ("scripts", {"txt2img": [], "img2img": []})):
+        response = client.get(f"/sdapi/v1/{route}")
+        assert response.status_code == 200 and response.json() == expected, route
+    assert client.get("/sdapi/v1/upscalers").status_code == 200
+    for route in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):
+        response = client.post(f"/sdapi/v1/{route}")
+        assert response.status_code == 200 and response.json() is None, route
+    flags = client.get("/sdapi/v1/cmd-flags").json()
+    assert flags["ckpt_dir"] == str(folders.models_dir / "checkpoints") and flags["api"] is True
+    assert flags["data_dir"] == str(ctx.data_dir)
+    assert not [key for key in flags if any(word in key for word in ("auth", "password", "tls", "key", "cert"))]
+    memory = client.get("/sdapi/v1/memory").json()
+    assert 0 < memory["ram"]["used"] <= memory["ram"]["total"] and "cuda" in memory

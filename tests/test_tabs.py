@@ -117,6 +117,14 @@ def test_a_size_rounded_down_to_a_multiple_of_8_is_reported(ctx):
     assert rounding_notes(form(width=64, hr_resize_x=100), hires) == ["hr_resize_x 100 was rounded down to 96"]
 
 
+def test_a_prompt_lora_not_in_the_folder_is_a_warning_and_the_image_is_made(ctx):
+    with pytest.warns(UserWarning) as warned:
+        last = run_to_end(ctx, "txt2img", form(prompt="a red circle <lora:nowhere:0.7>"))
+    messages = [str(w.message) for w in warned if w.category is UserWarning]
+    assert len(messages) == 1 and "LoRA not found" in messages[0] and "nowhere" in messages[0]
+    assert len(last.gallery) == 1 and Image.open(last.gallery[0][0]).size == (64, 64)
+
+
 @pytest.mark.parametrize("name, typed, note", [
     ("width", 0, "width: must be between 64 and 2048 pixels, got 0; set to 64"),
     ("steps", 0, "steps: must be between 1 and 1000, got 0; set to 1"),

@@ -5,8 +5,11 @@ a request is checked as the tabs' forms are) and then workflows (webui/generatio
 per batch count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
 refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
 generation_passes.py. Fields A1111 accepts but this server can't honour (face restoration, tiling,
-variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; other
-unknown fields are ignored, as A1111 does.
+variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; the
+always-on scripts of extensions it doesn't have, prompt styles and prompt LoRAs not in the folder are
+left out with a warning in the response's info ("warnings"); other unknown fields are ignored, as A1111
+does. The listings clients probe (/loras, /prompt-styles, /face-restorers, ...) answer with what
+this server has, which may be nothing.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import os
 import re
 import struct
 import threading
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from ..nodes.folders import write_atomically
-from ..nodes.formats import png_metadata
+from ..nodes.formats import lora_hash, png_metadata
 from ..nodes.runtime import embeddings
 from ..nodes.formats.sampler_names import (
     A1111_SAMPLER_ALIASES,
@@ -61,6 +65,7 @@ from .parameters import (
 )
 from .jobs import InvalidWorkflow
 
+log = logging.getLogger(__name__)
 MAX_INPUT_PIXELS = 4096 * 4096  # an init image or mask larger than this is refused before decoding
 HASH_ON_LISTING_BYTES = 256 * 2**20  # /sd-models hashes files up to this size; larger ones once used
 OPTIONS_FILE = "options.json"
@@ -247,13 +252,25 @@ def _refuse_unsupported(req: _Request) -> None:
     unsupported = {
         "restore_faces": "face restoration is not supported",
         "tiling": "tiling is not supported", "script_name": "scripts are not supported",
-        "alwayson_scripts": "scripts and extensions are not supported",
     }
     for name, message in unsupported.items():
         if getattr(req, name, None):
             raise BadRequest(name, message)
     if req.subseed_strength:
         raise BadRequest("subseed_strength", "variation seeds are not supported")
+
+
+def ignored_settings(req: _Request) -> list[str]:
+    """Warnings for what a request asks that this server leaves out and still generates without: the
+    always-on scripts of extensions it doesn't have (A1111 without the extension would refuse the
+    request; a client is better served by the image and the warning), and prompt styles (it has none)."""
+    warnings = [f"alwayson_scripts: {name!r} is not available here; ignored"
+                for name, value in (req.alwayson_scripts or {}).items() if value not in (None, {}, [])]
+    if req.styles:
+        warnings.append(f"styles: this server has no prompt styles; ignored {', '.join(map(repr, req.styles))}")
+    for warning in warnings:
+        log.warning("A1111 request: %s", warning)
+    return warnings
 
 
 @dataclass
@@ -439,7 +456,9 @@ class A1111Api:
             hires.update(enable_hr=True, hr_upscaler=req.hr_upscaler or "Latent",
                          denoising_strength=HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength)
         params = self.common_params(req, **hires)
-        return generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
+        plan = generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
+        plan.warnings += ignored_settings(req)
+        return plan
 
     def img2img_plan(self, req: Img2ImgRequest) -> Plan:
         if not req.init_images:
@@ -458,7 +477,9 @@ class A1111Api:
             mask=decode_base64_image("mask", req.mask, limit) if req.mask else None,
             denoising_strength=0.75 if req.denoising_strength is None else req.denoising_strength,
             mask_blur=blur, inpainting_mask_invert=bool(req.inpainting_mask_invert))
-        return generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
+        plan = generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
+        plan.warnings += ignored_settings(req)
+        return plan
 
     # -- running -------------------------------------------------------------------------------------
     async def generate(self, plan: Plan, req: _Request, echo: dict) -> JSONResponse | dict:
@@ -532,6 +553,7 @@ class A1111Api:
             "index_of_first_image": 0, "infotexts": infotexts, "styles": req.styles or [],
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip,
             "is_using_inpainting_conditioning": False, "version": png_metadata.inkwash_version(),
+            "warnings": plan.warnings,  # what was left out (not in A1111's info: its console shows them)
         }
         return {"images": images, "parameters": echo, "info": json.dumps(info)}
 
@@ -575,6 +597,38 @@ class A1111Api:
             self.ctx.queue.cancel(later)
         self.ctx.queue.interrupt(job_id)
 
+    # -- what clients probe ----------------------------------------------------------------------------
+    def loras(self) -> list[dict]:
+        """The loras folder as A1111's Lora extension lists it: the name a prompt tag uses, the
+        alias its training metadata gives (ss_output_name), the file and that metadata."""
+        listed = []
+        for name in self.ctx.folders.list("loras"):
+            path = self.ctx.folders.find("loras", name)
+            found = lora_hash.metadata(path)
+            stem = os.path.splitext(os.path.basename(name))[0]
+            listed.append({"name": stem, "alias": found.get("ss_output_name") or stem, "path": str(path),
+                           "metadata": found})
+        return listed
+
+    def hypernetworks(self) -> list[dict]:
+        folders = self.ctx.folders
+        return [{"name": os.path.splitext(os.path.basename(name))[0], "path": str(folders.find("hypernetworks", name))}
+                for name in folders.list("hypernetworks")]
+
+    def cmd_flags(self) -> dict:
+        """A1111's command-line flags that describe this server: its folders and that the API is on.
+        Nothing about logins or certificates (A1111 would list its --api-auth password here)."""
+        folders = self.ctx.folders
+
+        def first(kind: str) -> str | None:
+            dirs = folders.model_dirs(kind)
+            return str(dirs[0]) if dirs else None
+
+        return {"api": True, "nowebui": False, "data_dir": str(self.ctx.data_dir),
+                "models_dir": str(folders.models_dir), "ckpt_dir": first("checkpoints"), "vae_dir": first("vae"),
+                "lora_dir": first("loras"), "embeddings_dir": first("embeddings"),
+                "hypernetwork_dir": first("hypernetworks"), "controlnet_dir": first("controlnet")}
+
     def png_info(self, req: PngInfoRequest) -> dict:
         if not req.image.strip():
             return {"info": "", "items": {}, "parameters": {}}
@@ -584,6 +638,30 @@ class A1111Api:
         texts = png_metadata.read_png_text(raw) or {k: v for k, v in image.info.items() if isinstance(v, str)}
         info = texts.pop("parameters", None) or _exif_infotext(image) or ""
         return {"info": info, "items": texts, "parameters": png_metadata.parse_infotext(info) if info else {}}
+
+
+def _memory() -> dict:
+    """A1111's /memory: this process's RAM, and CUDA's memory when there is a GPU."""
+    import psutil
+    import torch
+
+    process = psutil.Process(os.getpid())
+    used = process.memory_info().rss
+    total = psutil.virtual_memory().total
+    ram = {"free": total - used, "used": used, "total": total}
+    if not torch.cuda.is_available():
+        return {"ram": ram, "cuda": {"error": "unavailable"}}
+    free, gpu_total = torch.cuda.mem_get_info()
+    stats = torch.cuda.memory_stats()
+
+    def pair(key: str) -> dict:
+        return {"current": stats.get(f"{key}.all.current", 0), "peak": stats.get(f"{key}.all.peak", 0)}
+
+    cuda = {"system": {"free": free, "used": gpu_total - free, "total": gpu_total},
+            "active": pair("active_bytes"), "allocated": pair("allocated_bytes"), "reserved": pair("reserved_bytes"),
+            "inactive": pair("inactive_split_bytes"),
+            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)}}
+    return {"ram": ram, "cuda": cuda}
 
 
 def _sampler_list() -> list[dict]:
@@ -668,6 +746,54 @@ def router(ctx: ServerContext) -> APIRouter:
     @routes.post("/refresh-checkpoints")
     def refresh_checkpoints():
         return None  # the folder is read on every request
+
+    @routes.post("/refresh-vae")
+    def refresh_vae():
+        return None  # the folder is read on every request
+
+    @routes.post("/refresh-loras")
+    def refresh_loras():
+        return None  # the folder is read on every request
+
+    @routes.get("/loras")
+    def loras():
+        return api.loras()
+
+    @routes.get("/hypernetworks")
+    def hypernetworks():
+        return api.hypernetworks()
+
+    @routes.get("/prompt-styles")
+    def prompt_styles():
+        return []  # no prompt styles here
+
+    @routes.get("/face-restorers")
+    def face_restorers():
+        return []  # no face restoration here
+
+    @routes.get("/realesrgan-models")
+    def realesrgan_models():
+        return []  # hires fix's upscalers are /upscalers; no RealESRGAN models
+
+    @routes.get("/scripts")
+    def scripts():
+        return {"txt2img": [], "img2img": []}
+
+    @routes.get("/script-info")
+    def script_info():
+        return []
+
+    @routes.get("/extensions")
+    def extensions():
+        return []
+
+    @routes.get("/cmd-flags")
+    def cmd_flags():
+        return api.cmd_flags()
+
+    @routes.get("/memory")
+    def memory():
+        return _memory()
 
     @routes.get("/embeddings")
     def embedding_list():

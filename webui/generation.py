@@ -293,6 +293,7 @@ class Plan:
     workflows: list[dict]
     inputs: PreparedInputs | None = None
     seeds: list[list[int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what was left out, for the user (A1111 warns too)
 
     @property
     def all_seeds(self) -> list[int]:
@@ -312,12 +313,13 @@ class Plan:
         return paths
 
 
-def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) -> list[dict]:
-    """The workflows `build(params)` makes from the prompt without its LoRA tags, each with a
-    LoraLoader per tag after the checkpoint loader. They are chained last, so every user of the
-    checkpoint's MODEL and CLIP (hires and refiner passes too) goes through them. `params` keeps
-    the tags: A1111 reports the prompt with them, and the infotext writes them back."""
-    prompt, loras = prompt_lora_tags(params.prompt, folders)
+def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) -> tuple[list[dict], list[str]]:
+    """(the workflows `build(params)` makes from the prompt without its LoRA tags, each with a
+    LoraLoader per tag after the checkpoint loader; warnings). The loaders are chained last, so every
+    user of the checkpoint's MODEL and CLIP (hires and refiner passes too) goes through them. A tag
+    naming a LoRA the folder lacks is left out with a warning, as A1111 generates without it.
+    `params` keeps the tags: A1111 reports the prompt with them, and the infotext writes them back."""
+    prompt, loras, missing = prompt_lora_tags(params.prompt, folders)
     # tags elsewhere are dropped from the text: the main prompt's LoRAs serve every pass
     others = {}
     for name in ("negative_prompt", "hr_prompt", "hr_negative_prompt"):
@@ -328,14 +330,20 @@ def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) 
     workflows = build(params.replace(prompt=prompt, **others))
     for workflow in workflows:
         prompt_loras.add_lora_nodes(workflow, loras, folders or current_folders())
-    return workflows
+    warnings = [prompt_loras.not_found_message(missing, folders or current_folders())] if missing else []
+    return workflows, warnings
+
+
+def _plan(params: GenerationParams, folders: Folders | None, inputs: PreparedInputs | None, build) -> Plan:
+    """The Plan of resolved `params` whose iteration i runs `build(params, i)`, prompt LoRAs added."""
+    workflows, warnings = with_prompt_loras(params, folders, lambda p: [build(p, i) for i in range(p.n_iter)])
+    return Plan(params, workflows, inputs, [iteration_seeds(params, i) for i in range(params.n_iter)], warnings)
 
 
 def build_txt2img(params: GenerationParams, folders: Folders | None = None,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Plan:
     params = resolve(params, folders, max_pixels)
-    workflows = with_prompt_loras(params, folders, lambda p: [txt2img_workflow(p, i) for i in range(p.n_iter)])
-    return Plan(params, workflows, None, [iteration_seeds(params, i) for i in range(params.n_iter)])
+    return _plan(params, folders, None, txt2img_workflow)
 
 
 def build_img2img(params: GenerationParams, folders: Folders, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -346,9 +354,8 @@ def build_img2img(params: GenerationParams, folders: Folders, max_pixels: int | 
     if params.init_image is None:
         raise BadRequest("init_images", "img2img needs an init image")
     inputs = prepare_img2img(folders, params, prefix)
-    workflows = with_prompt_loras(params, folders, lambda p: [
-        img2img_workflow(p, inputs.init_name, inputs.mask_name, i, resized=inputs.resized) for i in range(p.n_iter)])
-    return Plan(params, workflows, inputs, [iteration_seeds(params, i) for i in range(params.n_iter)])
+    return _plan(params, folders, inputs, lambda p, i: img2img_workflow(p, inputs.init_name, inputs.mask_name, i,
+                                                                        resized=inputs.resized))
 
 
 def build_depth2img(params: GenerationParams, folders: Folders, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -362,6 +369,5 @@ def build_depth2img(params: GenerationParams, folders: Folders, max_pixels: int 
     image = resize_image(mode, flatten(params.init_image), params.width, params.height)
     name = store_input_image(folders, image, "depth2img/init")
     sd2_depth = is_depth_checkpoint(folders, params.checkpoint)
-    workflows = with_prompt_loras(params, folders, lambda p: [
-        depth2img_workflow(p, name, i, controlnet=controlnet, sd2_depth=sd2_depth) for i in range(p.n_iter)])
-    return Plan(params, workflows, None, [iteration_seeds(params, i) for i in range(params.n_iter)])
+    return _plan(params, folders, None, lambda p, i: depth2img_workflow(p, name, i, controlnet=controlnet,
+                                                                        sd2_depth=sd2_depth))

@@ -315,7 +315,7 @@ def resolve(params: GenerationParams, folders: Folders | None = None,
     if folders is not None and params.checkpoint not in folders.list("checkpoints"):
         raise BadRequest("checkpoint", f"checkpoint {params.checkpoint!r} not found in the checkpoints folder")
     if folders is not None:
-        prompt_lora_tags(params.prompt, folders)  # unknown LoRA names fail here, before anything is stored
+        prompt_lora_tags(params.prompt, folders)  # a tag that can't be read fails here, before anything is stored
     vae = checked_name(params.vae, "vae", AUTOMATIC_VAE, folders.list("vae") if folders else None)
     refiner = checked_name(params.refiner_checkpoint, "refiner_checkpoint", NO_REFINER,
                            folders.list("checkpoints") if folders else None)
@@ -347,16 +347,16 @@ def _resolve_hires(resolved: GenerationParams, params: GenerationParams, max_pix
                             hr_upscaler=resolved.hr_upscaler or "Latent")
 
 
-def prompt_lora_tags(prompt: str, folders: Folders | None) -> tuple[str, list[prompt_loras.LoraTag]]:
-    """(the prompt without its <lora:name:weight> tags, the tags), each name checked against the loras
-    folder (`folders`, or the current ones)."""
+def prompt_lora_tags(prompt: str, folders: Folders | None) -> tuple[str, list[prompt_loras.LoraTag], list[str]]:
+    """(the prompt without its <lora:name:weight> tags, the tags whose LoRA is in the loras folder of
+    `folders` (or the current ones), the names of those that are not). A tag that can't be read is
+    a BadRequest."""
     try:
         stripped, loras = prompt_loras.extract(prompt)
-        for tag in loras:
-            prompt_loras.find_lora(tag.name, folders or current_folders())
     except prompt_loras.LoraTagError as err:
         raise BadRequest("prompt", str(err)) from None
-    return stripped, loras
+    found, missing = prompt_loras.split_missing(loras, folders or current_folders())
+    return stripped, found, missing
 
 
 def iteration_seeds(params: GenerationParams, iteration: int) -> list[int]:

@@ -207,7 +207,7 @@ def generate(ctx: ServerContext, mode: str, form: dict) -> Iterator[GenerationOu
         job_ids = submit_all(ctx, plan.workflows)
     except (BadRequest, SubmitError) as exc:
         raise gr.Error(str(exc)) from None
-    for note in rounding_notes(form, plan.params):
+    for note in rounding_notes(form, plan.params) + plan.warnings:
         gr.Warning(note)
     results = new_results(mode, plan, job_ids)
     shown = -1
