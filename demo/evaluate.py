@@ -40,6 +40,7 @@ from ..nodes.declare import Combo
 from ..nodes.executor import Executor
 from ..nodes.registry import core_nodes
 from ..nodes.runtime import annotators
+from ..webui.templates import DEPTH2IMG, TXT2IMG
 from . import judge, world
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,8 +48,9 @@ WORKFLOWS = REPO / "workflows"
 CHECKPOINT = "inkwash-demo.safetensors"  # the name every workflow loads
 BUNDLED_DEPTH = "inkwash-demo-depth"     # models/annotators/inkwash-demo-depth.safetensors
 
-# Node ids shared by the workflows in workflows/.
-SAMPLER, POSITIVE, DECODE, SAVE, LOAD, PREPROCESSOR, CONTROL_PREVIEW = "3", "6", "8", "9", "10", "12", "15"
+# Node ids shared by the workflows in workflows/ (a role has one id in all of them).
+SAMPLER, POSITIVE, DECODE, SAVE = TXT2IMG.sampler, TXT2IMG.positive, TXT2IMG.decode, TXT2IMG.save
+LOAD, PREPROCESSOR, CONTROL_PREVIEW = DEPTH2IMG.load_image, DEPTH2IMG.preprocessor, DEPTH2IMG.control_preview
 
 # How every image is made, whatever the workflow file says today.
 STEPS, CFG, SAMPLER_NAME, SCHEDULER = 20, 5.0, "euler", "normal"

@@ -297,3 +297,61 @@ def test_lora_tags_are_applied_and_reported_with_their_hashes(client, folders):
     assert info["extra_generation_params"]["Lora hashes"] == hashed
     assert f'Lora hashes: "{hashed}"' in info["infotexts"][0]
     assert not np.array_equal(np.asarray(decode(plain["images"][0])[0]), np.asarray(decode(tagged["images"][0])[0]))
+
+
+@pytest.mark.parametrize("changes, field, message", [
+    ({"cfg_scale": float("nan")}, "cfg_scale", "expected a finite number"),
+    ({"denoising_strength": float("inf"), "init_images": None}, "denoising_strength", "expected a finite number"),
+    ({"steps": 0}, "steps", "must be between 1 and 1000, got 0"),
+    ({"width": 8}, "width", "must be between 64 and 2048 pixels"),
+])
+def test_request_checks_answer_in_the_servers_error_format(client, changes, field, message):
+    route = "img2img" if "init_images" in changes else "txt2img"
+    body = json.dumps({**SMALL, **changes})  # NaN and Infinity as Python's json writes them
+    response = client.post(f"/sdapi/v1/{route}", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["error"] == "BadRequest" and answer["field"] == field
+    assert answer["detail"].startswith(f"{field}: ") and message in answer["detail"]
+
+
+def test_a_missing_lora_and_unknown_scripts_are_warnings_and_the_request_generates(client, folders):
+    from test_lora import _lora_folder
+
+    _lora_folder(folders, "style.safetensors")
+    body = {**SMALL, "prompt": SMALL["prompt"] + " <lora:nowhere:0.8>", "styles": ["Cinematic"],
+            "alwayson_scripts": {"ADetailer": {"args": [{"ad_model": "face_yolov8n.pt"}]}, "empty": {}}}
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert len(answer["images"]) == 1
+    warnings = json.loads(answer["info"])["warnings"]
+    assert len(warnings) == 3, warnings
+    assert "nowhere" in warnings[0] and "style" in warnings[0]  # names the LoRA, and what the folder has
+    assert "'ADetailer'" in warnings[1] and "ignored" in warnings[1]
+    assert "Cinematic" in warnings[2]
+    assert json.loads(client.post("/sdapi/v1/txt2img", json=SMALL).json()["info"])["warnings"] == []
+
+
+def test_the_endpoints_clients_probe_answer(client, folders, ctx):
+    from test_lora import _lora_folder
+
+    _lora_folder(folders, "sub/style.safetensors")
+    loras = client.get("/sdapi/v1/loras").json()
+    assert [(lora["name"], lora["alias"]) for lora in loras] == [("style", "style")]
+    assert loras[0]["path"] == str(folders.models_dir / "loras" / "sub" / "style.safetensors")
+    assert isinstance(loras[0]["metadata"], dict)
+    for route, expected in (("prompt-styles", []), ("face-restorers", []), ("realesrgan-models", []),
+                            ("hypernetworks", []), ("scripts", {"txt2img": [], "img2img": []})):
+        response = client.get(f"/sdapi/v1/{route}")
+        assert response.status_code == 200 and response.json() == expected, route
+    assert client.get("/sdapi/v1/upscalers").status_code == 200
+    for route in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):
+        response = client.post(f"/sdapi/v1/{route}")
+        assert response.status_code == 200 and response.json() is None, route
+    flags = client.get("/sdapi/v1/cmd-flags").json()
+    assert flags["ckpt_dir"] == str(folders.models_dir / "checkpoints") and flags["api"] is True
+    assert flags["data_dir"] == str(ctx.data_dir)
+    assert not [key for key in flags if any(word in key for word in ("auth", "password", "tls", "key", "cert"))]
+    memory = client.get("/sdapi/v1/memory").json()
+    assert 0 < memory["ram"]["used"] <= memory["ram"]["total"] and "cuda" in memory

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.formats.png_metadata import parse_infotext, read_png_metadata
+from inkwash.webui import a1111_images
 from inkwash.webui import generation as gen
+from inkwash.webui import templates
 from inkwash.webui.generation import BadRequest, GenerationParams
 from PIL import Image
 
@@ -98,6 +100,37 @@ def test_max_pixels_and_missing_checkpoint(folders, checkpoint):
 
 # -- workflows --------------------------------------------------------------------------------------------
 
+def test_the_node_tables_name_the_templates_nodes():
+    for name, nodes in templates.NODES.items():
+        workflow = templates.template(name)
+        named = {role: node_id for role, node_id in vars(nodes).items() if node_id is not None}
+        for role, node_id in named.items():
+            assert workflow[node_id]["class_type"] in templates.CLASS_TYPES[role], (name, role)
+            for other in templates.NODES.values():  # a role has one id in every template that has it
+                assert getattr(other, role) in (None, node_id), (name, role)
+        added = (templates.CLIP_SKIP, templates.IMAGE_SCALE, templates.LATENT_UPSCALE, templates.LOAD_MASK)
+        assert not set(added) & set(workflow), name  # what generation adds doesn't collide
+        assert set(workflow) == set(named.values()), name  # every node has a name
+
+
+def test_depth2img_marks_embeddings_and_honours_save_images(folders):
+    (folders.models_dir / "embeddings").mkdir()
+    (folders.models_dir / "embeddings" / "crimson.pt").write_bytes(b"")  # listed by name only
+    (folders.models_dir / "checkpoints").mkdir()
+    (folders.models_dir / "checkpoints" / CKPT).write_bytes(b"")
+    params = small(prompt="a crimson cube", negative_prompt="(Crimson:1.2)", init_image=gradient(), batch_size=2,
+                   save_images=False)
+    plan = gen.build_depth2img(params, folders, controlnet="depth.safetensors")
+    workflow = plan.workflows[0]
+    nodes = templates.DEPTH2IMG
+    assert workflow[nodes.positive]["inputs"]["text"] == "a embedding:crimson cube"
+    assert workflow[nodes.negative]["inputs"]["text"] == "(embedding:crimson:1.2)"
+    assert [workflow[n]["class_type"] for n in gen.output_nodes(workflow)] == ["PreviewImage", "PreviewImage"]
+    saved = gen.build_depth2img(params.replace(save_images=True, filename_prefix="depth/test"), folders,
+                                controlnet="depth.safetensors").workflows[0]
+    assert [saved[n]["inputs"]["filename_prefix"] for n in gen.output_nodes(saved)] == ["depth/test"] * 2
+
+
 def test_txt2img_workflow_patches_the_template():
     params = gen.resolve(small(batch_size=3, n_iter=2, clip_skip=2, scheduler="Karras"))
     before = json.dumps(gen.template("txt2img"), sort_keys=True)
@@ -166,10 +199,10 @@ def test_store_input_image_writes_unique_names_inside_the_input_folder(folders):
 
 def test_resize_modes_follow_a1111():
     wide = gradient(200, 100)
-    assert gen.resize_image(0, wide, 64, 64).size == (64, 64)
-    cropped = np.asarray(gen.resize_image(1, wide, 64, 64))
+    assert a1111_images.resize_image(0, wide, 64, 64).size == (64, 64)
+    cropped = np.asarray(a1111_images.resize_image(1, wide, 64, 64))
     assert cropped.shape == (64, 64, 3) and cropped[:, 0, 0].min() > 40  # left edge cut away
-    filled = np.asarray(gen.resize_image(2, wide, 64, 64))
+    filled = np.asarray(a1111_images.resize_image(2, wide, 64, 64))
     # fitted into 64x32 in the middle; the bands above and below repeat the edge rows, not black
     assert filled.shape == (64, 64, 3)
     assert np.abs(filled[0].astype(int) - filled[16].astype(int)).max() <= 16
@@ -208,13 +241,13 @@ def test_blank_mask_with_only_masked_is_plain_img2img(folders):
 def test_fill_takes_colours_from_around_the_hole():
     image = Image.new("RGB", (64, 64), (0, 200, 0))
     image.paste((255, 0, 0), (24, 24, 40, 40))
-    filled = np.asarray(gen.fill_masked(image, box_mask((64, 64), (20, 20, 44, 44))))
+    filled = np.asarray(a1111_images.fill_masked(image, box_mask((64, 64), (20, 20, 44, 44))))
     assert filled[32, 32, 1] > 150 and filled[32, 32, 0] < 60  # the red was replaced by the green around it
 
 
 def test_add_infotext_params_goes_before_version():
     text = "a cat\nNegative prompt: dog\nSteps: 2, Sampler: Euler, Seed: 5, Size: 64x64, Version: inkwash"
-    out = gen.add_infotext_params(text, {"Mask blur": 4, "Inpaint area": "Only masked", "Skipped": None})
+    out = a1111_images.add_infotext_params(text, {"Mask blur": 4, "Inpaint area": "Only masked", "Skipped": None})
     assert out.endswith("Size: 64x64, Mask blur: 4, Inpaint area: Only masked, Version: inkwash")
     assert out.startswith("a cat\nNegative prompt: dog\n")
 

@@ -529,11 +529,14 @@ def test_tags_become_chained_lora_loaders(folders, checkpoint):
     assert plan.params.prompt == params.prompt  # A1111 reports the prompt with its tags
 
 
-def test_an_unknown_lora_name_is_a_bad_request_naming_it(folders, checkpoint):
+def test_an_unknown_lora_name_is_left_out_with_a_warning_naming_it(folders, checkpoint):
     _lora_folder(folders, "style.safetensors")
-    with pytest.raises(BadRequest) as caught:
-        gen.build_txt2img(GenerationParams(prompt="x <lora:missing:1>", checkpoint=TINY_CKPT), folders)
-    assert caught.value.field == "prompt" and "missing" in caught.value.message and "style" in caught.value.message
+    plan = gen.build_txt2img(GenerationParams(prompt="x <lora:missing:1> <lora:style:0.5>", checkpoint=TINY_CKPT),
+                             folders)
+    loaders = [node["inputs"]["lora_name"] for node in plan.workflows[0].values() if node["class_type"] == "LoraLoader"]
+    assert loaders == ["style.safetensors"]  # the job still generates, with the LoRA that is there
+    assert len(plan.warnings) == 1 and "missing" in plan.warnings[0] and "style" in plan.warnings[0]
+    assert gen.build_txt2img(GenerationParams(prompt="x <lora:style:1>", checkpoint=TINY_CKPT), folders).warnings == []
     with pytest.raises(BadRequest, match="not a number"):
         gen.resolve(GenerationParams(prompt="x <lora:style:big>", checkpoint=TINY_CKPT), folders)
 

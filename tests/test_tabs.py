@@ -1,6 +1,7 @@
 """The Gradio tabs' handlers, called as the browser's events would call them, against a real job queue
 and the real core nodes on a tiny SD1-shaped checkpoint (64x64, 2 steps)."""
 import json
+import re
 
 import gradio as gr
 import numpy as np
@@ -16,8 +17,10 @@ from inkwash.webui.events import EventHub
 from inkwash.webui.generation import template
 from inkwash.webui.jobs import JobQueue
 from inkwash.webui.tabs import allowed_paths, build_ui, history, pnginfo, workflows
-from inkwash.webui.tabs.depth_workflow import depth2img_workflow, is_depth_checkpoint
-from inkwash.webui.tabs.generate import (editor_image_and_mask, generate, reuse_seed, select_image, send_image,
+from inkwash.webui.generation import depth2img_workflow, is_depth_checkpoint
+from inkwash.webui.parameters import GenerationParams
+from inkwash.webui.tabs.generate import (check_typed_value, rounding_notes, typed_value_note,
+                                         editor_image_and_mask, generate, reuse_seed, select_image, send_image,
                                          workflow_file)
 from inkwash.webui.tabs.workflow_files import (WorkflowError, apply_values, form_fields, load_source, load_upload,
                                                save_workflow, workflow_sources)
@@ -91,6 +94,49 @@ def test_txt2img_fills_the_gallery_with_infotext(ctx):
     assert index == 2 and "Seed: 1236" in info
     assert json.loads(open(saved).read()) == last.results["workflows"][1]
     assert all(job.extra["source"] == "tab" for job in ctx.queue.history())
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"width": 0}, "width"), ({"height": 2056}, "height"), ({"steps": 0}, "steps"), ({"cfg_scale": float("nan")}, "cfg_scale"),
+    ({"batch_size": 0}, "batch_size"), ({"denoising_strength": 1.5, "enable_hr": True}, "denoising_strength"),
+])
+def test_out_of_range_form_values_are_refused_naming_the_field_as_the_api_does(ctx, changes, field):
+    with pytest.raises(gr.Error) as caught:
+        run_to_end(ctx, "txt2img", form(**changes))
+    assert str(caught.value.message).startswith(f"{field}: ")
+    assert ctx.queue.history() == []  # nothing was queued
+
+
+def test_a_size_rounded_down_to_a_multiple_of_8_is_reported(ctx):
+    with pytest.warns(UserWarning) as warned:  # gr.Warning outside a Gradio request
+        last = run_to_end(ctx, "txt2img", form(width=100, height=64))
+    assert [str(w.message) for w in warned if w.category is UserWarning] == ["width 100 was rounded down to 96"]
+    assert Image.open(last.gallery[0][0]).size == (96, 64)
+    assert rounding_notes(form(width=64, hr_resize_x=100), GenerationParams(width=64, height=64)) == []  # no hires: unused
+    hires = GenerationParams(width=64, height=64, enable_hr=True, hr_resize_x=100)
+    assert rounding_notes(form(width=64, hr_resize_x=100), hires) == ["hr_resize_x 100 was rounded down to 96"]
+
+
+def test_a_prompt_lora_not_in_the_folder_is_a_warning_and_the_image_is_made(ctx):
+    with pytest.warns(UserWarning) as warned:
+        last = run_to_end(ctx, "txt2img", form(prompt="a red circle <lora:nowhere:0.7>"))
+    messages = [str(w.message) for w in warned if w.category is UserWarning]
+    assert len(messages) == 1 and "LoRA not found" in messages[0] and "nowhere" in messages[0]
+    assert len(last.gallery) == 1 and Image.open(last.gallery[0][0]).size == (64, 64)
+
+
+@pytest.mark.parametrize("name, typed, note", [
+    ("width", 0, "width: must be between 64 and 2048 pixels, got 0; set to 64"),
+    ("steps", 0, "steps: must be between 1 and 1000, got 0; set to 1"),
+    ("steps", 200, "steps: this slider goes from 1 to 150; 200 was set to 150"),
+    ("denoising_strength", 1.5, "denoising_strength: must be between 0 and 1, got 1.5; set to 1"),
+    ("width", 100, None), ("steps", 20, None), ("width", None, None),
+])
+def test_a_number_typed_out_of_a_sliders_range_gets_a_note(name, typed, note):
+    assert typed_value_note(name, typed) == note
+    if note:
+        with pytest.warns(UserWarning, match=re.escape(note)):
+            check_typed_value(name)(typed)
 
 
 def test_random_seed_resolves_and_reuse_returns_it(ctx):

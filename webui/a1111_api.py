@@ -1,11 +1,15 @@
 """AUTOMATIC1111's HTTP API (/sdapi/v1/*) over the shared job queue.
 
-Requests become GenerationParams and then workflows (webui/generation.py), one queued job per batch
-count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
+Requests become GenerationParams (webui/parameters.py, whose field types the request models share, so
+a request is checked as the tabs' forms are) and then workflows (webui/generation.py), one queued job
+per batch count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
 refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
 generation_passes.py. Fields A1111 accepts but this server can't honour (face restoration, tiling,
-variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; other
-unknown fields are ignored, as A1111 does.
+variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; the
+always-on scripts of extensions it doesn't have, prompt styles and prompt LoRAs not in the folder are
+left out with a warning in the response's info ("warnings"); other unknown fields are ignored, as A1111
+does. The listings clients probe (/loras, /prompt-styles, /face-restorers, ...) answer with what
+this server has, which may be nothing.
 """
 from __future__ import annotations
 
@@ -18,30 +22,50 @@ import os
 import re
 import struct
 import threading
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from ..nodes.folders import write_atomically
-from ..nodes.formats import png_metadata
+from ..nodes.formats import lora_hash, png_metadata
 from ..nodes.runtime import embeddings
 from ..nodes.formats.sampler_names import (
     A1111_SAMPLER_ALIASES,
     A1111_SAMPLERS,
     A1111_SCHEDULES,
 )
-from . import generation, generation_passes
+from . import a1111_controlnet, generation, parameters
 from .context import ServerContext
-from .generation import BadRequest, GenerationParams, Plan
+from .generation import BadRequest, Plan
+from .parameters import (
+    AUTOMATIC_VAE,
+    NO_REFINER,
+    BatchCount,
+    BatchSize,
+    CfgScale,
+    GenerationParams,
+    MaskBlur,
+    MaskedContent,
+    Padding,
+    ResizeMode,
+    Seed,
+    Size,
+    Steps,
+    Strength,
+)
 from .jobs import InvalidWorkflow
 
+log = logging.getLogger(__name__)
 MAX_INPUT_PIXELS = 4096 * 4096  # an init image or mask larger than this is refused before decoding
 HASH_ON_LISTING_BYTES = 256 * 2**20  # /sd-models hashes files up to this size; larger ones once used
 OPTIONS_FILE = "options.json"
@@ -57,42 +81,47 @@ EXTRA_PARAMS = ("Hires ", "Refiner", "Lora hashes")  # infotext keys A1111 repor
 # -- request bodies ---------------------------------------------------------------------------------------
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """The fields txt2img and img2img share, under A1111's names and with A1111's API defaults; the
+    types (and so the bounds) are GenerationParams' (webui/parameters.py)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int = -1
+    seed: Seed = -1
     subseed: int = -1
     subseed_strength: float = 0.0
     sampler_name: str | None = None
     sampler_index: str | None = "Euler"  # A1111's legacy field, used when sampler_name is absent
     scheduler: str | None = None
-    batch_size: int = 1
-    n_iter: int = 1
-    steps: int = 50
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    batch_size: BatchSize = 1
+    n_iter: BatchCount = 1
+    steps: Steps = 50  # the tabs' default is 20
+    cfg_scale: CfgScale = 7.0
+    width: Size = 512
+    height: Size = 512
     restore_faces: bool | None = None
     tiling: bool | None = None
     override_settings: dict[str, Any] | None = None
     script_name: str | None = None
     alwayson_scripts: dict[str, Any] | None = None
     send_images: bool = True
-    save_images: bool = False
+    save_images: bool = False  # the tabs save
     refiner_checkpoint: str | None = None
-    refiner_switch_at: float | None = None
+    refiner_switch_at: Strength | None = None  # None: REFINER_SWITCH_AT
 
 
 class Txt2ImgRequest(_Request):
-    denoising_strength: float | None = None  # only used by hires fix in A1111
+    denoising_strength: Strength | None = None  # only used by hires fix in A1111; None: HIRES_DENOISE
     enable_hr: bool = False
+    # Hires fix's settings are checked (as GenerationParams' fields) only with enable_hr, as A1111
+    # ignores them otherwise.
     hr_scale: float = 2.0
     hr_upscaler: str | None = None  # None: "Latent"
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
+    hr_second_pass_steps: float = 0
+    hr_resize_x: float = 0
+    hr_resize_y: float = 0
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
     hr_prompt: str = ""
@@ -101,18 +130,26 @@ class Txt2ImgRequest(_Request):
 
 class Img2ImgRequest(_Request):
     init_images: list[str] | None = None
-    resize_mode: int = 0
-    denoising_strength: float | None = 0.75  # null: A1111's default
+    resize_mode: ResizeMode = 0
+    denoising_strength: Strength | None = 0.75  # null: A1111's default
     mask: str | None = None
-    mask_blur: int | None = None
-    mask_blur_x: int = 4
-    mask_blur_y: int = 4
+    mask_blur: MaskBlur | None = None  # None: mask_blur_x (which must equal mask_blur_y)
+    mask_blur_x: MaskBlur = 4
+    mask_blur_y: MaskBlur = 4
     mask_round: bool = True
-    inpainting_fill: int = 0
+    inpainting_fill: MaskedContent = 0  # A1111's API default "fill"; its UI's (and the tabs') is "original"
     inpaint_full_res: bool = True  # A1111's API default ("only masked"), unlike its UI
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
+    inpaint_full_res_padding: Padding = 0  # the tabs' default is 32
+    inpainting_mask_invert: int = 0  # A1111's 0/1
     include_init_images: bool = False
+
+
+# The request fields passed on to GenerationParams as they are.
+_SAME_FIELDS = ("prompt", "negative_prompt", "seed", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale",
+                "width", "height", "save_images")
+_HIRES_FIELDS = ("hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
+                 "hr_scheduler", "hr_prompt", "hr_negative_prompt")
+_INPAINT_FIELDS = ("resize_mode", "mask_round", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
 
 
 class PngInfoRequest(BaseModel):
@@ -121,6 +158,20 @@ class PngInfoRequest(BaseModel):
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
+class _A1111Route(APIRoute):
+    """A request body that fails its model's checks gets the same error body as the other refusals."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def checked(request):
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return bad_request(parameters.bad_request(exc.errors()))
+        return checked
+
 
 def bad_request(exc: BadRequest, status: int = 422) -> JSONResponse:
     field_name = _FIELD_NAMES.get(exc.field, exc.field)
@@ -201,13 +252,25 @@ def _refuse_unsupported(req: _Request) -> None:
     unsupported = {
         "restore_faces": "face restoration is not supported",
         "tiling": "tiling is not supported", "script_name": "scripts are not supported",
-        "alwayson_scripts": "scripts and extensions are not supported",
     }
     for name, message in unsupported.items():
         if getattr(req, name, None):
             raise BadRequest(name, message)
     if req.subseed_strength:
         raise BadRequest("subseed_strength", "variation seeds are not supported")
+
+
+def ignored_settings(req: _Request, scripts: dict) -> list[str]:
+    """Warnings for what a request asks that this server leaves out and still generates without: the
+    always-on `scripts` of extensions it doesn't have (A1111 without the extension would refuse the
+    request; a client is better served by the image and the warning), and prompt styles (it has none)."""
+    warnings = [f"alwayson_scripts: {name!r} is not available here; ignored"
+                for name, value in scripts.items() if value not in (None, {}, [])]
+    if req.styles:
+        warnings.append(f"styles: this server has no prompt styles; ignored {', '.join(map(repr, req.styles))}")
+    for warning in warnings:
+        log.warning("A1111 request: %s", warning)
+    return warnings
 
 
 @dataclass
@@ -304,7 +367,7 @@ class A1111Api:
     def default_checkpoint(self) -> str:
         names = self.checkpoints()
         chosen = self.load_options().get("sd_model_checkpoint")
-        for candidate in (chosen, generation.DEFAULT_CHECKPOINT):
+        for candidate in (chosen, parameters.DEFAULT_CHECKPOINT):
             if candidate in names:
                 return candidate
         if not names:
@@ -313,14 +376,12 @@ class A1111Api:
 
     def clip_skip(self, value: Any = None) -> int:
         value = self.load_options().get("CLIP_stop_at_last_layers", 1) if value is None else value
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= generation.MAX_CLIP_SKIP:
-            raise BadRequest("clip_skip", f"must be an integer from 1 to {generation.MAX_CLIP_SKIP}, got {value!r}")
-        return value
+        return GenerationParams(clip_skip=value).clip_skip  # checked as the tabs' clip skip
 
     def find_vae(self, value: Any, field_name: str = "vae") -> str | None:
         """A VAE file as A1111 names it (file name, or without its extension); None for "Automatic" or
         "None" (the checkpoint's own VAE)."""
-        if value is None or value in generation_passes.AUTOMATIC_VAE:
+        if value is None or value in AUTOMATIC_VAE:
             return None
         names = self.ctx.folders.list("vae")
         for name in names:
@@ -346,10 +407,10 @@ class A1111Api:
                 options["sd_model_checkpoint"] = self.find_checkpoint(body["sd_model_checkpoint"],
                                                                       "sd_model_checkpoint")
             if "CLIP_stop_at_last_layers" in body:
-                value = body["CLIP_stop_at_last_layers"]
-                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
-                    raise BadRequest("CLIP_stop_at_last_layers", f"must be an integer from 1 to 12, got {value!r}")
-                options["CLIP_stop_at_last_layers"] = value
+                try:
+                    options["CLIP_stop_at_last_layers"] = self.clip_skip(body["CLIP_stop_at_last_layers"])
+                except BadRequest as exc:
+                    raise BadRequest("CLIP_stop_at_last_layers", exc.message) from None
             if "sd_vae" in body:
                 options["sd_vae"] = self.find_vae(body["sd_vae"], "sd_vae") or "Automatic"
             self.save_options(options)
@@ -366,7 +427,9 @@ class A1111Api:
                 "sd_vae": self.vae() or "Automatic", "samples_format": "png", "enable_pnginfo": True}
 
     # -- requests -> params --------------------------------------------------------------------------
-    def common_params(self, req: _Request) -> GenerationParams:
+    def common_params(self, req: _Request, **values: Any) -> GenerationParams:
+        """GenerationParams of a request: its shared fields, the settings it overrides (or the saved
+        options) and `values` (the route's own fields)."""
         _refuse_unsupported(req)
         overrides = req.override_settings or {}
         if "sd_model_checkpoint" in overrides:
@@ -374,32 +437,36 @@ class A1111Api:
         else:
             checkpoint = self.default_checkpoint()
         return GenerationParams(
-            prompt=req.prompt, negative_prompt=req.negative_prompt, checkpoint=checkpoint,
-            sampler_name=req.sampler_name or req.sampler_index or "Euler", scheduler=req.scheduler,
-            steps=req.steps, cfg_scale=req.cfg_scale, seed=req.seed, width=req.width, height=req.height,
-            batch_size=req.batch_size, n_iter=req.n_iter,
-            clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")), save_images=req.save_images,
+            **{name: getattr(req, name) for name in _SAME_FIELDS}, checkpoint=checkpoint,
+            sampler_name=req.sampler_name or req.sampler_index or "Euler",
+            clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")),
             vae=self.vae(overrides.get("sd_vae")), refiner_checkpoint=self.refiner(req.refiner_checkpoint),
-            refiner_switch_at=REFINER_SWITCH_AT if req.refiner_switch_at is None else req.refiner_switch_at)
+            refiner_switch_at=REFINER_SWITCH_AT if req.refiner_switch_at is None else req.refiner_switch_at,
+            **values)
 
     def refiner(self, value: Any) -> str | None:
-        if value is None or value in generation_passes.NO_REFINER:
+        if value is None or value in NO_REFINER:
             return None
         return self.find_checkpoint(value, "refiner_checkpoint")
 
+    def with_extensions(self, plan: Plan, req: _Request) -> Plan:
+        """The ControlNet extension's units wired into the plan's workflows; warnings for the rest."""
+        units, others = a1111_controlnet.controlnet_args(req.alwayson_scripts)
+        plan.warnings += a1111_controlnet.apply_to_plan(plan, units, self.ctx.folders, self.ctx.max_upload_bytes)
+        plan.warnings += ignored_settings(req, others)
+        return plan
+
     def txt2img_plan(self, req: Txt2ImgRequest) -> Plan:
-        params = self.common_params(req)
+        hires = {}
         if req.enable_hr:
-            params.enable_hr, params.hr_scale, params.hr_upscaler = True, req.hr_scale, req.hr_upscaler or "Latent"
-            params.hr_second_pass_steps, params.hr_resize_x, params.hr_resize_y = (
-                req.hr_second_pass_steps, req.hr_resize_x, req.hr_resize_y)
-            params.hr_sampler_name, params.hr_scheduler = req.hr_sampler_name, req.hr_scheduler
-            params.hr_prompt, params.hr_negative_prompt = req.hr_prompt, req.hr_negative_prompt
-            params.denoising_strength = HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength
-        return generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
+            hires = {name: getattr(req, name) for name in _HIRES_FIELDS}
+            hires.update(enable_hr=True, hr_upscaler=req.hr_upscaler or "Latent",
+                         denoising_strength=HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength)
+        params = self.common_params(req, **hires)
+        plan = generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
+        return self.with_extensions(plan, req)
 
     def img2img_plan(self, req: Img2ImgRequest) -> Plan:
-        params = self.common_params(req)
         if not req.init_images:
             raise BadRequest("init_images", "img2img needs one init image")
         if len(req.init_images) > 1:
@@ -410,14 +477,14 @@ class A1111Api:
                 raise BadRequest("mask_blur_x", "different horizontal and vertical mask blur is not supported")
             blur = req.mask_blur_x
         limit = self.ctx.max_upload_bytes
-        params.init_image = decode_base64_image("init_images", req.init_images[0], limit)
-        params.mask = decode_base64_image("mask", req.mask, limit) if req.mask else None
-        params.denoising_strength = 0.75 if req.denoising_strength is None else req.denoising_strength
-        params.resize_mode, params.mask_blur, params.mask_round = req.resize_mode, blur, req.mask_round
-        params.inpainting_fill, params.inpaint_full_res = req.inpainting_fill, req.inpaint_full_res
-        params.inpaint_full_res_padding = req.inpaint_full_res_padding
-        params.inpainting_mask_invert = bool(req.inpainting_mask_invert)
-        return generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
+        params = self.common_params(
+            req, **{name: getattr(req, name) for name in _INPAINT_FIELDS},
+            init_image=decode_base64_image("init_images", req.init_images[0], limit),
+            mask=decode_base64_image("mask", req.mask, limit) if req.mask else None,
+            denoising_strength=0.75 if req.denoising_strength is None else req.denoising_strength,
+            mask_blur=blur, inpainting_mask_invert=bool(req.inpainting_mask_invert))
+        plan = generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
+        return self.with_extensions(plan, req)
 
     # -- running -------------------------------------------------------------------------------------
     async def generate(self, plan: Plan, req: _Request, echo: dict) -> JSONResponse | dict:
@@ -491,6 +558,7 @@ class A1111Api:
             "index_of_first_image": 0, "infotexts": infotexts, "styles": req.styles or [],
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip,
             "is_using_inpainting_conditioning": False, "version": png_metadata.inkwash_version(),
+            "warnings": plan.warnings,  # what was left out (not in A1111's info: its console shows them)
         }
         return {"images": images, "parameters": echo, "info": json.dumps(info)}
 
@@ -534,6 +602,38 @@ class A1111Api:
             self.ctx.queue.cancel(later)
         self.ctx.queue.interrupt(job_id)
 
+    # -- what clients probe ----------------------------------------------------------------------------
+    def loras(self) -> list[dict]:
+        """The loras folder as A1111's Lora extension lists it: the name a prompt tag uses, the
+        alias its training metadata gives (ss_output_name), the file and that metadata."""
+        listed = []
+        for name in self.ctx.folders.list("loras"):
+            path = self.ctx.folders.find("loras", name)
+            found = lora_hash.metadata(path)
+            stem = os.path.splitext(os.path.basename(name))[0]
+            listed.append({"name": stem, "alias": found.get("ss_output_name") or stem, "path": str(path),
+                           "metadata": found})
+        return listed
+
+    def hypernetworks(self) -> list[dict]:
+        folders = self.ctx.folders
+        return [{"name": os.path.splitext(os.path.basename(name))[0], "path": str(folders.find("hypernetworks", name))}
+                for name in folders.list("hypernetworks")]
+
+    def cmd_flags(self) -> dict:
+        """A1111's command-line flags that describe this server: its folders and that the API is on.
+        Nothing about logins or certificates (A1111 would list its --api-auth password here)."""
+        folders = self.ctx.folders
+
+        def first(kind: str) -> str | None:
+            dirs = folders.model_dirs(kind)
+            return str(dirs[0]) if dirs else None
+
+        return {"api": True, "nowebui": False, "data_dir": str(self.ctx.data_dir),
+                "models_dir": str(folders.models_dir), "ckpt_dir": first("checkpoints"), "vae_dir": first("vae"),
+                "lora_dir": first("loras"), "embeddings_dir": first("embeddings"),
+                "hypernetwork_dir": first("hypernetworks"), "controlnet_dir": first("controlnet")}
+
     def png_info(self, req: PngInfoRequest) -> dict:
         if not req.image.strip():
             return {"info": "", "items": {}, "parameters": {}}
@@ -543,6 +643,30 @@ class A1111Api:
         texts = png_metadata.read_png_text(raw) or {k: v for k, v in image.info.items() if isinstance(v, str)}
         info = texts.pop("parameters", None) or _exif_infotext(image) or ""
         return {"info": info, "items": texts, "parameters": png_metadata.parse_infotext(info) if info else {}}
+
+
+def _memory() -> dict:
+    """A1111's /memory: this process's RAM, and CUDA's memory when there is a GPU."""
+    import psutil
+    import torch
+
+    process = psutil.Process(os.getpid())
+    used = process.memory_info().rss
+    total = psutil.virtual_memory().total
+    ram = {"free": total - used, "used": used, "total": total}
+    if not torch.cuda.is_available():
+        return {"ram": ram, "cuda": {"error": "unavailable"}}
+    free, gpu_total = torch.cuda.mem_get_info()
+    stats = torch.cuda.memory_stats()
+
+    def pair(key: str) -> dict:
+        return {"current": stats.get(f"{key}.all.current", 0), "peak": stats.get(f"{key}.all.peak", 0)}
+
+    cuda = {"system": {"free": free, "used": gpu_total - free, "total": gpu_total},
+            "active": pair("active_bytes"), "allocated": pair("allocated_bytes"), "reserved": pair("reserved_bytes"),
+            "inactive": pair("inactive_split_bytes"),
+            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)}}
+    return {"ram": ram, "cuda": cuda}
 
 
 def _sampler_list() -> list[dict]:
@@ -559,7 +683,7 @@ def _scheduler_list() -> list[dict]:
 
 def router(ctx: ServerContext) -> APIRouter:
     api = A1111Api(ctx)
-    routes = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
+    routes = APIRouter(prefix="/sdapi/v1", tags=["A1111"], route_class=_A1111Route)
 
     @routes.post("/txt2img")
     async def txt2img(req: Txt2ImgRequest):
@@ -627,6 +751,54 @@ def router(ctx: ServerContext) -> APIRouter:
     @routes.post("/refresh-checkpoints")
     def refresh_checkpoints():
         return None  # the folder is read on every request
+
+    @routes.post("/refresh-vae")
+    def refresh_vae():
+        return None  # the folder is read on every request
+
+    @routes.post("/refresh-loras")
+    def refresh_loras():
+        return None  # the folder is read on every request
+
+    @routes.get("/loras")
+    def loras():
+        return api.loras()
+
+    @routes.get("/hypernetworks")
+    def hypernetworks():
+        return api.hypernetworks()
+
+    @routes.get("/prompt-styles")
+    def prompt_styles():
+        return []  # no prompt styles here
+
+    @routes.get("/face-restorers")
+    def face_restorers():
+        return []  # no face restoration here
+
+    @routes.get("/realesrgan-models")
+    def realesrgan_models():
+        return []  # hires fix's upscalers are /upscalers; no RealESRGAN models
+
+    @routes.get("/scripts")
+    def scripts():
+        return {"txt2img": [], "img2img": []}
+
+    @routes.get("/script-info")
+    def script_info():
+        return []
+
+    @routes.get("/extensions")
+    def extensions():
+        return []
+
+    @routes.get("/cmd-flags")
+    def cmd_flags():
+        return api.cmd_flags()
+
+    @routes.get("/memory")
+    def memory():
+        return _memory()
 
     @routes.get("/embeddings")
     def embedding_list():

@@ -34,7 +34,7 @@ from PIL import Image
 from ..nodes.folders import Folders
 from ..nodes.runtime.annotators import AnnotatorWeightsMissing
 from ..nodes.runtime.images import pil_to_tensor, tensor_to_pil
-from . import generation, generation_passes
+from . import a1111_images, generation, generation_passes
 from .bad_request import BadRequest
 
 API_VERSION = 2  # what the extension's /controlnet/version answers for this API
@@ -320,16 +320,16 @@ def control_image(unit: ControlUnit, params: generation.GenerationParams, size: 
     image = source_image(unit, params)
     if crop_box is not None and params.init_image is not None:
         x, y, w, h = crop_box
-        fitted = generation.resize_image(unit.resize_mode, image, *params.init_image.size)
-        return generation.resize_image(2, fitted.crop((x, y, x + w, y + h)), *size)
-    return generation.resize_image(unit.resize_mode, image, *size)
+        fitted = a1111_images.resize_image(unit.resize_mode, image, *params.init_image.size)
+        return a1111_images.resize_image(2, fitted.crop((x, y, x + w, y + h)), *size)
+    return a1111_images.resize_image(unit.resize_mode, image, *size)
 
 
 def source_image(unit: ControlUnit, params: generation.GenerationParams) -> Image.Image:
     image = unit.image if unit.image is not None else params.init_image
     if image is None:
         raise BadRequest(f"{ARGS_FIELD}[{unit.index}].image", "this unit needs an image (txt2img has no init image)")
-    return generation.flatten(image)
+    return a1111_images.flatten(image)
 
 
 def hint_sizes(params: generation.GenerationParams) -> dict[str, tuple[int, int]]:
@@ -449,7 +449,7 @@ def detect(module: Any, images: list[str], processor_res: float = -1, threshold_
                       for name, slider in zip(settings, sliders))
     results = []
     for i, data in enumerate(images):
-        image = generation.flatten(decode_base64_image(f"controlnet_input_images[{i}]", data, max_bytes))
+        image = a1111_images.flatten(decode_base64_image(f"controlnet_input_images[{i}]", data, max_bytes))
         if key == "none":
             results.append(image)
             continue

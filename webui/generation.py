@@ -1,309 +1,109 @@
-"""Generation parameters (from the tabs or the A1111 API) -> API-format workflows.
+"""Generation parameters (webui/parameters.py, from the tabs or the A1111 API) -> API-format workflows:
+txt2img, img2img, inpaint and depth2img, with hires fix, the refiner and a VAE file (generation_passes.py).
 
-Every workflow is one of workflows/*.json with its node inputs patched, so a saved image's embedded
-workflow looks like the template it came from. What the nodes cannot do is done in PIL:
+Every workflow is one of workflows/*.json (webui/templates.py names their nodes) with its node inputs
+patched, so a saved image's embedded workflow looks like the template it came from. What the nodes
+cannot do is done in PIL (webui/a1111_images.py):
 
   in the graph   resize modes 0/1 without a mask (ImageScale), 3 (LatentUpscale), the noise mask
                  (LoadImageMask + SetLatentNoiseMask), "latent nothing" (VAEEncodeForInpaint),
-                 clip skip (CLIPSetLastLayer), batches; hires fix, the refiner and a VAE file
-                 (generation_passes.py).
+                 clip skip (CLIPSetLastLayer), batches; hires fix, the refiner and a VAE file.
   before (PIL)   on the stored input image and mask: resize mode 2 "resize and fill"; with a mask,
                  every resize mode (a MASK can't go through ImageScale); mask rounding, inversion and
                  blur; the "only masked" crop; masked content "fill" and "latent noise" (approximated
                  by seeded pixel noise: no node writes random values into a latent).
   after (PIL)    inpainting only: A1111's overlay of the untouched pixels and the paste-back of an
                  "only masked" crop, written over the saved PNG with its metadata kept.
-
-The pre- and post-processing follow A1111's modules/processing.py, images.py and masking.py.
 """
 from __future__ import annotations
 
 import copy
-import io
 import json
-import random
 import re
 import secrets
-from dataclasses import dataclass, field, replace
-from functools import cache
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-import cv2
-import numpy as np
-from PIL import Image, ImageFilter, ImageOps
-from PIL.PngImagePlugin import PngInfo
+from PIL import Image
 
-from ..nodes.folders import REPO_ROOT, Folders, safe_path, write_atomically
+from ..nodes.folders import Folders, safe_path
 from ..nodes.folders import current as current_folders
-from ..nodes.runtime import embeddings
-from ..nodes.formats.png_metadata import format_infotext, parse_infotext, read_png_text
-from ..nodes.formats.sampler_names import (
-    A1111_SAMPLER_ALIASES,
-    A1111_SAMPLERS,
-    A1111_SCHEDULES,
-    SAMPLER_NAMES,
-    SCHEDULER_NAMES,
-    from_a1111,
-)
+from ..nodes.formats import embedding_names as embeddings
 from . import generation_passes, prompt_loras
+from .a1111_images import (
+    InpaintOverlay,
+    crop_region,
+    flatten,
+    inpaint_inputs,
+    inpaint_mask,
+    postprocess_saved,
+    resize_image,
+    write_png,
+)
 from .bad_request import BadRequest
+from .templates import (  # noqa: F401  (WORKFLOWS_DIR, template: for the callers of the generation layer)
+    CLIP_SKIP,
+    IMAGE_SCALE,
+    LATENT_UPSCALE,
+    LOAD_MASK,
+    NODES,
+    TXT2IMG,
+    WORKFLOWS_DIR,
+    TemplateNodes,
+    template,
+)
+from .parameters import (  # noqa: F401  (the names callers of the generation layer use)
+    DEFAULT_MAX_PIXELS,
+    RANDOM_SEEDS,
+    GenerationParams,
+    iteration_seeds,
+    prompt_lora_tags,
+    resolve,
+    sampler_and_scheduler,
+)
 
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
-DEFAULT_CHECKPOINT = "inkwash-demo.safetensors"
+DEFAULT_CONTROLNET = "inkwash-demo-depth.safetensors"
+UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"  # its input channels tell an SD 2 depth UNet
 
-MIN_SIZE, MAX_SIZE = 64, 2048
-MAX_BATCH_SIZE = 64
-MAX_BATCH_COUNT = 100
-MAX_STEPS = 1000
-MAX_CLIP_SKIP = 12
-MAX_SEED = 2 ** 64 - 1  # KSampler's seed widget
-RANDOM_SEEDS = 4294967294  # A1111's get_fixed_seed draws below this
-DEFAULT_MAX_PIXELS = 2048 * 2048
-MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
-RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
-
-# A1111's lowercase scheduler names (its API takes them as well as the labels).
-A1111_SCHEDULE_NAMES: dict[str, str | None] = {
-    "automatic": None, "uniform": "normal", "karras": "karras", "exponential": "exponential",
-    "sgm_uniform": "sgm_uniform", "simple": "simple", "normal": "normal", "ddim": "ddim_uniform", "beta": "beta",
-}
-
-# Marks a saved PNG whose pixels were already post-processed, so a cached re-run doesn't do it twice.
-POSTPROCESSED_KEY = "inkwash_postprocessed"
-
-
-@dataclass
-class GenerationParams:
-    prompt: str = ""
-    negative_prompt: str = ""
-    checkpoint: str = DEFAULT_CHECKPOINT
-    sampler_name: str = "euler"  # ComfyUI's name or A1111's ("Euler a", "DPM++ 2M Karras")
-    scheduler: str | None = None  # ComfyUI's name or A1111's schedule type; None = A1111's "Automatic"
-    steps: int = 20
-    cfg_scale: float = 7.0
-    seed: int = -1  # -1: random, resolved once for the whole request
-    width: int = 512
-    height: int = 512
-    batch_size: int = 1
-    n_iter: int = 1  # batch count: one workflow each, seeds advancing by batch_size
-    clip_skip: int = 1
-    denoising_strength: float = 0.75  # img2img only
-    init_image: Image.Image | None = None
-    mask: Image.Image | None = None  # white = repaint (A1111's convention)
-    mask_blur: int = 4
-    mask_round: bool = True
-    inpainting_mask_invert: bool = False
-    inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
-    inpaint_full_res: bool = False  # "only masked"
-    inpaint_full_res_padding: int = 32
-    resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
-    vae: str | None = None  # a file in models/vae; None (A1111's "Automatic") is the checkpoint's own
-    refiner_checkpoint: str | None = None  # a checkpoint that takes over at refiner_switch_at of the steps
-    refiner_switch_at: float = 0.8
-    enable_hr: bool = False  # hires fix (txt2img): upscale, then a second pass at denoising_strength
-    hr_scale: float = 2.0
-    hr_upscaler: str = "Latent"  # a name of png_metadata.HIRES_UPSCALERS
-    hr_second_pass_steps: int = 0  # 0: as many as the first pass
-    hr_resize_x: int = 0  # a size to resize to instead of hr_scale (a 0 keeps the aspect ratio)
-    hr_resize_y: int = 0
-    hr_sampler_name: str | None = None  # None: the first pass's sampler (and scheduler)
-    hr_scheduler: str | None = None
-    hr_prompt: str = ""  # "": the first pass's prompt
-    hr_negative_prompt: str = ""
-    save_images: bool = True  # False: PreviewImage (temp folder) instead of SaveImage
-    filename_prefix: str = "inkwash"
-
-
-# -- checking and resolving ------------------------------------------------------------------------------
-
-def _int(params: GenerationParams, name: str, low: int, high: int) -> int:
-    value = getattr(params, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise BadRequest(name, f"expected an integer, got {value!r}")
-    value = int(value)
-    if not low <= value <= high:
-        raise BadRequest(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float(params: GenerationParams, name: str, low: float, high: float) -> float:
-    value = getattr(params, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise BadRequest(name, f"expected a number, got {value!r}")
-    if not low <= value <= high:
-        raise BadRequest(name, f"must be between {low} and {high}, got {value}")
-    return float(value)
-
-
-def _size(params: GenerationParams, name: str) -> int:
-    value = getattr(params, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise BadRequest(name, f"expected a number of pixels, got {value!r}")
-    rounded = int(value) // 8 * 8  # as A1111, whose latents are size // 8
-    if not MIN_SIZE <= rounded <= MAX_SIZE:
-        raise BadRequest(name, f"must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {value}")
-    return rounded
-
-
-def _schedule(value: Any) -> str | None:
-    """ComfyUI scheduler for a ComfyUI name, an A1111 label ("Karras") or A1111 name ("karras");
-    None for "Automatic"."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadRequest("scheduler", f"expected a name, got {value!r}")
-    if value in SCHEDULER_NAMES:
-        return value
-    if value in A1111_SCHEDULES:
-        return A1111_SCHEDULES[value]
-    if value in A1111_SCHEDULE_NAMES:
-        return A1111_SCHEDULE_NAMES[value]
-    known = ", ".join([*A1111_SCHEDULES, *SCHEDULER_NAMES])
-    raise BadRequest("scheduler", f"unknown scheduler {value!r}; known: {known}")
-
-
-def sampler_and_scheduler(sampler_name: Any, scheduler: Any = None) -> tuple[str, str]:
-    """(ComfyUI sampler, ComfyUI scheduler) for ComfyUI or A1111 names. A1111's pre-1.9 combined names
-    ("DPM++ 2M Karras") carry the schedule, which wins as in A1111; "Automatic" (or none) picks the
-    schedule A1111 uses for that sampler."""
-    if not isinstance(sampler_name, str) or not sampler_name:
-        raise BadRequest("sampler_name", f"expected a sampler name, got {sampler_name!r}")
-    schedule = _schedule(scheduler)
-    if sampler_name in SAMPLER_NAMES:
-        automatic = next((auto for comfy, auto in A1111_SAMPLERS.values() if comfy == sampler_name), "normal")
-        return sampler_name, schedule or automatic
-    try:
-        comfy, implied = from_a1111(sampler_name)
-    except ValueError:
-        known = ", ".join([*A1111_SAMPLERS, *SAMPLER_NAMES])
-        raise BadRequest("sampler_name", f"unknown sampler {sampler_name!r}; known: {known}") from None
-    name = A1111_SAMPLER_ALIASES.get(sampler_name, sampler_name)
-    combined = name not in A1111_SAMPLERS  # "DPM++ 2M Karras": the suffix names the schedule
-    return comfy, implied if combined or schedule is None else schedule
-
-
-def resolve(params: GenerationParams, folders: Folders | None = None,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> GenerationParams:
-    """A checked copy with ComfyUI sampler/scheduler names, sizes rounded down to multiples of 8 and a
-    concrete seed. Raises BadRequest naming the field. With `folders`, the checkpoint must exist."""
-    for name in ("prompt", "negative_prompt"):
-        if not isinstance(getattr(params, name), str):
-            raise BadRequest(name, f"expected text, got {type(getattr(params, name)).__name__}")
-    sampler, scheduler = sampler_and_scheduler(params.sampler_name, params.scheduler)
-    width, height = _size(params, "width"), _size(params, "height")
-    batch_size = _int(params, "batch_size", 1, MAX_BATCH_SIZE)
-    n_iter = _int(params, "n_iter", 1, MAX_BATCH_COUNT)
-    if max_pixels is not None and width * height * batch_size > max_pixels:
-        raise BadRequest("width/height/batch_size", f"{width}x{height} x {batch_size} images is "
-                         f"{width * height * batch_size} pixels, over the limit of {max_pixels}")
-    seed = params.seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed):
-        raise BadRequest("seed", f"expected an integer, got {seed!r}")
-    seed = random.randrange(RANDOM_SEEDS) if seed < 0 else int(seed)
-    if seed + batch_size * n_iter - 1 > MAX_SEED:
-        raise BadRequest("seed", f"seed {seed} plus one per image goes past {MAX_SEED}")
-    checkpoint = params.checkpoint
-    if not isinstance(checkpoint, str) or not checkpoint:
-        raise BadRequest("checkpoint", f"expected a checkpoint name, got {checkpoint!r}")
-    if folders is not None and checkpoint not in folders.list("checkpoints"):
-        raise BadRequest("checkpoint", f"checkpoint {checkpoint!r} not found in the checkpoints folder")
-    if folders is not None:
-        prompt_lora_tags(params.prompt, folders)  # unknown LoRA names fail here, before anything is stored
-    resolved = replace(
-        params, sampler_name=sampler, scheduler=scheduler, width=width, height=height, batch_size=batch_size,
-        n_iter=n_iter, seed=seed,
-        steps=_int(params, "steps", 1, MAX_STEPS),
-        cfg_scale=_float(params, "cfg_scale", 0.0, 100.0),
-        clip_skip=_int(params, "clip_skip", 1, MAX_CLIP_SKIP),
-        denoising_strength=_float(params, "denoising_strength", 0.0, 1.0),
-        mask_blur=_int(params, "mask_blur", 0, 64),
-        inpainting_fill=_int(params, "inpainting_fill", 0, 3),
-        inpaint_full_res_padding=_int(params, "inpaint_full_res_padding", 0, 256),
-        resize_mode=_int(params, "resize_mode", 0, 3))
-    for name in ("init_image", "mask"):
-        value = getattr(params, name)
-        if value is not None and not isinstance(value, Image.Image):
-            raise BadRequest(name, f"expected an image, got {type(value).__name__}")
-    if resolved.mask is not None and resolved.init_image is None:
-        raise BadRequest("mask", "a mask needs an init image")
-    if resolved.mask is not None and resolved.resize_mode == 3:
-        raise BadRequest("resize_mode", "resize mode 3 (latent upscale) can't be combined with a mask")
-    resolved = replace(resolved, **generation_passes.resolve_passes(resolved, folders, MAX_STEPS))
-    return _resolve_hires(resolved, params, max_pixels) if resolved.enable_hr else resolved
-
-
-_SAME = (None, "", "Use same sampler", "Use same scheduler")  # A1111's choices for "as the first pass"
-
-
-def _resolve_hires(resolved: GenerationParams, params: GenerationParams, max_pixels: int | None) -> GenerationParams:
-    """Hires fix's sampler in ComfyUI names and its size checked against the limits."""
-    hr_sampler, hr_scheduler = (None if v in _SAME else v for v in (params.hr_sampler_name, params.hr_scheduler))
-    if hr_sampler is not None or hr_scheduler is not None:
-        try:
-            hr_sampler, hr_scheduler = sampler_and_scheduler(hr_sampler or params.sampler_name,
-                                                             hr_scheduler or params.scheduler)
-        except BadRequest as exc:
-            raise BadRequest(f"hr_{exc.field}", exc.message) from None
-    width, height = generation_passes.hires_size(resolved.width, resolved.height, resolved.hr_scale,
-                                                 resolved.hr_resize_x, resolved.hr_resize_y)
-    if not (MIN_SIZE <= min(width, height) and max(width, height) <= generation_passes.MAX_HIRES_SIZE):
-        raise BadRequest("hr_scale", f"the hires fix size {width}x{height} is outside {MIN_SIZE} to "
-                         f"{generation_passes.MAX_HIRES_SIZE} pixels")
-    if max_pixels is not None and width * height * resolved.batch_size > max_pixels:
-        raise BadRequest("hr_scale", f"the hires fix size {width}x{height} x {resolved.batch_size} images is "
-                         f"over the limit of {max_pixels} pixels")
-    return replace(resolved, hr_sampler_name=hr_sampler, hr_scheduler=hr_scheduler)
-
-
-def iteration_seeds(params: GenerationParams, iteration: int) -> list[int]:
-    """The seeds of a batch-count iteration's images, as A1111's all_seeds."""
-    first = params.seed + iteration * params.batch_size
-    return [first + i for i in range(params.batch_size)]
 
 
 # -- workflows -------------------------------------------------------------------------------------------
 
-@cache
-def _load_template(name: str) -> dict:
-    return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
-
-
-def template(name: str) -> dict:
-    """A fresh copy of workflows/<name>.json."""
-    return copy.deepcopy(_load_template(name))
-
-
-def _patch_common(workflow: dict, params: GenerationParams, seed: int, denoise: float) -> None:
-    workflow["4"]["inputs"]["ckpt_name"] = params.checkpoint
+def _patch_common(workflow: dict, nodes: TemplateNodes, params: GenerationParams, seed: int, denoise: float) -> None:
+    """What every template takes the same way: checkpoint, prompts (embedding names marked), sampler
+    settings, clip skip, and where the images go."""
+    workflow[nodes.checkpoint]["inputs"]["ckpt_name"] = params.checkpoint
     embedding_names = embeddings.list_names()  # A1111 takes bare embedding names: mark them for the encoder
-    workflow["6"]["inputs"]["text"] = embeddings.mark_names(params.prompt, embedding_names)
-    workflow["7"]["inputs"]["text"] = embeddings.mark_names(params.negative_prompt, embedding_names)
-    workflow["3"]["inputs"].update(seed=seed, steps=params.steps, cfg=params.cfg_scale,
-                                   sampler_name=params.sampler_name, scheduler=params.scheduler, denoise=denoise)
-    add_clip_skip(workflow, params.clip_skip)
+    workflow[nodes.positive]["inputs"]["text"] = embeddings.mark_names(params.prompt, embedding_names)
+    workflow[nodes.negative]["inputs"]["text"] = embeddings.mark_names(params.negative_prompt, embedding_names)
+    workflow[nodes.sampler]["inputs"].update(seed=seed, steps=params.steps, cfg=params.cfg_scale,
+                                             sampler_name=params.sampler_name, scheduler=params.scheduler,
+                                             denoise=denoise)
+    add_clip_skip(workflow, params.clip_skip, nodes)
     if params.save_images:
-        workflow["9"]["inputs"]["filename_prefix"] = params.filename_prefix
+        workflow[nodes.save]["inputs"]["filename_prefix"] = params.filename_prefix
     else:
-        workflow["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+        workflow[nodes.save] = {"class_type": "PreviewImage", "inputs": {"images": [nodes.decode, 0]}}
 
 
-def add_clip_skip(workflow: dict, clip_skip: int) -> None:
-    """A1111's clip skip: the prompts (nodes 6 and 7) encoded by the checkpoint's CLIP stopped early."""
+def add_clip_skip(workflow: dict, clip_skip: int, nodes: TemplateNodes = TXT2IMG) -> None:
+    """A1111's clip skip: the prompts encoded by the checkpoint's CLIP stopped early."""
     if clip_skip > 1:
-        workflow["20"] = {"class_type": "CLIPSetLastLayer",
-                          "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -clip_skip}}
-        workflow["6"]["inputs"]["clip"] = workflow["7"]["inputs"]["clip"] = ["20", 0]
+        workflow[CLIP_SKIP] = {"class_type": "CLIPSetLastLayer",
+                               "inputs": {"clip": [nodes.checkpoint, 1], "stop_at_clip_layer": -clip_skip}}
+        workflow[nodes.positive]["inputs"]["clip"] = workflow[nodes.negative]["inputs"]["clip"] = [CLIP_SKIP, 0]
 
 
 def txt2img_workflow(params: GenerationParams, iteration: int = 0) -> dict:
     """The txt2img workflow of one batch-count iteration. `params` should be resolved (a seed of -1
     is drawn here otherwise, and the iterations of one request would not share it)."""
     params = resolve(params, max_pixels=None)
-    workflow = template("txt2img")
-    _patch_common(workflow, params, iteration_seeds(params, iteration)[0], 1.0)
-    workflow["5"]["inputs"].update(width=params.width, height=params.height, batch_size=params.batch_size)
-    generation_passes.add_passes(workflow, params, ["3"], hires=True)
+    workflow, nodes = template("txt2img"), TXT2IMG
+    _patch_common(workflow, nodes, params, iteration_seeds(params, iteration)[0], 1.0)
+    workflow[nodes.empty_latent]["inputs"].update(width=params.width, height=params.height,
+                                                  batch_size=params.batch_size)
+    generation_passes.add_passes(workflow, params, [nodes.sampler], hires=True, decoder=nodes.decode)
     return workflow
 
 
@@ -320,46 +120,112 @@ def img2img_workflow(params: GenerationParams, init_image_name: str, mask_name: 
         raise BadRequest("mask", "a mask must be prepared (prepare_img2img) to the image size first")
     if params.resize_mode == 2 and not resized:
         raise BadRequest("resize_mode", "resize mode 2 (resize and fill) needs prepare_img2img")
-    workflow = template("inpaint" if mask_name is not None else "img2img")
+    name = "inpaint" if mask_name is not None else "img2img"
+    workflow, nodes = template(name), NODES[name]
     seeds = iteration_seeds(params, iteration)
-    _patch_common(workflow, params, seeds[0], params.denoising_strength)
-    workflow["10"]["inputs"]["image"] = init_image_name
+    _patch_common(workflow, nodes, params, seeds[0], params.denoising_strength)
+    workflow[nodes.load_image]["inputs"]["image"] = init_image_name
     if not resized and params.resize_mode in (0, 1):
-        workflow["21"] = {"class_type": "ImageScale", "inputs": {
-            "image": ["10", 0], "upscale_method": "lanczos", "width": params.width, "height": params.height,
-            "crop": "center" if params.resize_mode == 1 else "disabled"}}
-        workflow["11"]["inputs"]["pixels"] = ["21", 0]
+        workflow[IMAGE_SCALE] = {"class_type": "ImageScale", "inputs": {
+            "image": [nodes.load_image, 0], "upscale_method": "lanczos", "width": params.width,
+            "height": params.height, "crop": "center" if params.resize_mode == 1 else "disabled"}}
+        workflow[nodes.encode]["inputs"]["pixels"] = [IMAGE_SCALE, 0]
     if not resized and params.resize_mode == 3:
-        workflow["22"] = {"class_type": "LatentUpscale", "inputs": {
-            "samples": ["11", 0], "upscale_method": "bilinear", "width": params.width, "height": params.height,
-            "crop": "disabled"}}
-        workflow["3"]["inputs"]["latent_image"] = ["22", 0]
+        workflow[LATENT_UPSCALE] = {"class_type": "LatentUpscale", "inputs": {
+            "samples": [nodes.encode, 0], "upscale_method": "bilinear", "width": params.width,
+            "height": params.height, "crop": "disabled"}}
+        workflow[nodes.sampler]["inputs"]["latent_image"] = [LATENT_UPSCALE, 0]
     if mask_name is not None:
         # A separate grayscale mask (white = repaint); red of an L image is its gray value.
-        workflow["23"] = {"class_type": "LoadImageMask", "inputs": {"image": mask_name, "channel": "red"}}
-        workflow["12"]["inputs"]["mask"] = ["23", 0]
+        workflow[LOAD_MASK] = {"class_type": "LoadImageMask", "inputs": {"image": mask_name, "channel": "red"}}
+        workflow[nodes.noise_mask]["inputs"]["mask"] = [LOAD_MASK, 0]
         if params.inpainting_fill == 3:  # latent nothing: encode with the masked pixels greyed out
-            workflow["11"] = {"class_type": "VAEEncodeForInpaint", "inputs": {
-                "pixels": ["10", 0], "vae": ["4", 2], "mask": ["23", 0], "grow_mask_by": 0}}
-    for index, seed in enumerate(seeds[1:], start=1):
-        _add_branch(workflow, index, seed)
-    generation_passes.add_passes(workflow, params, ["3"] + [f"3_{index}" for index in range(1, len(seeds))])
+            workflow[nodes.encode] = {"class_type": "VAEEncodeForInpaint", "inputs": {
+                "pixels": [nodes.load_image, 0], "vae": [nodes.checkpoint, 2], "mask": [LOAD_MASK, 0],
+                "grow_mask_by": 0}}
+    samplers = _add_branches(workflow, nodes, seeds)
+    generation_passes.add_passes(workflow, params, samplers, decoder=nodes.decode)
     return workflow
 
 
-def _add_branch(workflow: dict, index: int, seed: int) -> None:
-    """Another sampler -> decoder -> saver branch from the same latent, for image `index` of a batch."""
-    sampler, decoder, saver = (copy.deepcopy(workflow[n]) for n in ("3", "8", "9"))
-    sampler["inputs"]["seed"] = seed
-    decoder["inputs"]["samples"] = [f"3_{index}", 0]
-    saver["inputs"]["images"] = [f"8_{index}", 0]
-    workflow[f"3_{index}"], workflow[f"8_{index}"], workflow[f"9_{index}"] = sampler, decoder, saver
+def depth2img_workflow(params: GenerationParams, init_image_name: str, iteration: int = 0, *,
+                       controlnet: str | None = DEFAULT_CONTROLNET, sd2_depth: bool = False) -> dict:
+    """depth2img's workflow of one iteration, on an input image already at width x height: the depth
+    map guides a depth ControlNet (workflows/depth2img.json) or, for an SD 2 depth checkpoint, goes
+    into its UNet (workflows/depth2img_sd2.json). `params` resolved."""
+    params = resolve(params, max_pixels=None)
+    name = "depth2img_sd2" if sd2_depth else "depth2img"
+    workflow, nodes = template(name), NODES[name]
+    seeds = iteration_seeds(params, iteration)
+    _patch_common(workflow, nodes, params, seeds[0], params.denoising_strength)
+    workflow[nodes.load_image]["inputs"]["image"] = init_image_name
+    # the estimator's working size: the short side, in its steps of 64
+    workflow[nodes.preprocessor]["inputs"]["resolution"] = max(64, round(min(params.width, params.height) / 64) * 64)
+    if not sd2_depth:
+        if not controlnet:
+            raise BadRequest("controlnet", "depth2img needs a depth ControlNet in models/controlnet")
+        workflow[nodes.controlnet_loader]["inputs"]["control_net_name"] = controlnet
+    samplers = _add_branches(workflow, nodes, seeds)
+    generation_passes.add_passes(workflow, params, samplers, decoder=nodes.decode)  # the VAE choice
+    return workflow
+
+
+def _add_branches(workflow: dict, nodes: TemplateNodes, seeds: list[int]) -> list[str]:
+    """Another sampler -> decoder -> saver branch from the same latent for each image of a batch after
+    the first (ids "3_1", "8_1", "9_1"...), seeded as it would be in a batch; the samplers' ids."""
+    samplers = [nodes.sampler]
+    for index, seed in enumerate(seeds[1:], start=1):
+        sampler, decoder, saver = (copy.deepcopy(workflow[n]) for n in (nodes.sampler, nodes.decode, nodes.save))
+        sampler["inputs"]["seed"] = seed
+        decoder["inputs"]["samples"] = [f"{nodes.sampler}_{index}", 0]
+        saver["inputs"]["images"] = [f"{nodes.decode}_{index}", 0]
+        workflow[f"{nodes.sampler}_{index}"], workflow[f"{nodes.decode}_{index}"] = sampler, decoder
+        workflow[f"{nodes.save}_{index}"] = saver
+        samplers.append(f"{nodes.sampler}_{index}")
+    return samplers
 
 
 def output_nodes(workflow: dict) -> list[str]:
     """The saver nodes of a generated workflow, in image order."""
-    ids = [n for n in workflow if n == "9" or n.startswith("9_")]
-    return sorted(ids, key=lambda n: 0 if n == "9" else int(n[2:]))
+    save = TXT2IMG.save  # the same id in every template
+    ids = [n for n in workflow if n == save or n.startswith(f"{save}_")]
+    return sorted(ids, key=lambda n: 0 if n == save else int(n[len(save) + 1:]))
+
+
+# -- depth models ----------------------------------------------------------------------------------------
+
+def depth_controlnets(folders: Folders) -> list[str]:
+    """ControlNets that look like depth ones first, then the rest."""
+    names = folders.list("controlnet")
+    return sorted(names, key=lambda n: ("depth" not in n.lower(), n != DEFAULT_CONTROLNET, n))
+
+
+def is_depth_checkpoint(folders: Folders, name: str | None) -> bool:
+    """Whether the checkpoint's UNet takes a depth channel (SD 2 depth: 5 input channels)."""
+    if not name:
+        return False
+    try:
+        path = folders.find("checkpoints", name)
+        return _in_channels(str(path), path.stat().st_mtime_ns) == 5
+    except (OSError, ValueError):
+        return False
+
+
+@lru_cache(maxsize=64)
+def _in_channels(path: str, _mtime_ns: int) -> int | None:
+    folder = Path(path)
+    if folder.is_dir():  # a diffusers folder
+        config = folder / "unet" / "config.json"
+        return json.loads(config.read_text()).get("in_channels") if config.is_file() else None
+    if folder.suffix.lower() != ".safetensors":  # a pickle would have to be loaded whole: assume not
+        return None
+    from ..nodes.runtime.state_dict_files import open_state_dict  # reads the header only
+
+    try:
+        shape = open_state_dict(folder).shapes.get(UNET_CONV_IN)
+    except Exception:
+        return None
+    return int(shape[1]) if shape is not None and len(shape) > 1 else None
 
 
 # -- input images ----------------------------------------------------------------------------------------
@@ -381,150 +247,8 @@ def store_input_image(folders: Folders, image: Image.Image, prefix: str = "image
     path = safe_path(folders.input_dir, name)  # again, now that the subfolder exists
     if image.mode not in _PNG_MODES:
         image = image.convert("RGBA")
-    _write_png_atomically(path, image)
+    write_png(path, image)
     return name
-
-
-def _write_png_atomically(path: Path, image: Image.Image, info: PngInfo | None = None) -> None:
-    encoded = io.BytesIO()
-    image.save(encoded, format="PNG", pnginfo=info, compress_level=4)
-    write_atomically(path, encoded.getvalue())
-
-
-# -- A1111's image operations ----------------------------------------------------------------------------
-
-def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
-    """RGB, transparent parts on `background` (A1111's images.flatten with its default colour)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGBA", rgba.size, background)
-        flat.paste(rgba, mask=rgba)
-        image = flat
-    return image.convert("RGB")
-
-
-def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
-    """A1111's images.resize_image with the Lanczos resizer: 0 stretch, 1 cover and centre-crop,
-    2 fit and fill the borders with the stretched edge rows/columns."""
-    def resize(im: Image.Image, w: int, h: int) -> Image.Image:
-        return im.resize((w, h), resample=Image.Resampling.LANCZOS)
-
-    if mode == 0:
-        return resize(image, width, height)
-    ratio, src_ratio = width / height, image.width / image.height
-    if mode == 1:
-        src_w = width if ratio > src_ratio else image.width * height // image.height
-        src_h = height if ratio <= src_ratio else image.height * width // image.width
-    else:
-        src_w = width if ratio < src_ratio else image.width * height // image.height
-        src_h = height if ratio >= src_ratio else image.height * width // image.width
-    resized = resize(image, src_w, src_h)
-    result = Image.new(image.mode, (width, height))
-    result.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-    if mode == 2 and ratio < src_ratio:
-        fill_height = height // 2 - src_h // 2
-        if fill_height > 0:
-            result.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
-            result.paste(resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)),
-                         box=(0, fill_height + src_h))
-    elif mode == 2 and ratio > src_ratio:
-        fill_width = width // 2 - src_w // 2
-        if fill_width > 0:
-            result.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
-            result.paste(resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)),
-                         box=(fill_width + src_w, 0))
-    return result
-
-
-def binary_mask(mask: Image.Image, round_values: bool = True) -> Image.Image:
-    """A1111's create_binary_mask: the alpha of a transparent RGBA mask, else its gray; rounded at 128."""
-    if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
-        mask = mask.getchannel("A")
-    mask = mask.convert("L")
-    return mask.point(lambda v: 255 if v > 128 else 0) if round_values else mask
-
-
-def blur_mask(mask: Image.Image, sigma: int) -> Image.Image:
-    """A1111's mask blur: a separable Gaussian with kernel 2 * int(2.5 sigma + 0.5) + 1."""
-    if sigma <= 0:
-        return mask
-    kernel = 2 * int(2.5 * sigma + 0.5) + 1
-    array = cv2.GaussianBlur(np.array(mask), (kernel, 1), sigma)
-    return Image.fromarray(cv2.GaussianBlur(array, (1, kernel), sigma))
-
-
-def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """A1111's masking.fill: the masked area filled with ever less blurred colours of its surroundings."""
-    filled = Image.new("RGBA", image.size)
-    kept = Image.new("RGBa", image.size)
-    kept.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
-    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
-        blurred = kept.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
-        for _ in range(repeats):
-            filled.alpha_composite(blurred)
-    return filled.convert("RGB")
-
-
-def noise_masked(image: Image.Image, mask: Image.Image, seed: int) -> Image.Image:
-    """Seeded RGB noise where the mask is set: the pixel-space stand-in for A1111's "latent noise"."""
-    rng = np.random.default_rng(seed)
-    noise = Image.fromarray(rng.integers(0, 256, (image.height, image.width, 3), dtype=np.uint8))
-    return Image.composite(noise, image, mask.point(lambda v: 255 if v >= 128 else 0))
-
-
-def crop_region(mask: Image.Image, pad: int) -> tuple[int, int, int, int] | None:
-    """A1111's get_crop_region_v2: the mask's bounding box grown by `pad`, or None for a blank mask."""
-    box = mask.getbbox()
-    if not box:
-        return None
-    x1, y1, x2, y2 = box
-    return (max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.width), min(y2 + pad, mask.height))
-
-
-def expand_crop_region(region: tuple[int, int, int, int], width: int, height: int,
-                       image_width: int, image_height: int) -> tuple[int, int, int, int]:
-    """A1111's expand_crop_region: grow the crop to the generation's aspect ratio, inside the image."""
-    x1, y1, x2, y2 = region
-    if (x2 - x1) / (y2 - y1) > width / height:
-        diff = int((x2 - x1) / (width / height) - (y2 - y1))
-        y1, y2 = y1 - diff // 2, y2 + diff - diff // 2
-        if y2 >= image_height:
-            y1, y2 = y1 - (y2 - image_height), image_height
-        if y1 < 0:
-            y1, y2 = 0, y2 - y1
-        y2 = min(y2, image_height)
-    else:
-        diff = int((y2 - y1) * (width / height) - (x2 - x1))
-        x1, x2 = x1 - diff // 2, x2 + diff - diff // 2
-        if x2 >= image_width:
-            x1, x2 = x1 - (x2 - image_width), image_width
-        if x1 < 0:
-            x1, x2 = 0, x2 - x1
-        x2 = min(x2, image_width)
-    return x1, y1, x2, y2
-
-
-# -- inpainting: before and after the run ----------------------------------------------------------------
-
-@dataclass
-class InpaintOverlay:
-    """What A1111 does to an inpainted image after decoding: paste an "only masked" crop back into the
-    whole image, then lay the untouched pixels (the original, transparent where repainted) over it."""
-
-    overlay: Image.Image  # RGBA at the final image size
-    paste_box: tuple[int, int, int, int] | None  # x, y, w, h of the "only masked" crop
-    infotext: dict[str, Any]  # A1111's extra generation parameters for inpainting
-
-    def apply(self, generated: Image.Image) -> Image.Image:
-        image = generated.convert("RGB")
-        if self.paste_box is not None:
-            x, y, w, h = self.paste_box
-            base = Image.new("RGBA", self.overlay.size)
-            base.paste(resize_image(1, image, w, h), (x, y))
-            image = base
-        image = image.convert("RGBA")
-        image.alpha_composite(self.overlay)
-        return image.convert("RGB")
 
 
 @dataclass
@@ -537,19 +261,12 @@ class PreparedInputs:
 
 
 def prepare_img2img(folders: Folders, params: GenerationParams, prefix: str = "img2img") -> PreparedInputs:
-    """Store `params.init_image` (and mask) in the input folder, doing in PIL what the nodes can't.
-    `params` must be resolved."""
+    """Store `params.init_image` (and mask) in the input folder, doing in PIL what the nodes can't
+    (a1111_images.py). `params` must be resolved."""
     if params.init_image is None:
         raise BadRequest("init_image", "img2img needs an init image")
     image = flatten(params.init_image)
-    mask = None
-    if params.mask is not None:
-        mask = binary_mask(params.mask, params.mask_round)
-        if mask.size != image.size:
-            mask = mask.resize(image.size, resample=Image.Resampling.LANCZOS)
-        if params.inpainting_mask_invert:
-            mask = ImageOps.invert(mask)
-        mask = blur_mask(mask, params.mask_blur)
+    mask = inpaint_mask(params.mask, image.size, params) if params.mask is not None else None
     region = None
     if mask is not None and params.inpaint_full_res:
         region = crop_region(mask, params.inpaint_full_res_padding)
@@ -560,72 +277,10 @@ def prepare_img2img(folders: Folders, params: GenerationParams, prefix: str = "i
             image = resize_image(2, image, params.width, params.height)
         name = store_input_image(folders, image, f"{prefix}/init")
         return PreparedInputs(name, None, resized, None, [name])
-
-    width, height = params.width, params.height
-    extra: dict[str, Any] = {"Mask blur": params.mask_blur or None}
-    if params.inpainting_mask_invert:
-        extra["Mask mode"] = "Inpaint not masked"
-
-    paste_box = None
-    if region is not None:
-        region = expand_crop_region(region, width, height, mask.width, mask.height)
-        x1, y1, x2, y2 = region
-        paste_box = (x1, y1, x2 - x1, y2 - y1)
-        overlay_mask = mask
-        latent_mask = resize_image(2, mask.crop(region), width, height)
-        extra.update({"Inpaint area": "Only masked", "Masked area padding": params.inpaint_full_res_padding})
-    else:  # whole picture
-        image = resize_image(params.resize_mode, image, width, height)
-        latent_mask = resize_image(params.resize_mode, mask, width, height)
-        overlay_mask = Image.fromarray(np.clip(np.asarray(latent_mask, dtype=np.float32) * 2, 0, 255).astype(np.uint8))
-    overlay = image.convert("RGBA")
-    overlay.putalpha(ImageOps.invert(overlay_mask.convert("L")))
-    if region is not None:
-        image = resize_image(2, image.crop(region), width, height)
-    if params.inpainting_fill != 1:
-        image = fill_masked(image, latent_mask)
-        extra["Masked content"] = MASKED_CONTENT[params.inpainting_fill]
-    if params.inpainting_fill == 2:
-        image = noise_masked(image, latent_mask, params.seed)
+    image, latent_mask, overlay = inpaint_inputs(image, mask, region, params)
     init_name = store_input_image(folders, image, f"{prefix}/init")
-    mask_name = store_input_image(folders, latent_mask.convert("L"), f"{prefix}/mask")
-    return PreparedInputs(init_name, mask_name, True, InpaintOverlay(overlay, paste_box, extra),
-                          [init_name, mask_name])
-
-
-def add_infotext_params(infotext: str | None, extra: dict[str, Any]) -> str | None:
-    """Insert A1111 parameters before "Version" (where A1111 writes its extra parameters)."""
-    extra = {k: v for k, v in extra.items() if v is not None}
-    if not infotext or not extra:
-        return infotext
-    parsed = parse_infotext(infotext, defaults=False)
-    prompt, negative = parsed.pop("Prompt"), parsed.pop("Negative prompt")
-    params: dict[str, Any] = {}
-    for key, value in parsed.items():
-        if key.endswith("-1") and f"{key[:-2]}-2" in parsed:
-            params[key[:-2]] = f"{value}x{parsed[f'{key[:-2]}-2']}"
-        elif not key.endswith("-2") or f"{key[:-2]}-1" not in parsed:
-            params[key] = value
-    version = params.pop("Version", None)
-    params.update(extra)
-    params["Version"] = version
-    return format_infotext(prompt, negative, params)
-
-
-def postprocess_saved(path: Path, overlay: InpaintOverlay) -> None:
-    """Rewrite a saved inpainting result as A1111 shows it, keeping its text chunks (once only)."""
-    texts = read_png_text(path)
-    if POSTPROCESSED_KEY in texts:
-        return
-    with Image.open(path) as saved:
-        result = overlay.apply(saved)
-    texts["parameters"] = add_infotext_params(texts.get("parameters"), overlay.infotext) or ""
-    texts[POSTPROCESSED_KEY] = "inpaint overlay" + (" and paste-back" if overlay.paste_box else "")
-    info = PngInfo()
-    for key, value in texts.items():
-        if value:
-            info.add_text(key, value)
-    _write_png_atomically(path, result, info)
+    mask_name = store_input_image(folders, latent_mask, f"{prefix}/mask")
+    return PreparedInputs(init_name, mask_name, True, overlay, [init_name, mask_name])
 
 
 # -- whole requests --------------------------------------------------------------------------------------
@@ -638,6 +293,7 @@ class Plan:
     workflows: list[dict]
     inputs: PreparedInputs | None = None
     seeds: list[list[int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what was left out, for the user (A1111 warns too)
 
     @property
     def all_seeds(self) -> list[int]:
@@ -657,24 +313,13 @@ class Plan:
         return paths
 
 
-def prompt_lora_tags(prompt: str, folders: Folders | None) -> tuple[str, list[prompt_loras.LoraTag]]:
-    """(the prompt without its <lora:name:weight> tags, the tags), each name checked against the loras
-    folder (`folders`, or the current ones)."""
-    try:
-        stripped, loras = prompt_loras.extract(prompt)
-        for tag in loras:
-            prompt_loras.find_lora(tag.name, folders or current_folders())
-    except prompt_loras.LoraTagError as err:
-        raise BadRequest("prompt", str(err)) from None
-    return stripped, loras
-
-
-def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) -> list[dict]:
-    """The workflows `build(params)` makes from the prompt without its LoRA tags, each with a
-    LoraLoader per tag after the checkpoint loader. They are chained last, so every user of the
-    checkpoint's MODEL and CLIP (hires and refiner passes too) goes through them. `params` keeps
-    the tags: A1111 reports the prompt with them, and the infotext writes them back."""
-    prompt, loras = prompt_lora_tags(params.prompt, folders)
+def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) -> tuple[list[dict], list[str]]:
+    """(the workflows `build(params)` makes from the prompt without its LoRA tags, each with a
+    LoraLoader per tag after the checkpoint loader; warnings). The loaders are chained last, so every
+    user of the checkpoint's MODEL and CLIP (hires and refiner passes too) goes through them. A tag
+    naming a LoRA the folder lacks is left out with a warning, as A1111 generates without it.
+    `params` keeps the tags: A1111 reports the prompt with them, and the infotext writes them back."""
+    prompt, loras, missing = prompt_lora_tags(params.prompt, folders)
     # tags elsewhere are dropped from the text: the main prompt's LoRAs serve every pass
     others = {}
     for name in ("negative_prompt", "hr_prompt", "hr_negative_prompt"):
@@ -682,17 +327,23 @@ def with_prompt_loras(params: GenerationParams, folders: Folders | None, build) 
             others[name] = prompt_loras.extract(getattr(params, name))[0]
         except prompt_loras.LoraTagError as err:
             raise BadRequest(name, str(err)) from None
-    workflows = build(replace(params, prompt=prompt, **others))
+    workflows = build(params.replace(prompt=prompt, **others))
     for workflow in workflows:
         prompt_loras.add_lora_nodes(workflow, loras, folders or current_folders())
-    return workflows
+    warnings = [prompt_loras.not_found_message(missing, folders or current_folders())] if missing else []
+    return workflows, warnings
+
+
+def _plan(params: GenerationParams, folders: Folders | None, inputs: PreparedInputs | None, build) -> Plan:
+    """The Plan of resolved `params` whose iteration i runs `build(params, i)`, prompt LoRAs added."""
+    workflows, warnings = with_prompt_loras(params, folders, lambda p: [build(p, i) for i in range(p.n_iter)])
+    return Plan(params, workflows, inputs, [iteration_seeds(params, i) for i in range(params.n_iter)], warnings)
 
 
 def build_txt2img(params: GenerationParams, folders: Folders | None = None,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Plan:
     params = resolve(params, folders, max_pixels)
-    workflows = with_prompt_loras(params, folders, lambda p: [txt2img_workflow(p, i) for i in range(p.n_iter)])
-    return Plan(params, workflows, None, [iteration_seeds(params, i) for i in range(params.n_iter)])
+    return _plan(params, folders, None, txt2img_workflow)
 
 
 def build_img2img(params: GenerationParams, folders: Folders, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -703,7 +354,20 @@ def build_img2img(params: GenerationParams, folders: Folders, max_pixels: int | 
     if params.init_image is None:
         raise BadRequest("init_images", "img2img needs an init image")
     inputs = prepare_img2img(folders, params, prefix)
-    workflows = with_prompt_loras(params, folders, lambda p: [
-        img2img_workflow(p, inputs.init_name, inputs.mask_name, i, resized=inputs.resized) for i in range(p.n_iter)])
-    return Plan(params, workflows, inputs, [iteration_seeds(params, i) for i in range(params.n_iter)])
+    return _plan(params, folders, inputs, lambda p, i: img2img_workflow(p, inputs.init_name, inputs.mask_name, i,
+                                                                        resized=inputs.resized))
 
+
+def build_depth2img(params: GenerationParams, folders: Folders, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                    controlnet: str | None = DEFAULT_CONTROLNET) -> Plan:
+    """Resolve, store the init image at the generation size (resize modes 0-2 in PIL) and build the
+    workflows; the SD 2 depth template when the checkpoint is a depth model."""
+    params = resolve(params, folders, max_pixels)
+    if params.init_image is None:
+        raise BadRequest("init_image", "depth2img needs an init image")
+    mode = params.resize_mode if params.resize_mode in (0, 1, 2) else 0
+    image = resize_image(mode, flatten(params.init_image), params.width, params.height)
+    name = store_input_image(folders, image, "depth2img/init")
+    sd2_depth = is_depth_checkpoint(folders, params.checkpoint)
+    return _plan(params, folders, None, lambda p, i: depth2img_workflow(p, name, i, controlnet=controlnet,
+                                                                        sd2_depth=sd2_depth))

@@ -18,88 +18,17 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
-from ..nodes.folders import Folders
-from .bad_request import BadRequest
-from ..nodes.runtime import embeddings
+from ..nodes.formats import embedding_names as embeddings
 from ..nodes.formats.png_metadata import HIRES_UPSCALERS
-
-MAX_HIRES_SCALE = 8.0  # LatentUpscaleBy's and ImageScaleBy's limit
-MAX_HIRES_SIZE = 4096
-REFINER_SCORES = (6.0, 2.5)  # A1111's default aesthetic scores for the positive and negative prompt
-AUTOMATIC_VAE = ("", "Automatic", "None")  # A1111's names for "the checkpoint's own VAE"
-NO_REFINER = ("", "None")
+from .parameters import hires_size
 
 # Node ids of what the passes add.
 HIRES_UPSCALE, HIRES_DECODE, HIRES_ENCODE, HIRES_SAMPLER = "14", "15", "16", "17"
 HIRES_POSITIVE, HIRES_NEGATIVE = "18", "19"
 REFINER_LOADER, REFINER_POSITIVE, REFINER_NEGATIVE, REFINER_SAMPLER, REFINER_CLIP_SKIP = "30", "31", "32", "33", "34"
 VAE_LOADER = "40"
-
-
-# -- checking --------------------------------------------------------------------------------------------
-
-def checked_name(value: Any, field_name: str, none_values: tuple[str, ...], choices: list[str] | None) -> str | None:
-    """A model file name, or None for A1111's "Automatic"/"None"; with `choices`, it must be one."""
-    if value is None or value in none_values:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(field_name, f"expected a file name, got {value!r}")
-    if choices is not None and value not in choices:
-        raise BadRequest(field_name, f"{value!r} not found; available: {', '.join(choices) or 'none'}")
-    return value
-
-
-def _number(value: Any, field_name: str, low: float, high: float, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(field_name, f"expected a number, got {value!r}")
-    if integer and value != int(value):
-        raise BadRequest(field_name, f"expected an integer, got {value!r}")
-    if not low <= value <= high:
-        raise BadRequest(field_name, f"must be between {low} and {high}, got {value}")
-    return int(value) if integer else float(value)
-
-
-def resolve_passes(params, folders: Folders | None, max_steps: int) -> dict[str, Any]:
-    """The checked hires/refiner/VAE fields of GenerationParams, as a dict of replacements. With
-    `folders`, the VAE and refiner files must exist."""
-    vae = checked_name(params.vae, "vae", AUTOMATIC_VAE, folders.list("vae") if folders else None)
-    refiner = checked_name(params.refiner_checkpoint, "refiner_checkpoint", NO_REFINER,
-                           folders.list("checkpoints") if folders else None)
-    values: dict[str, Any] = {
-        "vae": vae, "refiner_checkpoint": refiner,
-        "refiner_switch_at": _number(params.refiner_switch_at, "refiner_switch_at", 0.0, 1.0),
-        "enable_hr": bool(params.enable_hr)}
-    if refiner is not None and params.mask is not None:
-        raise BadRequest("refiner_checkpoint", "the refiner can't be combined with an inpainting mask")
-    if not params.enable_hr:
-        return values
-    upscaler = params.hr_upscaler or "Latent"
-    if upscaler not in HIRES_UPSCALERS:
-        raise BadRequest("hr_upscaler", f"unknown upscaler {upscaler!r}; available: {', '.join(HIRES_UPSCALERS)}")
-    for name in ("hr_prompt", "hr_negative_prompt"):
-        if not isinstance(getattr(params, name), str):
-            raise BadRequest(name, f"expected text, got {type(getattr(params, name)).__name__}")
-    values.update(
-        hr_upscaler=upscaler,
-        hr_scale=_number(params.hr_scale, "hr_scale", 1.0, MAX_HIRES_SCALE),
-        hr_second_pass_steps=_number(params.hr_second_pass_steps, "hr_second_pass_steps", 0, max_steps, True),
-        hr_resize_x=_number(params.hr_resize_x, "hr_resize_x", 0, MAX_HIRES_SIZE, True),
-        hr_resize_y=_number(params.hr_resize_y, "hr_resize_y", 0, MAX_HIRES_SIZE, True))
-    return values
-
-
-def hires_size(width: int, height: int, scale: float, resize_x: int = 0, resize_y: int = 0) -> tuple[int, int]:
-    """The second pass's image size: `scale` times the first pass's, or resize_x x resize_y (a 0 keeps
-    the aspect ratio; both given, the first pass is centre-cropped to their aspect ratio first)."""
-    if resize_x == 0 and resize_y == 0:
-        return round(width / 8 * scale) * 8, round(height / 8 * scale) * 8  # LatentUpscaleBy's rounding
-    if resize_y == 0:  # the other side keeps the aspect ratio, as LatentUpscale rounds it
-        return resize_x // 8 * 8, round(height * resize_x / width) // 8 * 8
-    if resize_x == 0:
-        return round(width * resize_y / height) // 8 * 8, resize_y // 8 * 8
-    return resize_x // 8 * 8, resize_y // 8 * 8
+REFINER_SCORES = (6.0, 2.5)  # A1111's default aesthetic scores for the positive and negative prompt
 
 
 # -- building --------------------------------------------------------------------------------------------

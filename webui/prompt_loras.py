@@ -13,7 +13,7 @@ import re
 from typing import NamedTuple
 
 from ..nodes.folders import Folders
-from ..nodes.runtime import lora
+from ..nodes.formats.lora_hash import short_hash
 
 # A1111's extra-network syntax `<kind:args>`, for the kinds that name a LoRA.
 _TAG = re.compile(r"<(lora|lyco):([^>]+)>")
@@ -28,7 +28,7 @@ class LoraTag(NamedTuple):
 
 
 class LoraTagError(ValueError):
-    """A tag that can't be used: unknown LoRA name or a weight that isn't a number."""
+    """A tag that can't be used: a LoRA name not in the folder, or a weight that isn't a number."""
 
 
 def extract(prompt: str) -> tuple[str, list[LoraTag]]:
@@ -75,6 +75,25 @@ def find_lora(name: str, folders: Folders) -> str:
         return by_stem[0]
     shown = ", ".join(_display_name(n) for n in names[:20]) or "none"
     raise LoraTagError(f"unknown LoRA {name!r} in the prompt; the loras folder has: {shown}")
+
+
+def split_missing(tags: list[LoraTag], folders: Folders) -> tuple[list[LoraTag], list[str]]:
+    """(the tags whose LoRA is in the loras folder, the names of those that are not)."""
+    found, missing = [], []
+    for tag in tags:
+        try:
+            find_lora(tag.name, folders)
+        except LoraTagError:
+            missing.append(tag.name)
+        else:
+            found.append(tag)
+    return found, missing
+
+
+def not_found_message(names: list[str], folders: Folders) -> str:
+    """The warning for prompt tags naming LoRAs the folder lacks (A1111's "Lora not found")."""
+    shown = ", ".join(_display_name(n) for n in folders.list("loras")[:20]) or "none"
+    return f"LoRA not found, generated without it: {', '.join(names)} (the loras folder has: {shown})"
 
 
 def _display_name(file_name: str) -> str:
@@ -128,7 +147,7 @@ def infotext_fields(loras: list[LoraTag], folders: Folders) -> dict:
     hashes: dict[str, str] = {}
     for tag in loras:
         path = folders.find("loras", find_lora(tag.name, folders))
-        hashes[tag.name.translate(str.maketrans("", "", ":,"))] = lora.short_hash(path)
+        hashes[tag.name.translate(str.maketrans("", "", ":,"))] = short_hash(path)
     if not hashes:
         return {}
     return {"Lora hashes": ", ".join(f"{name}: {value}" for name, value in hashes.items())}

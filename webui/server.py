@@ -36,7 +36,7 @@ def create_context(options: ServeOptions) -> ServerContext:
 
 def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:
     """The whole application. The queue's worker starts and stops with the app."""
-    from . import a1111_api, a1111_extras, comfy_api, graph_editor
+    from . import a1111_api, a1111_controlnet, a1111_extras, comfy_api, graph_editor
     from .security import HostPolicy, SecurityMiddleware
 
     options = options or ServeOptions()
@@ -56,6 +56,7 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
     app.include_router(comfy, prefix="/api")
     app.include_router(a1111_extras.router(ctx))  # before a1111_api: its /upscalers lists model files too
     app.include_router(a1111_api.router(ctx))
+    app.include_router(a1111_controlnet.router(ctx))
     editor = graph_editor.router(ctx)  # the editor calls its routes under /api (and /graph/api)
     app.include_router(editor)
     app.include_router(editor, prefix="/api")

@@ -23,14 +23,19 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from .. import folders as folders_module
+from ..formats.embedding_names import (  # noqa: F401  (names and marking live torch-free, for the web layer)
+    EXTENSIONS,
+    KIND,
+    REFERENCE,
+    list_names,
+    mark_names,
+)
+from ..formats.embedding_names import without_extension as _without_extension
 from .model_types import SD1, SD2, SDXL, SDXL_REFINER, Family
 from .state_dict_files import SAFETENSORS_SUFFIXES, CheckpointError, open_state_dict
 
 log = logging.getLogger(__name__)
 
-KIND = "embeddings"
-REFERENCE = "embedding:"
-EXTENSIONS = (".safetensors", ".pt", ".bin", ".pth", ".ckpt", ".sft")
 # Which set of an SDXL-style file each text encoder takes, by family (encoders in TextEncoder order).
 ENCODER_KEYS = {SD1: ("clip_l",), SD2: ("clip_h",), SDXL: ("clip_l", "clip_g"), SDXL_REFINER: ("clip_g",)}
 PAIR_KEYS = ("clip_l", "clip_g")
@@ -78,12 +83,6 @@ def encoder_key(family: Family, index: int) -> str:
     """Which set of an SDXL-style file the family's `index`-th text encoder takes."""
     keys = ENCODER_KEYS.get(family.name, ("clip_l",))
     return keys[min(index, len(keys) - 1)]
-
-
-def list_names(folders: folders_module.Folders | None = None) -> list[str]:
-    """Embedding names as GET /embeddings lists them: paths in the folder without the extension."""
-    folders = folders or folders_module.current()
-    return [_without_extension(name) for name in folders.list(KIND)]
 
 
 def split_text(text: str, folders: folders_module.Folders | None = None) -> list[str | Embedding]:
@@ -238,28 +237,6 @@ def _as_vectors(value, problem) -> torch.Tensor:
     return vectors.contiguous()
 
 
-def mark_names(prompt: str, names: list[str]) -> str:
-    """Rewrite bare embedding names in a prompt to `embedding:NAME`, as A1111 finds them: whole words,
-    any case. `names` are embedding names or files (extensions and subfolders allowed); text already
-    marked and `<...>` tags (LoRA) are left alone."""
-    references: dict[str, str] = {}  # lower-case stem -> name to write
-    for name in names:
-        reference = _without_extension(name)
-        stem = PurePosixPath(reference.replace("\\", "/")).name
-        if stem and not any(c.isspace() for c in reference):
-            references.setdefault(stem.lower(), reference)
-    if not references:
-        return prompt
-    words = "|".join(re.escape(stem) for stem in sorted(references, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![\w\-/\\])(?<!{REFERENCE})(?:{words})(?![\w\-])", re.IGNORECASE)
-
-    def mark(text: str) -> str:
-        return pattern.sub(lambda m: REFERENCE + references[m.group(0).lower()], text)
-
-    # odd pieces of the split are <...> tags
-    return "".join(piece if i % 2 else mark(piece) for i, piece in enumerate(re.split(r"(<[^<>]*>)", prompt)))
-
-
 def a1111_listing(folders: folders_module.Folders | None = None) -> dict:
     """GET /sdapi/v1/embeddings: readable embeddings under "loaded", unreadable ones under "skipped"."""
     folders = folders or folders_module.current()
@@ -275,10 +252,3 @@ def a1111_listing(folders: folders_module.Folders | None = None) -> dict:
         entry.update(embedding.info, shape=embedding.width, vectors=embedding.count)
         loaded[stem] = entry
     return {"loaded": loaded, "skipped": skipped}
-
-
-def _without_extension(name: str) -> str:
-    for ext in EXTENSIONS:
-        if name.lower().endswith(ext):
-            return name[:-len(ext)]
-    return name

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ import torch
 from . import lora_keys, model_cache
 from .model_types import DiffusionModel, TextEncoder
 from .state_dict_files import CheckpointError, open_state_dict
+from ..formats.lora_hash import short_hash  # noqa: F401  (read without torch, for the web layer)
 
 log = logging.getLogger(__name__)
 
@@ -152,39 +152,6 @@ def _alpha_for(module: str, alphas: dict[str, float], patterns: list[tuple[str, 
 
 def _some(keys: list[str], count: int = 5) -> str:
     return ", ".join(keys[:count]) + (", ..." if len(keys) > count else "")
-
-
-# -- A1111's hash --------------------------------------------------------------------------------------
-
-def short_hash(path: str | Path) -> str:
-    """A1111's LoRA hash (the "Lora hashes" infotext): the first 12 hex digits of the sha256 of a
-    .safetensors file's tensor data (kohya's "addnet" hash, which ignores the header and its
-    metadata), or of a whole pickle; a `sshs_model_hash` in the metadata wins, as in A1111."""
-    signature = model_cache.file_signature(path)
-    return _hash_cached(*signature)[:12]
-
-
-@functools.lru_cache(maxsize=64)
-def _hash_cached(path: str, mtime_ns: int, size: int) -> str:
-    del mtime_ns  # part of the cache key only
-    with open(path, "rb") as file:
-        start = 0
-        if path.lower().endswith(".safetensors"):
-            header_length = int.from_bytes(file.read(8), "little")
-            if header_length <= size - 8:
-                try:
-                    header = json.loads(file.read(header_length))
-                    recorded = (header.get("__metadata__") or {}).get("sshs_model_hash")
-                    if recorded:
-                        return str(recorded)
-                except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-                    pass
-                start = 8 + header_length
-        file.seek(start)
-        digest = hashlib.sha256()
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- patches -----------------------------------------------------------------------------------------------

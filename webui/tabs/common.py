@@ -11,7 +11,7 @@ from gradio.components import Component
 
 from ...nodes.formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..context import ServerContext
-from ..generation import DEFAULT_CHECKPOINT, MAX_BATCH_COUNT, MAX_SIZE, MIN_SIZE
+from ..parameters import DEFAULT_CHECKPOINT, slider
 from . import generate as handlers
 from . import pass_inputs
 from .running import idle_html
@@ -90,14 +90,14 @@ def generation_tab(ctx: ServerContext, mode: str,
             with gr.Row():
                 inputs["sampler_name"] = gr.Dropdown(SAMPLER_NAMES, value="euler", label="Sampler")
                 inputs["scheduler"] = gr.Dropdown(SCHEDULER_NAMES, value="normal", label="Scheduler")
-            inputs["steps"] = gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
+            inputs["steps"] = gr.Slider(**slider("steps"), value=20, label="Sampling steps")
             with gr.Row():
-                inputs["width"] = gr.Slider(MIN_SIZE, MAX_SIZE, value=DEMO_SIZE, step=8, label="Width")
-                inputs["height"] = gr.Slider(MIN_SIZE, MAX_SIZE, value=DEMO_SIZE, step=8, label="Height")
+                inputs["width"] = gr.Slider(**slider("width"), value=DEMO_SIZE, label="Width")
+                inputs["height"] = gr.Slider(**slider("height"), value=DEMO_SIZE, label="Height")
             with gr.Row():
-                inputs["n_iter"] = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count")
-                inputs["batch_size"] = gr.Slider(1, 8, value=1, step=1, label="Batch size")
-            inputs["cfg_scale"] = gr.Slider(0, 30, value=7.0, step=0.5, label="CFG scale")
+                inputs["n_iter"] = gr.Slider(**slider("n_iter"), value=1, label="Batch count")
+                inputs["batch_size"] = gr.Slider(**slider("batch_size"), value=1, label="Batch size")
+            inputs["cfg_scale"] = gr.Slider(**slider("cfg_scale"), value=7.0, label="CFG scale")
             with gr.Row(equal_height=True):
                 inputs["seed"] = gr.Number(-1, precision=0, label="Seed (-1: random)", scale=4)
                 reuse_seed = gr.Button("Reuse seed", scale=0, min_width=110)
@@ -131,6 +131,10 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
     # The handler mostly waits on the queue, which serialises the work: no need to hold other users back.
     tab.generate.click(run, inputs=list(tab.inputs.values()), outputs=tab.outputs, concurrency_limit=None,
                        api_name=tab.mode)
+    for name, component in tab.inputs.items():  # a number typed out of range: say what became of it
+        if isinstance(component, gr.Slider):
+            component.release(handlers.check_typed_value(name), inputs=[component], outputs=None, preprocess=False,
+                               show_progress="hidden", concurrency_limit=None, api_name=False)
     tab.interrupt.click(lambda results: handlers.interrupt(ctx, results), inputs=[tab.results], outputs=None,
                         queue=False)
     models = [name for name in ("checkpoint", "vae", "refiner_checkpoint") if name in tab.inputs]

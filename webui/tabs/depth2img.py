@@ -6,8 +6,8 @@ import gradio as gr
 from gradio.components import Component
 
 from ..context import ServerContext
+from ..generation import depth_controlnets, is_depth_checkpoint
 from .common import GenerationTab, generation_tab
-from .depth_workflow import depth_controlnets, is_depth_checkpoint
 from .img2img import init_image_inputs
 
 

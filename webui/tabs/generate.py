@@ -19,20 +19,15 @@ from PIL import Image, ImageChops
 
 from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
-from ..generation import BadRequest, GenerationParams, Plan, build_img2img, build_txt2img
-from .depth_workflow import DEPTH_PREVIEW_NODE, build_depth2img
+from ..generation import BadRequest, Plan, build_depth2img, build_img2img, build_txt2img
+from ..parameters import FIELDS, GenerationParams, slider
+from ..templates import DEPTH2IMG
 from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
 
 MODES = ("txt2img", "img2img", "inpaint", "depth2img")
 MASKED_CONTENT_CHOICES = ["fill", "original", "latent noise", "latent nothing"]  # A1111's order: 0..3
 INPAINT_AREAS = ["Whole picture", "Only masked"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
-INT_FIELDS = ("steps", "width", "height", "batch_size", "n_iter", "mask_blur", "inpaint_full_res_padding",
-              "resize_mode", "inpainting_fill", "clip_skip", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y")
-FLOAT_FIELDS = ("cfg_scale", "denoising_strength", "refiner_switch_at", "hr_scale")
-TEXT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "vae", "refiner_checkpoint",
-               "hr_upscaler", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt")
-BOOL_FIELDS = ("enable_hr",)
 PREVIEW_SIDE = 256
 WORKFLOW_FILES = Path(tempfile.gettempdir()) / "inkwash-workflows"  # Gradio serves from the temp dir
 
@@ -89,23 +84,15 @@ def editor_image_and_mask(editor: Any, uploaded_mask: Any = None) -> tuple[Image
 
 
 def params_from_form(mode: str, form: dict) -> GenerationParams:
+    """The tab's form as GenerationParams, checked as the APIs' requests are (BadRequest naming the
+    field). Fields left empty take GenerationParams' defaults."""
     if mode not in MODES:
         raise BadRequest("mode", f"unknown tab {mode!r}")
-    values: dict[str, Any] = {}
-    for name in TEXT_FIELDS:
-        if form.get(name) is not None:
-            values[name] = form[name]
-    for name in INT_FIELDS:
-        if form.get(name) is not None:
-            values[name] = _integer(name, form[name])
-    for name in FLOAT_FIELDS:
-        if form.get(name) is not None:
-            values[name] = float(form[name])
-    for name in BOOL_FIELDS:
-        if form.get(name) is not None:
-            values[name] = bool(form[name])
-    seed = form.get("seed")
-    values["seed"] = -1 if seed is None or seed == "" else _integer("seed", seed)
+    values: dict[str, Any] = {name: form[name] for name in FIELDS if form.get(name) is not None}
+    values.pop("init_image", None)
+    values.pop("mask", None)
+    if form.get("seed") == "":
+        values.pop("seed")  # an emptied seed box: random
     if mode in ("img2img", "depth2img"):
         values["init_image"] = as_pil(form.get("init_image"))
     if mode == "inpaint":
@@ -120,14 +107,55 @@ def params_from_form(mode: str, form: dict) -> GenerationParams:
     return GenerationParams(**values)
 
 
-def _integer(name: str, value: Any) -> int:
+def _shown(number: float) -> str:
+    return f"{number:g}" if number != int(number) else str(int(number))
+
+
+def typed_value_note(name: str, typed: Any) -> str | None:
+    """What became of a number typed into the slider of field `name`: Gradio's slider puts a value
+    outside its range back at the nearest end when the box loses focus. The note says so, in the
+    words of the check the APIs make where they would refuse it too; None when the value stands."""
+    if typed is None or typed == "" or name not in FIELDS:
+        return None
     try:
-        number = float(value)
+        number = float(typed)
     except (TypeError, ValueError):
-        raise BadRequest(name, f"expected a number, got {value!r}") from None
-    if not np.isfinite(number) or number != int(number):
-        raise BadRequest(name, f"expected an integer, got {value!r}")
-    return int(number)
+        return f"{name}: expected a number, got {typed!r}"
+    ui = slider(name)
+    kept = min(max(number, ui["minimum"]), ui["maximum"])
+    if kept == number:
+        return None
+    try:
+        GenerationParams(**{name: typed})
+    except BadRequest as exc:
+        return f"{exc}; set to {_shown(kept)}"
+    return (f"{name}: this slider goes from {_shown(ui['minimum'])} to {_shown(ui['maximum'])}; "
+            f"{_shown(number)} was set to {_shown(kept)}")
+
+
+def check_typed_value(name: str):
+    """A slider's release handler (given the raw value, before the browser changes it) that warns
+    with typed_value_note."""
+    def check(typed: Any) -> None:
+        note = typed_value_note(name, typed)
+        if note:
+            gr.Warning(note)
+    return check
+
+
+ROUNDED_SIZES = ("width", "height")  # rounded down to a multiple of 8, as A1111 does
+ROUNDED_HIRES_SIZES = ("hr_resize_x", "hr_resize_y")
+
+
+def rounding_notes(form: dict, params: GenerationParams) -> list[str]:
+    """What the generation changed of the form's numbers: sizes rounded down to a multiple of 8."""
+    notes = []
+    for name in ROUNDED_SIZES + (ROUNDED_HIRES_SIZES if params.enable_hr else ()):
+        given = form.get(name)
+        used = getattr(params, name) // 8 * 8  # hires sizes round when the pass is built
+        if isinstance(given, (int, float)) and not isinstance(given, bool) and given != used:
+            notes.append(f"{name} {_shown(given)} was rounded down to {used}")
+    return notes
 
 
 def build_plan(ctx: ServerContext, mode: str, form: dict) -> Plan:
@@ -164,7 +192,8 @@ def _collect(ctx: ServerContext, plan: Plan, results: dict, iteration: int, outp
             "seed": seeds[index] if index < len(seeds) else plan.params.seed,
             "infotext": read_png_metadata(path).get("parameters") or ""})
     if results["mode"] == "depth2img":
-        results["depth"] += [str(p) for p in output_files(ctx, outputs, [DEPTH_PREVIEW_NODE])]
+        preview = DEPTH2IMG.control_preview  # the same id in both depth templates
+        results["depth"] += [str(p) for p in output_files(ctx, outputs, [preview])]
 
 
 def gallery_items(results: dict | None) -> list[tuple[str, str]]:
@@ -178,6 +207,8 @@ def generate(ctx: ServerContext, mode: str, form: dict) -> Iterator[GenerationOu
         job_ids = submit_all(ctx, plan.workflows)
     except (BadRequest, SubmitError) as exc:
         raise gr.Error(str(exc)) from None
+    for note in rounding_notes(form, plan.params) + plan.warnings:
+        gr.Warning(note)
     results = new_results(mode, plan, job_ids)
     shown = -1
     for state in watch(ctx, job_ids):

@@ -5,7 +5,7 @@ import gradio as gr
 from gradio.components import Component
 
 from ..context import ServerContext
-from ..generation import RESIZE_MODES
+from ..parameters import RESIZE_MODES, slider
 from .common import GenerationTab, generation_tab
 
 RESIZE_CHOICES = [RESIZE_MODES[mode] for mode in sorted(RESIZE_MODES)]  # index = A1111's resize_mode
@@ -15,7 +15,7 @@ def init_image_inputs(denoise: float = 0.75, latent_upscale: bool = True) -> dic
     """Init image, denoising strength and resize mode (shared with depth2img)."""
     choices = RESIZE_CHOICES if latent_upscale else RESIZE_CHOICES[:3]
     return {"init_image": gr.Image(label="Init image", type="pil", image_mode="RGBA", height=300),
-            "denoising_strength": gr.Slider(0, 1, value=denoise, step=0.01, label="Denoising strength"),
+            "denoising_strength": gr.Slider(**slider("denoising_strength"), value=denoise, label="Denoising strength"),
             "resize_mode": gr.Radio(choices, value=choices[0], type="index", label="Resize mode")}
 
 

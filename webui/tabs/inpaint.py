@@ -5,6 +5,7 @@ import gradio as gr
 from gradio.components import Component
 
 from ..context import ServerContext
+from ..parameters import slider
 from .common import GenerationTab, generation_tab
 from .generate import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT_CHOICES
 from .img2img import RESIZE_CHOICES
@@ -19,14 +20,15 @@ def inpaint_inputs() -> dict[str, Component]:
     }
     with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
         inputs["mask_image"] = gr.Image(label="Mask", type="pil", height=200)
-    inputs["mask_blur"] = gr.Slider(0, 64, value=4, step=1, label="Mask blur")
+    inputs["mask_blur"] = gr.Slider(**slider("mask_blur"), value=4, label="Mask blur")
     inputs["mask_mode"] = gr.Radio(MASK_MODES, value=MASK_MODES[0], type="index", label="Mask mode")
     inputs["inpainting_fill"] = gr.Radio(MASKED_CONTENT_CHOICES, value="original", type="index",
                                          label="Masked content")
     with gr.Row():
         inputs["inpaint_area"] = gr.Radio(INPAINT_AREAS, value=INPAINT_AREAS[0], type="index", label="Inpaint area")
-        inputs["inpaint_full_res_padding"] = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels")
-    inputs["denoising_strength"] = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength")
+        inputs["inpaint_full_res_padding"] = gr.Slider(**slider("inpaint_full_res_padding"), value=32,
+                                                         label="Only masked padding, pixels")
+    inputs["denoising_strength"] = gr.Slider(**slider("denoising_strength"), value=0.75, label="Denoising strength")
     inputs["resize_mode"] = gr.Radio(RESIZE_CHOICES[:3], value=RESIZE_CHOICES[0], type="index", label="Resize mode")
     return inputs
 

@@ -9,7 +9,7 @@ from gradio.components import Component
 from ...nodes.formats.png_metadata import HIRES_UPSCALERS
 from ...nodes.formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..context import ServerContext
-from ..generation import MAX_CLIP_SKIP
+from ..parameters import slider
 
 AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
 NO_REFINER = "None"
@@ -28,13 +28,13 @@ def refiner_choices(ctx: ServerContext) -> list[str]:
 def model_inputs(ctx: ServerContext) -> dict[str, Component]:
     """VAE and clip skip (in the current row)."""
     return {"vae": gr.Dropdown(vae_choices(ctx), value=AUTOMATIC_VAE, label="VAE", scale=2),
-            "clip_skip": gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", scale=1)}
+            "clip_skip": gr.Slider(**slider("clip_skip"), value=1, label="Clip skip", scale=1)}
 
 
 def refiner_inputs(ctx: ServerContext) -> dict[str, Component]:
     with gr.Accordion("Refiner", open=False), gr.Row():
         return {"refiner_checkpoint": gr.Dropdown(refiner_choices(ctx), value=NO_REFINER, label="Checkpoint", scale=3),
-                "refiner_switch_at": gr.Slider(0.01, 1.0, value=0.8, step=0.01, label="Switch at", scale=2)}
+                "refiner_switch_at": gr.Slider(**slider("refiner_switch_at"), value=0.8, label="Switch at", scale=2)}
 
 
 def hires_inputs() -> dict[str, Component]:
@@ -43,13 +43,13 @@ def hires_inputs() -> dict[str, Component]:
         inputs["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix")
         with gr.Row():
             inputs["hr_upscaler"] = gr.Dropdown(list(HIRES_UPSCALERS), value="Latent", label="Upscaler")
-            inputs["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: same)")
-            inputs["denoising_strength"] = gr.Slider(0, 1, value=HIRES_DENOISE, step=0.01,
+            inputs["hr_second_pass_steps"] = gr.Slider(**slider("hr_second_pass_steps"), value=0, label="Hires steps (0: same)")
+            inputs["denoising_strength"] = gr.Slider(**slider("denoising_strength"), value=HIRES_DENOISE,
                                                      label="Denoising strength")
         with gr.Row():
-            inputs["hr_scale"] = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by")
-            inputs["hr_resize_x"] = gr.Slider(0, 2048, value=0, step=8, label="Resize width to")
-            inputs["hr_resize_y"] = gr.Slider(0, 2048, value=0, step=8, label="Resize height to")
+            inputs["hr_scale"] = gr.Slider(**slider("hr_scale"), value=2, label="Upscale by")
+            inputs["hr_resize_x"] = gr.Slider(**slider("hr_resize_x"), value=0, label="Resize width to")
+            inputs["hr_resize_y"] = gr.Slider(**slider("hr_resize_y"), value=0, label="Resize height to")
         with gr.Row():
             inputs["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *SAMPLER_NAMES], value=SAME_SAMPLER,
                                                     label="Hires sampler")
