@@ -206,3 +206,67 @@ def test_login_guards_the_ui_and_the_apis(browser, tmp_path):
             assert queued.status_code == 200, queued.text
         job = running.ctx.queue.wait(queued.json()["prompt_id"], timeout=SLOW / 1000)
         assert job.status == "success", job.error
+
+
+def pick(page, panel, label: str, option: str) -> None:
+    """Choose `option` in the dropdown labelled `label`."""
+    panel.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def help_texts(panel) -> dict[str, str]:
+    """The Workflows form's help texts by field label, for the fields that show one."""
+    labelled = panel.evaluate("""panel => Array.from(panel.querySelectorAll('[data-testid=block-info]'))
+        .filter(info => info.offsetParent).map(info => info.parentElement.innerText.replace(/\\s+/g, ' ').trim())""")
+    fields = (text.split(" ", 1) for text in labelled if " " in text)
+    return {label: help for label, help in fields if label not in ("Open", "Save", "Upload", "...or")}
+
+
+def test_workflows_tab_form_edits_runs_saves_and_reopens(app, page):
+    page.goto(app.url + "/")
+    page.get_by_role("tab", name="Workflows", exact=True).click()
+    panel = visible_tab(page)
+    panel.get_by_label("seed", exact=True).wait_for(timeout=SLOW)
+    # every field takes typing: numbers, dropdowns, the multi-line prompt, one-line text
+    set_number(panel, "seed", 4321)
+    set_number(panel, "steps", 2)
+    set_number(panel, "width", 64)
+    set_number(panel, "cfg", 5.5)
+    pick(page, panel, "sampler_name", "heun")
+    pick(page, panel, "scheduler", "karras")
+    panel.get_by_label("text", exact=True).first.fill("a small green square")
+    panel.get_by_label(re.compile(r"\bfilename_prefix\b")).fill("edited")
+    panel.get_by_role("button", name="Run", exact=True).click()
+    image = panel.locator("img[alt^='edited_']").first
+    image.wait_for(timeout=SLOW)
+    job = finished_job(app.ctx)
+    inputs = {node_id: node["inputs"] for node_id, node in job.workflow.items()}
+    assert inputs["3"]["seed"] == 4321 and inputs["3"]["steps"] == 2 and inputs["3"]["cfg"] == 5.5
+    assert (inputs["3"]["sampler_name"], inputs["3"]["scheduler"]) == ("heun", "karras")
+    assert inputs["5"]["width"] == 64 and inputs["6"]["text"] == "a small green square"
+    assert inputs["9"]["filename_prefix"] == "edited"
+
+    save_as = panel.get_by_label("Save as", exact=True)
+    save_as.fill("my green square")
+    panel.get_by_role("button", name="Save", exact=True).click()
+    panel.get_by_text("Saved as my green square.json").wait_for()
+    # something else, then the saved one again (the form is drawn anew each time)
+    shown = "text => Array.from(document.querySelectorAll('textarea')).some(t => t.offsetParent && t.value === text)"
+    pick(page, panel, "Open", "Template: inpaint")
+    page.wait_for_function(shown, arg=json.loads((REPO / "workflows" / "inpaint.json").read_text())["6"]["inputs"]["text"])
+    pick(page, panel, "Open", "Saved: my green square")
+    page.wait_for_function(shown, arg="a small green square")
+    assert panel.get_by_label("seed", exact=True).input_value() == "4321"
+    assert panel.get_by_label("steps", exact=True).input_value() == "2"
+    assert panel.get_by_label("sampler_name", exact=True).input_value() == "heun"
+    assert panel.get_by_label(re.compile(r"\bfilename_prefix\b")).input_value() == "edited"
+    assert panel.get_by_label("Save as", exact=True).input_value() == "my green square"
+
+    # Help texts belong to their own fields, whatever was open before.
+    for template in ("depth2img", "controlnet_canny"):
+        pick(page, panel, "Open", f"Template: {template}")
+        page.wait_for_timeout(1500)  # the form re-renders
+    helped = help_texts(panel)
+    assert sorted(helped) == ["ckpt_name", "filename_prefix"], helped
+    assert helped["filename_prefix"].startswith("The prefix for the file to save")
+    assert page.js_errors == []

@@ -365,3 +365,18 @@ def test_build_ui_constructs(ctx):
     assert isinstance(blocks, gr.Blocks)
     assert str(ctx.folders.output_dir) in allowed_paths(ctx)
     assert send_image is not None and workflow_file(None, 0) is None
+
+
+def test_workflow_form_widgets_are_editable_and_help_is_their_own(make_ctx):
+    from inkwash.webui.tabs.workflow_files import Field
+
+    ctx = make_ctx(start=False)
+    kinds = [Field("1", "Node", "number", "INT", 3, 0, 10, 1), Field("1", "Node", "ratio", "FLOAT", 0.5),
+             Field("1", "Node", "flag", "BOOLEAN", True, tooltip="a switch"), Field("1", "Node", "pick", "COMBO", "a",
+                                                                                   choices=["a", "b"]),
+             Field("1", "Node", "words", "STRING", "hello", multiline=True)]
+    with gr.Blocks():
+        widgets = [workflows._widget(ctx, field) for field in kinds]
+    assert [type(w).__name__ for w in widgets] == ["Number", "Number", "Checkbox", "Dropdown", "Textbox"]
+    assert all(w.interactive for w in widgets)
+    assert [w.info for w in widgets] == ["", "", "a switch", "", ""]  # never None: no help left over

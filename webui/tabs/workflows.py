@@ -133,23 +133,25 @@ class WorkflowsTab:
 
 
 def _widget(ctx: ServerContext, field: Field) -> Component:
-    label, info = field.name, field.tooltip
+    # Explicitly interactive: Gradio would render them read-only, as their events are wired inside
+    # gr.render. info is never None: a re-render keeps the previous field's help text otherwise.
+    common = {"label": field.name, "info": field.tooltip or "", "interactive": True}
     if field.kind in ("INT", "FLOAT"):
-        return gr.Number(field.value, label=label, info=info, minimum=field.minimum, maximum=field.maximum,
+        return gr.Number(field.value, minimum=field.minimum, maximum=field.maximum,
                          step=field.step or (1 if field.kind == "INT" else 0.01),
-                         precision=0 if field.kind == "INT" else None)
+                         precision=0 if field.kind == "INT" else None, **common)
     if field.kind == "BOOLEAN":
-        return gr.Checkbox(bool(field.value), label=label, info=info)
+        return gr.Checkbox(bool(field.value), **common)
     if field.kind == "COMBO":
         choices = list(field.choices or [])
         if field.value not in choices:  # keep what the workflow says, even when missing here
             choices.append(field.value)
-        dropdown = gr.Dropdown(choices, value=field.value, label=label, info=info)
+        dropdown = gr.Dropdown(choices, value=field.value, **common)
         if field.image_upload:
-            upload = gr.Image(label=f"Upload for {label}", type="pil", height=140)
+            upload = gr.Image(label=f"Upload for {field.name}", type="pil", height=140)
             upload.upload(lambda image: upload_input_image(ctx, image, choices), inputs=[upload], outputs=[dropdown])
         return dropdown
-    return gr.Textbox(str(field.value), label=label, info=info, lines=3 if field.multiline else 1)
+    return gr.Textbox(str(field.value), lines=3 if field.multiline else 1, **common)
 
 
 def build(ctx: ServerContext) -> WorkflowsTab:
@@ -166,7 +168,7 @@ def build(ctx: ServerContext) -> WorkflowsTab:
         with gr.Column(scale=1):
             form_area = gr.Column()
             with gr.Row(equal_height=True):
-                name = gr.Textbox(first.name, label="Save as", scale=3)
+                name = gr.Textbox(first.name, label="Save as", scale=3, interactive=True)
                 save_button = gr.Button("Save", scale=0, min_width=90)
             with gr.Accordion("API-format JSON", open=False):
                 json_view = gr.Code(first.json_text, language="json", interactive=False)
