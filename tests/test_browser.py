@@ -270,3 +270,24 @@ def test_workflows_tab_form_edits_runs_saves_and_reopens(app, page):
     assert sorted(helped) == ["ckpt_name", "filename_prefix"], helped
     assert helped["filename_prefix"].startswith("The prefix for the file to save")
     assert page.js_errors == []
+
+
+def test_uploads_that_are_not_pictures_are_refused_in_plain_words(app, page, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are notes, not a picture")
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(plain)
+    page.goto(app.url + "/")
+    for tab in ("img2img", "inpaint", "depth2img", "PNG Info"):
+        page.get_by_role("tab", name=tab, exact=True).click()
+        visible_tab(page).locator("input[type=file]").first.set_input_files(str(fake))
+        note = page.get_by_role("alert").filter(has_text="notes.png is not an image").last
+        note.wait_for()
+        assert "/tmp" not in note.inner_text() and "Error" not in note.inner_text()
+        note.evaluate("el => el.remove()")
+    assert not page.locator(".toast-body").count()  # no error from Gradio either
+    # PNG Info, a picture without parameters: it says so
+    panel = visible_tab(page)
+    panel.locator("input[type=file]").first.set_input_files(str(plain))
+    panel.get_by_text("This picture carries no generation parameters").wait_for()
+    assert page.js_errors == []

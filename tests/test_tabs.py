@@ -171,15 +171,15 @@ def test_inpaint_without_a_mask_is_refused(ctx):
 def test_png_info_of_a_generated_image_and_send_to_txt2img(ctx):
     last = run_to_end(ctx, "txt2img", form(seed=77, cfg_scale=6.5, sampler_name="dpmpp_2m", scheduler="karras"))
     path = last.results["images"][0]["path"]
-    parameters, workflow_json = pnginfo.png_info(path)
-    assert parameters == last.info
+    parameters, workflow_json, note = pnginfo.png_info(path)
+    assert parameters == last.info and note == ""
     assert json.loads(workflow_json) == last.results["workflows"][0]
     fields = pnginfo.infotext_fields(parameters)
     assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "dpmpp_2m",
                       "scheduler": "karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
                       "clip_skip": 1}
     assert pnginfo.sent_values(parameters) == [fields[name] for name in pnginfo.SENT_FIELDS]
-    assert pnginfo.png_info(None) == ("", "")
+    assert pnginfo.png_info(None) == ("", "", "")
     # the PNG opens in the Workflows tab as the API workflow that made it
     assert load_upload(ctx, path) == last.results["workflows"][0]
 
@@ -380,3 +380,23 @@ def test_workflow_form_widgets_are_editable_and_help_is_their_own(make_ctx):
     assert [type(w).__name__ for w in widgets] == ["Number", "Number", "Checkbox", "Dropdown", "Textbox"]
     assert all(w.interactive for w in widgets)
     assert [w.info for w in widgets] == ["", "", "a switch", "", ""]  # never None: no help left over
+
+
+def test_uploads_that_are_not_pictures_are_refused_in_plain_words(tmp_path):
+    from inkwash.webui.tabs.uploads import check_upload
+
+    fake = tmp_path / "notes.png"
+    fake.write_text("just some text")
+    plain = tmp_path / "plain.png"
+    picture().save(plain)
+    raw = {"path": str(fake), "orig_name": "notes.png", "url": None}
+    with pytest.warns(UserWarning, match="notes.png is not an image"):
+        assert check_upload(raw) is None  # cleared
+    editor = {"background": raw, "layers": [], "composite": raw}
+    with pytest.warns(UserWarning, match="notes.png is not an image"):
+        assert check_upload(editor) is None
+    assert check_upload({"path": str(plain), "orig_name": "plain.png"}) == gr.skip()
+    assert check_upload(None) == gr.skip()
+    # PNG Info says what is wrong, naming the file as the user named it, and no server path
+    assert pnginfo.png_info(raw) == ("", "", "notes.png is not an image (expected a PNG, JPEG or WebP picture).")
+    assert pnginfo.png_info({"path": str(plain), "orig_name": "plain.png"}) == ("", "", pnginfo.NO_PARAMETERS)

@@ -8,6 +8,7 @@ from ..context import ServerContext
 from . import depth2img, history, img2img, inpaint, pnginfo, txt2img, workflows
 from .common import GenerationTab
 from .generate import send_image
+from .page_script import PAGE_SCRIPT
 
 GRAPH_EDITOR_URL = "/graph/"
 TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "workflows", "pnginfo", "history")
@@ -39,6 +40,7 @@ def build_ui(ctx: ServerContext) -> gr.Blocks:
         _wire_send_to(generation, tabs)
         _wire_png_info(ctx, png_tab, generation, workflows_tab, tabs)
         _wire_reopen(ctx, history_tab, workflows_tab, tabs)
+        blocks.load(None, js=PAGE_SCRIPT)
     return blocks
 
 

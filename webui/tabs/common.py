@@ -14,6 +14,7 @@ from ..context import ServerContext
 from ..generation import DEFAULT_CHECKPOINT, MAX_BATCH_COUNT, MAX_SIZE, MIN_SIZE
 from . import generate as handlers
 from . import pass_inputs
+from .uploads import refuse_non_images
 from .running import idle_html
 
 DEMO_SIZE = 128  # the bundled demo model's resolution
@@ -114,6 +115,7 @@ def generation_tab(ctx: ServerContext, mode: str,
             with gr.Row():
                 send = {target: gr.Button(f"Send to {target}", size="sm") for target in SEND_TARGETS}
                 workflow_file = gr.DownloadButton("Save workflow", size="sm")
+    refuse_non_images(*(c for c in inputs.values() if isinstance(c, (gr.Image, gr.ImageEditor))))
     tab = GenerationTab(mode, inputs, refresh, generate, interrupt, reuse_seed, progress, preview, gallery,
                         info, gr.State(None), gr.State(0), workflow_file, send, depth)
     _wire(ctx, tab)

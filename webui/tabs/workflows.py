@@ -16,6 +16,7 @@ from ..context import oversized_nodes
 from ..context import ServerContext
 from ..generation import store_input_image
 from .generate import as_pil, enlarged
+from .uploads import refuse_non_images
 from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
 from .workflow_files import (Field, WorkflowError, apply_values, form_fields, load_source, load_upload,
                              save_workflow, workflow_sources)
@@ -149,6 +150,7 @@ def _widget(ctx: ServerContext, field: Field) -> Component:
         dropdown = gr.Dropdown(choices, value=field.value, **common)
         if field.image_upload:
             upload = gr.Image(label=f"Upload for {field.name}", type="pil", height=140)
+            refuse_non_images(upload)
             upload.upload(lambda image: upload_input_image(ctx, image, choices), inputs=[upload], outputs=[dropdown])
         return dropdown
     return gr.Textbox(str(field.value), lines=3 if field.multiline else 1, **common)
