@@ -291,3 +291,28 @@ def test_uploads_that_are_not_pictures_are_refused_in_plain_words(app, page, tmp
     panel.locator("input[type=file]").first.set_input_files(str(plain))
     panel.get_by_text("This picture carries no generation parameters").wait_for()
     assert page.js_errors == []
+
+
+WHOLE_IMAGE = """img => {  // the picture is shown whole, at its own aspect ratio (not cropped to its box)
+    const fit = getComputedStyle(img).objectFit, box = img.getBoundingClientRect();
+    const ratio = img.naturalWidth / img.naturalHeight, shown = box.width / box.height;
+    return img.naturalWidth > 0 && (fit === 'contain' || fit === 'scale-down' || Math.abs(ratio - shown) < 0.03 * ratio);
+}"""
+
+
+def test_non_square_results_are_shown_whole(app, page):
+    page.goto(app.url + "/")
+    panel = visible_tab(page)
+    set_number(panel, "number input for Sampling steps", 1)
+    for seed, (width, height) in ((11, (256, 128)), (12, (64, 512))):
+        set_number(panel, "number input for Width", width)
+        set_number(panel, "number input for Height", height)
+        set_number(panel, "Seed (-1: random)", seed)
+        generate_and_wait(page, panel, seed=seed)
+        shown = panel.locator(f"img[alt='seed {seed}']").filter(visible=True)
+        assert shown.count() >= 1
+        for index in range(shown.count()):
+            image = shown.nth(index)
+            assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [width, height]
+            assert image.evaluate(WHOLE_IMAGE), image.evaluate("img => getComputedStyle(img).objectFit")
+    assert page.js_errors == []

@@ -363,6 +363,10 @@ def test_depth2img_shows_the_depth_map_it_computed(make_ctx, folders, fake_depth
 def test_build_ui_constructs(ctx):
     blocks = build_ui(ctx)
     assert isinstance(blocks, gr.Blocks)
+    galleries = [block for block in blocks.blocks.values() if isinstance(block, gr.Gallery)]
+    assert {g.label for g in galleries} >= {"Results", "Depth map", "Images"}
+    # whole pictures at their aspect ratio, in boxes as tall as they need (the browser test checks Results)
+    assert all(g.object_fit == "contain" and g.height == "auto" for g in galleries if g.label != "Jobs")
     assert str(ctx.folders.output_dir) in allowed_paths(ctx)
     assert send_image is not None and workflow_file(None, 0) is None
 

@@ -109,8 +109,11 @@ def generation_tab(ctx: ServerContext, mode: str,
         with gr.Column(scale=1):
             progress = gr.HTML(idle_html())
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
-            gallery = gr.Gallery(label="Results", columns=4, height="auto", preview=True, interactive=False)
-            depth = gr.Gallery(label="Depth map", columns=4, height=160, interactive=False) if with_depth else None
+            # object_fit contain: whole images at their aspect ratio, never cropped to a square
+            gallery = gr.Gallery(label="Results", columns=4, height="auto", preview=True, interactive=False,
+                                 object_fit="contain")
+            depth = gr.Gallery(label="Depth map", columns=4, height="auto", preview=True, interactive=False,
+                               object_fit="contain") if with_depth else None
             info = gr.Textbox(label="Generation parameters", lines=4, interactive=False)
             with gr.Row():
                 send = {target: gr.Button(f"Send to {target}", size="sm") for target in SEND_TARGETS}

@@ -180,7 +180,7 @@ def build(ctx: ServerContext) -> WorkflowsTab:
                 interrupt = gr.Button("Interrupt", variant="stop")
             progress = gr.HTML("")
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
-            gallery = gr.Gallery(label="Images", columns=4, height="auto", interactive=False)
+            gallery = gr.Gallery(label="Images", columns=4, height="auto", interactive=False, object_fit="contain")
             outputs_view = gr.JSON(label="Outputs")
     tab = WorkflowsTab(source, workflow, fields, json_view, status, name)
 
