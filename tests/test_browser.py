@@ -316,3 +316,37 @@ def test_non_square_results_are_shown_whole(app, page):
             assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [width, height]
             assert image.evaluate(WHOLE_IMAGE), image.evaluate("img => getComputedStyle(img).objectFit")
     assert page.js_errors == []
+
+
+def progress_text(panel) -> str:
+    return panel.locator(".inkwash-progress").first.inner_text().strip()
+
+
+def test_generate_clicks_queue_and_interrupt_shows_where_it_stopped(app, page):
+    page.goto(app.url + "/")
+    panel = visible_tab(page)
+    set_number(panel, "number input for Sampling steps", 12)  # random seeds: no run is a cached repeat
+    done_before = len(app.ctx.queue.history())
+    generate = panel.get_by_role("button", name=re.compile(r"^Generate"))
+    generate.click()
+    panel.get_by_text(re.compile(r"^Step \d+/12")).wait_for(timeout=SLOW)
+    generate.click()  # while the first runs: queued, and the button says so
+    panel.get_by_role("button", name="Generate (1 queued)", exact=True).wait_for()
+    panel.get_by_role("button", name="Generate", exact=True).wait_for(timeout=SLOW)  # the second one's turn
+    browser_app.wait_until(lambda: len(app.ctx.queue.history()) == done_before + 2, SLOW / 1000, "both runs")
+    assert [job.status for job in app.ctx.queue.history()[done_before:]] == ["success", "success"]
+    page.wait_for_function("el => el.innerText.trim() === 'Done'", arg=panel.locator(".inkwash-progress").first
+                           .element_handle(), timeout=SLOW)
+    assert panel.locator("img[alt^='seed ']").filter(visible=True).count() >= 1
+
+    # Ctrl+Enter generates, Esc interrupts: the bar stops where the work stopped, the last state stays
+    panel.get_by_label("Prompt", exact=True).press("Control+Enter")
+    panel.get_by_text(re.compile(r"^Step [3-9]/12")).wait_for(timeout=SLOW)
+    page.keyboard.press("Escape")
+    panel.get_by_text("Interrupted", exact=True).wait_for(timeout=SLOW)
+    bar = panel.locator(".inkwash-progress progress").first
+    assert 0 < int(bar.get_attribute("value")) < 1000
+    preview = panel.locator("img").filter(visible=True).first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle())
+    assert app.ctx.queue.history()[-1].status == "interrupted"
+    assert page.js_errors == []

@@ -124,8 +124,8 @@ def test_interrupt_cancels_the_jobs_of_this_run(make_ctx, checkpoint):
 
     interrupt(ctx, first.results)
     last = list(run)[-1]
-    assert "2 cancelled" in last.progress and last.gallery == []
-    assert ctx.queue.pending() == []
+    assert "Interrupted after 0 of 2" in last.progress and 'value="0"' in last.progress and last.gallery == []
+    assert ctx.queue.pending() == [] and [ctx.queue.get(j).status for j in first.results["jobs"]] == ["cancelled"] * 2
 
 
 def test_img2img_without_an_image_is_refused_before_queueing(ctx):

@@ -60,7 +60,7 @@ class GenerationTab:
     def outputs(self) -> list[Component]:
         """The components a GenerationOutputs update goes to, in its order."""
         outputs = [self.progress, self.preview, self.gallery, self.results, self.info, self.selected,
-                   self.workflow_file]
+                   self.workflow_file, self.generate]
         return outputs + ([self.depth] if self.depth is not None else [])
 
 
@@ -129,13 +129,15 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
     names = list(tab.inputs)
     with_depth = tab.depth is not None
 
-    def run(*values):
-        for update in handlers.generate(ctx, tab.mode, dict(zip(names, values))):
+    def run(request: gr.Request, *values):
+        session = getattr(request, "session_hash", None)
+        for update in handlers.generate(ctx, tab.mode, dict(zip(names, values)), session=session):
             yield tuple(update) if with_depth else tuple(update)[:-1]
 
     # The handler mostly waits on the queue, which serialises the work: no need to hold other users back.
+    # Every click counts (trigger_mode multiple): one made while a run goes is queued, and the button says so.
     tab.generate.click(run, inputs=list(tab.inputs.values()), outputs=tab.outputs, concurrency_limit=None,
-                       api_name=tab.mode)
+                       api_name=tab.mode, trigger_mode="multiple")
     tab.interrupt.click(lambda results: handlers.interrupt(ctx, results), inputs=[tab.results], outputs=None,
                         queue=False)
     models = [name for name in ("checkpoint", "vae", "refiner_checkpoint") if name in tab.inputs]
