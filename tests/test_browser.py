@@ -350,3 +350,54 @@ def test_generate_clicks_queue_and_interrupt_shows_where_it_stopped(app, page):
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle())
     assert app.ctx.queue.history()[-1].status == "interrupted"
     assert page.js_errors == []
+
+
+def test_a_new_user_starts_with_what_the_demo_model_can_draw(app, page):
+    from inkwash.webui.tabs.defaults import DEMO_EXAMPLES, DEMO_PROMPT
+    from tiny_models import write_tiny_checkpoint
+
+    page.goto(app.url + "/")
+    panel = visible_tab(page)
+    value = lambda label: panel.get_by_label(label, exact=True).input_value()  # noqa: E731
+    assert value("Prompt") == DEMO_PROMPT
+    assert (value("number input for CFG scale"), value("number input for Width")) == ("5", "128")
+    assert (value("Sampler"), value("Schedule type")) == ("Euler", "Automatic")
+    panel.get_by_text("What the demo model can draw").click()  # one click away
+    panel.get_by_text(re.compile(r"colours.*red, orange, yellow")).wait_for()
+    panel.get_by_text(DEMO_EXAMPLES[2], exact=True).click()
+    page.wait_for_function("([el, text]) => el.value === text",
+                           arg=[panel.get_by_label("Prompt", exact=True).element_handle(), DEMO_EXAMPLES[2]])
+
+    # A1111's sampler names in the list (no *_gpu), ComfyUI's in the workflow, A1111's in the infotext
+    panel.get_by_label("Sampler", exact=True).click()
+    offered = [option.inner_text().strip() for option in page.get_by_role("option").all()]
+    assert "DPM++ 2M" in offered and "Euler a" in offered and not [o for o in offered if "gpu" in o]
+    page.get_by_role("option", name="DPM++ 2M", exact=True).click()
+    panel.get_by_label("Schedule type", exact=True).click()
+    page.get_by_role("option", name="Karras", exact=True).click()
+    set_number(panel, "number input for Sampling steps", 2)
+    set_number(panel, "number input for Width", 64)
+    set_number(panel, "Seed (-1: random)", 21)
+    info = generate_and_wait(page, panel, seed=21)
+    assert "Sampler: DPM++ 2M, Schedule type: Karras," in info and "CFG scale: 5," in info
+    sampler = finished_job(app.ctx).workflow["3"]["inputs"]
+    assert (sampler["sampler_name"], sampler["scheduler"], sampler["cfg"]) == ("dpmpp_2m", "karras", 5.0)
+
+    # inpaint starts as workflows/inpaint.json runs the demo model
+    page.get_by_role("tab", name="inpaint", exact=True).click()
+    inpaint = visible_tab(page)
+    assert inpaint.get_by_label("number input for Denoising strength", exact=True).input_value() == "1"
+    assert inpaint.get_by_role("radio", name="original", exact=True).is_checked()
+
+    # another checkpoint gets A1111's defaults, for the fields the user left alone
+    page.get_by_role("tab", name="txt2img", exact=True).click()
+    write_tiny_checkpoint(app.options.models_dir / "checkpoints", name="real-model.safetensors")
+    panel.get_by_role("button", name="Refresh", exact=True).click()
+    panel.get_by_label("Checkpoint", exact=True).click()
+    page.get_by_role("option", name="real-model.safetensors", exact=True).click()
+    page.wait_for_function("el => el.value === '7'",
+                           arg=panel.get_by_label("number input for CFG scale", exact=True).element_handle())
+    assert value("number input for Height") == "512" and value("number input for Width") == "64"  # changed: kept
+    assert value("Prompt") == DEMO_EXAMPLES[2]  # typed (picked) by the user: kept
+    assert not panel.get_by_text("What the demo model can draw").is_visible()
+    assert page.js_errors == []

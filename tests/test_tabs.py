@@ -175,8 +175,8 @@ def test_png_info_of_a_generated_image_and_send_to_txt2img(ctx):
     assert parameters == last.info and note == ""
     assert json.loads(workflow_json) == last.results["workflows"][0]
     fields = pnginfo.infotext_fields(parameters)
-    assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "dpmpp_2m",
-                      "scheduler": "karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
+    assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "DPM++ 2M",
+                      "scheduler": "Karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
                       "clip_skip": 1}
     assert pnginfo.sent_values(parameters) == [fields[name] for name in pnginfo.SENT_FIELDS]
     assert pnginfo.png_info(None) == ("", "", "")

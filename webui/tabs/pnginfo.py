@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from ...nodes.formats.png_metadata import parse_infotext, read_png_metadata
+from ...nodes.formats.sampler_names import a1111_names
 from ..generation import BadRequest, sampler_and_scheduler
 from .uploads import not_an_image, refuse_non_images, uploaded_file
 
@@ -38,16 +39,17 @@ def png_info(upload: str | dict | None) -> tuple[str, str, str]:
 
 
 def infotext_fields(infotext: str) -> dict[str, Any]:
-    """The generation form's values an infotext gives, with ComfyUI sampler and scheduler names;
-    fields the text doesn't have are left out."""
+    """The generation form's values an infotext gives, with the tabs' (A1111's) sampler and schedule type
+    names; fields the text doesn't have are left out."""
     if not infotext or not infotext.strip():
         return {}
     parsed = parse_infotext(infotext, defaults=False)
     fields: dict[str, Any] = {"prompt": parsed.get("Prompt", ""), "negative_prompt": parsed.get("Negative prompt", "")}
     if parsed.get("Sampler"):
         try:
-            fields["sampler_name"], fields["scheduler"] = sampler_and_scheduler(
-                parsed["Sampler"], parsed.get("Schedule type") or None)
+            # through ComfyUI's names, so old combined names ("DPM++ 2M Karras") come out split
+            fields["sampler_name"], fields["scheduler"] = a1111_names(*sampler_and_scheduler(
+                parsed["Sampler"], parsed.get("Schedule type") or None))
         except BadRequest:
             pass  # a sampler we don't have: keep the form's
     for key, name, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
