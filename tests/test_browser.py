@@ -401,3 +401,40 @@ def test_a_new_user_starts_with_what_the_demo_model_can_draw(app, page):
     assert value("Prompt") == DEMO_EXAMPLES[2]  # typed (picked) by the user: kept
     assert not panel.get_by_text("What the demo model can draw").is_visible()
     assert page.js_errors == []
+
+
+def test_queue_tab_shows_prompts_thumbnails_images_and_cancelled_jobs(app, page):
+    from inkwash.webui.generation import template
+
+    page.goto(app.url + "/")
+    panel = visible_tab(page)
+    panel.get_by_label("Prompt", exact=True).fill("a small green square")
+    set_number(panel, "number input for Sampling steps", 2)
+    set_number(panel, "Seed (-1: random)", 31)
+    generate_and_wait(page, panel, seed=31)
+    made = finished_job(app.ctx)
+    workflow = template("txt2img")
+    workflow["3"]["inputs"].update(steps=150)
+    workflow["6"]["inputs"]["text"] = "never drawn"
+    running, waiting = app.ctx.queue.submit(workflow), app.ctx.queue.submit(workflow)
+    app.ctx.queue.cancel(waiting.id)  # pending: cancelled
+    app.ctx.queue.cancel(running.id)
+
+    page.get_by_role("tab", name="Queue & history", exact=True).click()
+    queue = visible_tab(page)
+    table = queue.get_by_label("Jobs (click a row to pick it)")
+    for cell in (made.id, "a small green square", waiting.id, "cancelled", "never drawn"):
+        table.get_by_text(cell, exact=True).filter(visible=True).first.wait_for(timeout=SLOW)
+    thumbnail = queue.locator(f"img[alt^='#{made.number} a small green square']").first
+    thumbnail.wait_for(timeout=SLOW)
+    thumbnail.click()
+    page.wait_for_function("([el, id]) => el.value === id",
+                           arg=[queue.get_by_label("Job id", exact=True).element_handle(), made.id])
+    saved = made.outputs["9"]["images"][0]["filename"]
+    queue.locator(f"img[alt='{saved}']").first.wait_for()  # the picked job's images
+    queue.get_by_role("button", name="Open in Workflows", exact=True).click()
+    workflows_panel = visible_tab(page)
+    workflows_panel.locator(f"img[alt='{saved}']").first.wait_for()  # re-opened with its images
+    page.wait_for_function("text => Array.from(document.querySelectorAll('textarea'))"
+                           ".some(t => t.offsetParent && t.value === text)", arg="a small green square")
+    assert page.js_errors == []

@@ -288,12 +288,13 @@ def test_queue_tab_lists_cancels_and_reopens_jobs(make_ctx, checkpoint):
     workflow["4"]["inputs"]["ckpt_name"] = CKPT
     job = ctx.queue.submit(workflow, extra={"source": "tab"})
     rows = history.job_rows(ctx)
-    assert rows[0][:4] == [job.id, job.number, "pending", "tab"]
-    table, shown = history.refresh(ctx, None)
-    assert table == rows and history.refresh(ctx, shown)[0] == gr.skip()  # unchanged: not redrawn
+    assert rows[0][:5] == [job.id, job.number, "pending", "tab", workflow["6"]["inputs"]["text"]]
+    table, recent, shown = history.refresh(ctx, None)
+    assert table == rows and recent == [] and history.refresh(ctx, shown)[:2] == (gr.skip(), gr.skip())
     assert history.finished_workflow(ctx, job.id) == workflow
     assert history.cancel(ctx, job.id) == f"Cancelled {job.id}"
     assert ctx.queue.get(job.id).status == "cancelled"
+    assert history.job_rows(ctx)[0][:3] == [job.id, job.number, "cancelled"]  # listed, as cancelled
     with pytest.raises(gr.Error):
         history.cancel(ctx, "no-such-job")
 
@@ -366,7 +367,8 @@ def test_build_ui_constructs(ctx):
     galleries = [block for block in blocks.blocks.values() if isinstance(block, gr.Gallery)]
     assert {g.label for g in galleries} >= {"Results", "Depth map", "Images"}
     # whole pictures at their aspect ratio, in boxes as tall as they need (the browser test checks Results)
-    assert all(g.object_fit == "contain" and g.height == "auto" for g in galleries if g.label != "Jobs")
+    assert all(g.object_fit == "contain" for g in galleries)
+    assert all(g.height == "auto" for g in galleries if not g.label.startswith("Recent images"))
     assert str(ctx.folders.output_dir) in allowed_paths(ctx)
     assert send_image is not None and workflow_file(None, 0) is None
 
@@ -404,3 +406,18 @@ def test_uploads_that_are_not_pictures_are_refused_in_plain_words(tmp_path):
     # PNG Info says what is wrong, naming the file as the user named it, and no server path
     assert pnginfo.png_info(raw) == ("", "", "notes.png is not an image (expected a PNG, JPEG or WebP picture).")
     assert pnginfo.png_info({"path": str(plain), "orig_name": "plain.png"}) == ("", "", pnginfo.NO_PARAMETERS)
+
+
+def test_queue_tab_shows_prompts_thumbnails_and_a_jobs_images(ctx):
+    last = run_to_end(ctx, "txt2img", form(batch_size=2, prompt="a blue star"))
+    job = ctx.queue.get(last.results["jobs"][0])
+    assert history.job_prompt(job.workflow) == "a blue star"
+    (thumbnail, caption), = history.thumbnails(ctx, history.listed_jobs(ctx))
+    assert thumbnail == last.results["images"][0]["path"] and caption == f"#{job.number} a blue star"
+    images, line = history.show_job(ctx, job.id)
+    assert [path for path, _ in images] == [image["path"] for image in last.results["images"]]
+    assert line == f"Job #{job.number}: success - a blue star"
+    sdxl = {"1": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"text_g": "a cat", "text_l": "a cat"}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry"}},
+            "3": {"class_type": "KSampler", "inputs": {"positive": ["1", 0], "negative": ["2", 0]}}}
+    assert history.job_prompt(sdxl) == "a cat" and history.job_prompt({}) == ""

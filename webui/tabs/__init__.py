@@ -2,6 +2,8 @@
 (pass `allowed_paths(ctx)` to gr.mount_gradio_app so the galleries may show the saved images)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from ..context import ServerContext
@@ -83,8 +85,10 @@ def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict
 def _wire_reopen(ctx: ServerContext, history_tab: history.HistoryTab, workflows_tab: workflows.WorkflowsTab,
                  tabs: gr.Tabs) -> None:
     def reopen(job_id):
-        workflow = history.finished_workflow(ctx, job_id)
-        opened = workflows.open_workflow(ctx, workflow, name=f"job-{job_id.strip()[:8]}")
-        return (*opened, gr.Tabs(selected="workflows"))
+        job = history.picked_job(ctx, job_id)
+        opened = workflows.open_workflow(ctx, job.workflow, name=f"job-{job_id.strip()[:8]}")
+        images = [(path, Path(path).name) for path in history.job_images(ctx, job)]
+        return (*opened, images, gr.Tabs(selected="workflows"))
 
-    history_tab.reopen.click(reopen, inputs=[history_tab.job_id], outputs=[*workflows_tab.opened_outputs, tabs])
+    history_tab.reopen.click(reopen, inputs=[history_tab.job_id],
+                             outputs=[*workflows_tab.opened_outputs, workflows_tab.gallery, tabs])

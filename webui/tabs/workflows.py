@@ -126,6 +126,7 @@ class WorkflowsTab:
     json_view: gr.Code
     status: gr.Markdown
     name: gr.Textbox
+    gallery: gr.Gallery  # the images of the last run (or of the reopened job)
 
     @property
     def opened_outputs(self) -> list[Component]:
@@ -182,7 +183,7 @@ def build(ctx: ServerContext) -> WorkflowsTab:
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
             gallery = gr.Gallery(label="Images", columns=4, height="auto", interactive=False, object_fit="contain")
             outputs_view = gr.JSON(label="Outputs")
-    tab = WorkflowsTab(source, workflow, fields, json_view, status, name)
+    tab = WorkflowsTab(source, workflow, fields, json_view, status, name, gallery)
 
     with form_area:
         @gr.render(inputs=[fields])
