@@ -210,6 +210,10 @@ def test_workflow_form_for_txt2img_has_the_ksampler_widgets(registry, checkpoint
     assert (seed.kind, seed.minimum, seed.maximum) == ("INT", 0, 2**64 - 1)
     assert fields["3", "denoise"].maximum == 1.0
     assert fields["3", "sampler_name"].kind == "COMBO" and "euler" in fields["3", "sampler_name"].choices
+    import torch
+
+    gpu_samplers = [c for c in fields["3", "sampler_name"].choices if c.endswith("_gpu")]
+    assert bool(gpu_samplers) == torch.cuda.is_available()  # offered only with a GPU
     assert fields["3", "scheduler"].value == "normal"
     assert CKPT in fields["4", "ckpt_name"].choices
     assert fields["6", "text"].kind == "STRING" and fields["6", "text"].multiline
@@ -421,3 +425,13 @@ def test_queue_tab_shows_prompts_thumbnails_and_a_jobs_images(ctx):
             "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry"}},
             "3": {"class_type": "KSampler", "inputs": {"positive": ["1", 0], "negative": ["2", 0]}}}
     assert history.job_prompt(sdxl) == "a cat" and history.job_prompt({}) == ""
+
+
+def test_user_errors_are_logged_in_one_line_without_a_traceback(ctx, caplog, capsys):
+    with caplog.at_level("WARNING"), pytest.raises(gr.Error) as refused:
+        run_to_end(ctx, "txt2img", form(sampler_name="no such sampler"))
+    assert refused.value.print_exception is False  # Gradio prints no traceback for it
+    record, = [r for r in caplog.records if "no such sampler" in r.getMessage()]
+    assert record.exc_info is None and "\n" not in record.getMessage()
+    assert record.getMessage().startswith("refused: sampler_name: unknown sampler 'no such sampler'")
+    assert "Traceback" not in capsys.readouterr().err

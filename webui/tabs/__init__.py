@@ -11,6 +11,7 @@ from . import depth2img, history, img2img, inpaint, pnginfo, txt2img, workflows
 from .common import GenerationTab
 from .generate import send_image
 from .page_script import PAGE_SCRIPT
+from .running import refused
 
 GRAPH_EDITOR_URL = "/graph/"
 TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "workflows", "pnginfo", "history")
@@ -73,7 +74,7 @@ def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict
 
     def to_img2img(path, text):
         if not path:
-            raise gr.Error("Drop an image first")
+            raise refused("Drop an image first")
         return (*pnginfo.sent_values(text), path, gr.Tabs(selected="img2img"))
 
     png.send_img2img.click(to_img2img, inputs=[png.image, png.parameters],

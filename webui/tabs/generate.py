@@ -22,7 +22,8 @@ from ...nodes.formats.png_metadata import read_png_metadata
 from ..context import ServerContext
 from ..generation import BadRequest, GenerationParams, Plan, build_img2img, build_txt2img
 from .depth_workflow import DEPTH_PREVIEW_NODE, build_depth2img
-from .running import QUIET_SECONDS, SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
+from .running import (QUIET_SECONDS, SubmitError, output_files, progress_html, refused, stop_jobs, submit_all,
+                      watch)
 
 MODES = ("txt2img", "img2img", "inpaint", "depth2img")
 MASKED_CONTENT_CHOICES = ["fill", "original", "latent noise", "latent nothing"]  # A1111's order: 0..3
@@ -222,7 +223,7 @@ def generate(ctx: ServerContext, mode: str, form: dict, session: str | None = No
         plan = build_plan(ctx, mode, form)
         job_ids = submit_all(ctx, plan.workflows)
     except (BadRequest, SubmitError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     token = RUNS.join(session) if session is not None else None
     try:
         while token is not None and not RUNS.wait_turn(session, token, timeout=QUIET_SECONDS):
@@ -317,5 +318,5 @@ def send_image(results: dict | None, selected: int | None) -> tuple[str, str, st
     """(image path, prompt, negative prompt) of the selected image, for another tab."""
     image = selected_image(results, selected)
     if image is None:
-        raise gr.Error("Generate an image first")
+        raise refused("Generate an image first")
     return image["path"], results.get("prompt", ""), results.get("negative_prompt", "")

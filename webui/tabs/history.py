@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..context import ServerContext
 from ..jobs import CANCELLED, Job
-from .running import error_message, output_files
+from .running import error_message, output_files, refused
 
 COLUMNS = ["id", "#", "status", "from", "prompt", "queued", "seconds", "images", "error"]
 HISTORY_ROWS = 50
@@ -92,7 +92,7 @@ def cancel(ctx: ServerContext, job_id: str | None) -> str:
     job_id = (job_id or "").strip()
     job = ctx.queue.get(job_id) if job_id else None
     if job is None:
-        raise gr.Error(f"No job {job_id!r}")
+        raise refused(f"No job {job_id!r}")
     if job.done:
         return f"Job {job_id} already {job.status}"
     return f"Cancelled {job_id}" if ctx.queue.cancel(job_id) else f"Job {job_id} could not be cancelled"
@@ -106,7 +106,7 @@ def finished_workflow(ctx: ServerContext, job_id: str | None) -> dict:
 def picked_job(ctx: ServerContext, job_id: str | None) -> Job:
     job = ctx.queue.get((job_id or "").strip())
     if job is None:
-        raise gr.Error(f"No job {job_id!r}")
+        raise refused(f"No job {job_id!r}")
     return job
 
 

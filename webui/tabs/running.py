@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+
 from ...nodes.folders import safe_path
 from ..context import ServerContext
 from ..jobs import InvalidWorkflow, Job, Progress
@@ -22,6 +24,13 @@ POLL_SECONDS = 0.15  # between looks at the queue while a job runs
 QUIET_SECONDS = 1.0  # the longest a watcher stays silent (queue position may have changed)
 SOURCE = "tab"
 STOPPED = ("interrupted", "cancelled")
+
+
+def refused(message: str) -> gr.Error:
+    """A user's mistake (bad input, nothing picked yet): shown in the page, and logged in one line
+    without a traceback, which is for the server's own failures."""
+    log.warning("refused: %s", message)
+    return gr.Error(message, print_exception=False)
 
 
 class SubmitError(Exception):

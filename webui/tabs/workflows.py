@@ -17,7 +17,7 @@ from ..context import ServerContext
 from ..generation import store_input_image
 from .generate import as_pil, enlarged
 from .uploads import refuse_non_images
-from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
+from .running import SubmitError, output_files, progress_html, refused, stop_jobs, submit_all, watch
 from .workflow_files import (Field, WorkflowError, apply_values, form_fields, load_source, load_upload,
                              save_workflow, workflow_sources)
 
@@ -57,23 +57,23 @@ def open_source(ctx: ServerContext, source: str | None) -> Opened:
     try:
         workflow, name = load_source(ctx, source)
     except (WorkflowError, OSError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     return open_workflow(ctx, workflow, name)
 
 
 def open_upload(ctx: ServerContext, path: str | None) -> Opened:
     if not path:
-        raise gr.Error("Drop a workflow file or an image first")
+        raise refused("Drop a workflow file or an image first")
     try:
         workflow = load_upload(ctx, path)
     except (WorkflowError, OSError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     return open_workflow(ctx, workflow, "uploaded")
 
 
 def edited(workflow: dict | None, fields: list[dict], values: list) -> dict:
     if not workflow:
-        raise gr.Error("Open a workflow first")
+        raise refused("Open a workflow first")
     return apply_values(workflow, [Field(**f) for f in fields or []], list(values))
 
 
@@ -82,7 +82,7 @@ def save(ctx: ServerContext, name: str, workflow: dict) -> tuple[str, gr.Dropdow
     try:
         source = save_workflow(ctx, name, workflow)
     except WorkflowError as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     return f"Saved as {source.split(':', 1)[1]}", gr.Dropdown(choices=workflow_sources(ctx), value=source)
 
 
@@ -90,11 +90,11 @@ def run(ctx: ServerContext, workflow: dict) -> Iterator[RunOutputs]:
     """Queue the workflow and stream its progress, then its images and outputs."""
     too_big = oversized_nodes(workflow, ctx.max_pixels)
     if too_big:
-        raise gr.Error("; ".join(e["errors"][0]["message"] for e in too_big.values()))
+        raise refused("; ".join(e["errors"][0]["message"] for e in too_big.values()))
     try:
         job_ids = submit_all(ctx, [workflow])
     except SubmitError as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     results = {"jobs": job_ids}
     json_text = json.dumps(workflow, indent=2)
     for state in watch(ctx, job_ids):
