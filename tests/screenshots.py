@@ -92,11 +92,11 @@ def inpaint(page, running, out: Path) -> None:
     box = panel.locator("canvas").first.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     side = min(box["width"], box["height"])
-    page.mouse.move(cx - side * 0.3, cy - side * 0.3)
+    page.mouse.move(cx - side * 0.12, cy - side * 0.12)
     page.mouse.down()
-    for row in range(12):  # zig-zag over the middle of the picture
-        y = cy - side * 0.3 + row * side * 0.05
-        page.mouse.move(cx + (side * 0.3 if row % 2 == 0 else -side * 0.3), y, steps=6)
+    for row in range(5):  # a zig-zag over the circle in the middle
+        y = cy - side * 0.12 + row * side * 0.06
+        page.mouse.move(cx + (side * 0.12 if row % 2 == 0 else -side * 0.12), y, steps=6)
     page.mouse.up()
     prompt = panel.get_by_label("Prompt", exact=True)
     prompt.fill("a large yellow star on a blue background")
@@ -106,8 +106,11 @@ def inpaint(page, running, out: Path) -> None:
 
 
 def history(page, out: Path) -> None:
+    """Queue & history with the jobs so far, the first one picked (its images below)."""
     page.get_by_role("tab", name="Queue & history", exact=True).click()
-    page.locator("[role=tabpanel]").filter(visible=True).locator("img").first.wait_for(timeout=SLOW)
+    panel = visible_tab(page)
+    panel.locator("img[alt^='#1 ']").first.click()
+    panel.locator("img[alt^='inkwash_']").first.wait_for(timeout=SLOW)
     page.wait_for_timeout(500)
     shoot(page, out, "queue")
 

@@ -162,7 +162,7 @@ def build(ctx: ServerContext) -> HistoryTab:
         cancel_button = gr.Button("Cancel job", variant="stop", scale=0, min_width=110)
         reopen = gr.Button("Open in Workflows", scale=0, min_width=150)
     status = gr.Markdown()
-    picked = gr.Gallery(label="Images of the picked job", columns=4, height="auto", object_fit="contain",
+    picked = gr.Gallery(label="Images of the picked job", columns=6, height="auto", object_fit="contain", fit_columns=False,
                         interactive=False)
     timer = gr.Timer(REFRESH_SECONDS)
     timer.tick(lambda current: refresh(ctx, current), inputs=[shown], outputs=[table, recent, shown],
