@@ -120,10 +120,11 @@ def test_inpaint_tab_repaints_the_painted_area(app, page, tmp_path):
 
     info = generate_and_wait(page, panel, seed=77)
 
-    assert "Seed: 77," in info and "Denoising strength:" in info
+    assert "Seed: 77," in info and "Mask blur: 4," in info
     job = finished_job(app.ctx)
     classes = {node["class_type"]: node for node in job.workflow.values()}
     assert "SetLatentNoiseMask" in classes and "LoadImageMask" in classes
+    assert classes["KSampler"]["inputs"]["denoise"] == 1.0  # the demo model's inpaint default
     mask_file = app.ctx.folders.input_dir / classes["LoadImageMask"]["inputs"]["image"]
     with Image.open(mask_file) as opened:
         mask = opened.convert("L").resize((128, 128))
