@@ -6,6 +6,7 @@
 #   ./inkwash.sh run WORKFLOW [...]   run a workflow headless (see `./inkwash.sh run --help`)
 #   ./inkwash.sh bench                run the benchmarks in bench/
 #   ./inkwash.sh train-demo [...]     re-train the bundled demo models from scratch (resumable by stage)
+#   ./inkwash.sh screenshots          regenerate docs/screenshots/ (the app on the demo model, in Chromium)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -59,6 +60,12 @@ case "$command" in
             "$VENV/bin/python" "$script" "$@"
         done
         ;;
+    screenshots)
+        shift
+        setup "[test]"
+        browser_setup
+        exec "$VENV/bin/python" tests/screenshots.py "$@"
+        ;;
     train-demo)
         shift
         setup ""
@@ -70,7 +77,7 @@ case "$command" in
         exec "$VENV/bin/inkwash" serve "$@"
         ;;
     *)
-        echo "usage: ./inkwash.sh [serve [OPTIONS] | test [PYTEST ARGS] | run WORKFLOW [--set NODE.INPUT=VALUE ...] | bench | train-demo]" >&2
+        echo "usage: ./inkwash.sh [serve [OPTIONS] | test [PYTEST ARGS] | run WORKFLOW [--set NODE.INPUT=VALUE ...] | bench | train-demo | screenshots]" >&2
         exit 2
         ;;
 esac

@@ -1,5 +1,6 @@
 """The whole app (create_app with the Gradio tabs) served on a free port in a thread, over a tiny checkpoint
-in temporary folders, and a headless Chromium to drive it: fixtures and helpers for the browser tests.
+(or a given models folder) in temporary folders, and a headless Chromium to drive it: fixtures and helpers
+for the browser tests and for tests/screenshots.py.
 
 Bind the fixtures in a test module (`browser, app, page = browser_app.browser, ...`). Without
 /usr/bin/chromium or Playwright the fixtures skip the tests, saying which is missing.
@@ -22,7 +23,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update"]
 VIEWPORT = {"width": 1400, "height": 900}
 CHECKPOINT = "inkwash-demo.safetensors"  # the name the tabs and the editor pick by default
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 # The machine may be busy with other work: waits are long, and only as long as needed.
 SLOW = 180_000  # ms, for anything that runs the model or starts the page
 FAST = 30_000  # ms, for what only the browser does
@@ -61,20 +61,22 @@ class RunningApp:
 
 
 @contextmanager
-def serve_app(root: Path, credentials=None) -> Iterator[RunningApp]:
-    """create_context + create_app (with the UI) over folders under `root` holding a tiny checkpoint,
-    served by uvicorn in a thread until the block ends. The global folders come back as they were."""
+def serve_app(root: Path, credentials=None, models_dir: Path | None = None) -> Iterator[RunningApp]:
+    """create_context + create_app (with the UI) over folders under `root` holding a tiny checkpoint (or
+    over `models_dir`, read only), served by uvicorn in a thread until the block ends. The global folders
+    come back as they were."""
     import uvicorn
     from inkwash.nodes import folders as folders_module
     from inkwash.webui.serve_options import ServeOptions
     from inkwash.webui.server import create_app, create_context
     from tiny_models import write_tiny_checkpoint
 
-    checkpoints = root / "models" / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    write_tiny_checkpoint(checkpoints, name=CHECKPOINT)
+    if models_dir is None:
+        models_dir = root / "models"
+        (models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        write_tiny_checkpoint(models_dir / "checkpoints", name=CHECKPOINT)
     port = free_port()
-    options = ServeOptions(port=port, credentials=credentials, models_dir=root / "models",
+    options = ServeOptions(port=port, credentials=credentials, models_dir=models_dir,
                            output_dir=root / "output", input_dir=root / "input", data_dir=root / "data")
     previous = folders_module.current()
     try:
@@ -94,16 +96,6 @@ def serve_app(root: Path, credentials=None) -> Iterator[RunningApp]:
             thread.join(30)
     finally:
         folders_module._current = previous
-
-
-def save_screenshot(page, name: str, full_page: bool = False) -> Path:
-    """Write docs/screenshots/NAME.png of the page as it is (call it once the test has passed its checks):
-    the viewport, or the whole page's length."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.mouse.move(0, 0)  # no hover highlight
-    page.screenshot(path=str(path), full_page=full_page, animations="disabled", caret="hide")
-    return path
 
 
 # -- fixtures --------------------------------------------------------------------------------------------

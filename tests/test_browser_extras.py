@@ -1,11 +1,10 @@
 """The Extras tab in headless Chromium: upload a picture, pick the upscale model, Generate; the upscaled
-image shows with its postprocess parameters and the job is in the queue's history. Writes
-docs/screenshots/extras.png once its checks pass."""
+image shows with its postprocess parameters and the job is in the queue's history."""
 from __future__ import annotations
 
 import browser_app
 import pytest
-from browser_app import FAST, SLOW, save_screenshot, serve_app
+from browser_app import FAST, SLOW, serve_app
 from PIL import Image, ImageDraw
 from tiny_models import write_tiny_esrgan
 
@@ -53,6 +52,3 @@ def test_extras_tab_upscales_an_uploaded_image_with_the_model(app, page, tmp_pat
     with Image.open(app.ctx.folders.output_dir / saved["subfolder"] / saved["filename"]) as image:
         assert image.size == (96, 64)
     assert page.js_errors == []
-
-    page.evaluate("() => window.scrollTo(0, 0)")
-    save_screenshot(page, "extras")

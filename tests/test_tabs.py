@@ -170,8 +170,8 @@ def test_interrupt_cancels_the_jobs_of_this_run(make_ctx, checkpoint):
 
     interrupt(ctx, first.results)
     last = list(run)[-1]
-    assert "2 cancelled" in last.progress and last.gallery == []
-    assert ctx.queue.pending() == []
+    assert "Interrupted after 0 of 2" in last.progress and 'value="0"' in last.progress and last.gallery == []
+    assert ctx.queue.pending() == [] and [ctx.queue.get(j).status for j in first.results["jobs"]] == ["cancelled"] * 2
 
 
 def test_img2img_without_an_image_is_refused_before_queueing(ctx):
@@ -217,15 +217,15 @@ def test_inpaint_without_a_mask_is_refused(ctx):
 def test_png_info_of_a_generated_image_and_send_to_txt2img(ctx):
     last = run_to_end(ctx, "txt2img", form(seed=77, cfg_scale=6.5, sampler_name="dpmpp_2m", scheduler="karras"))
     path = last.results["images"][0]["path"]
-    parameters, workflow_json = pnginfo.png_info(path)
-    assert parameters == last.info
+    parameters, workflow_json, note = pnginfo.png_info(path)
+    assert parameters == last.info and note == ""
     assert json.loads(workflow_json) == last.results["workflows"][0]
     fields = pnginfo.infotext_fields(parameters)
-    assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "dpmpp_2m",
-                      "scheduler": "karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
+    assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "DPM++ 2M",
+                      "scheduler": "Karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
                       "clip_skip": 1}
     assert pnginfo.sent_values(parameters) == [fields[name] for name in pnginfo.SENT_FIELDS]
-    assert pnginfo.png_info(None) == ("", "")
+    assert pnginfo.png_info(None) == ("", "", "")
     # the PNG opens in the Workflows tab as the API workflow that made it
     assert load_upload(ctx, path) == last.results["workflows"][0]
 
@@ -256,6 +256,10 @@ def test_workflow_form_for_txt2img_has_the_ksampler_widgets(registry, checkpoint
     assert (seed.kind, seed.minimum, seed.maximum) == ("INT", 0, 2**64 - 1)
     assert fields["3", "denoise"].maximum == 1.0
     assert fields["3", "sampler_name"].kind == "COMBO" and "euler" in fields["3", "sampler_name"].choices
+    import torch
+
+    gpu_samplers = [c for c in fields["3", "sampler_name"].choices if c.endswith("_gpu")]
+    assert bool(gpu_samplers) == torch.cuda.is_available()  # offered only with a GPU
     assert fields["3", "scheduler"].value == "normal"
     assert CKPT in fields["4", "ckpt_name"].choices
     assert fields["6", "text"].kind == "STRING" and fields["6", "text"].multiline
@@ -334,12 +338,13 @@ def test_queue_tab_lists_cancels_and_reopens_jobs(make_ctx, checkpoint):
     workflow["4"]["inputs"]["ckpt_name"] = CKPT
     job = ctx.queue.submit(workflow, extra={"source": "tab"})
     rows = history.job_rows(ctx)
-    assert rows[0][:4] == [job.id, job.number, "pending", "tab"]
-    table, shown = history.refresh(ctx, None)
-    assert table == rows and history.refresh(ctx, shown)[0] == gr.skip()  # unchanged: not redrawn
+    assert rows[0][:5] == [job.id, job.number, "pending", "tab", workflow["6"]["inputs"]["text"]]
+    table, recent, shown = history.refresh(ctx, None)
+    assert table == rows and recent == [] and history.refresh(ctx, shown)[:2] == (gr.skip(), gr.skip())
     assert history.finished_workflow(ctx, job.id) == workflow
     assert history.cancel(ctx, job.id) == f"Cancelled {job.id}"
     assert ctx.queue.get(job.id).status == "cancelled"
+    assert history.job_rows(ctx)[0][:3] == [job.id, job.number, "cancelled"]  # listed, as cancelled
     with pytest.raises(gr.Error):
         history.cancel(ctx, "no-such-job")
 
@@ -409,5 +414,70 @@ def test_depth2img_shows_the_depth_map_it_computed(make_ctx, folders, fake_depth
 def test_build_ui_constructs(ctx):
     blocks = build_ui(ctx)
     assert isinstance(blocks, gr.Blocks)
+    galleries = [block for block in blocks.blocks.values() if isinstance(block, gr.Gallery)]
+    assert {g.label for g in galleries} >= {"Results", "Depth map", "Images"}
+    # whole pictures at their aspect ratio, in boxes as tall as they need (the browser test checks Results)
+    assert all(g.object_fit == "contain" for g in galleries)
+    assert all(g.height == "auto" for g in galleries if not g.label.startswith("Recent images"))
     assert str(ctx.folders.output_dir) in allowed_paths(ctx)
     assert send_image is not None and workflow_file(None, 0) is None
+
+
+def test_workflow_form_widgets_are_editable_and_help_is_their_own(make_ctx):
+    from inkwash.webui.tabs.workflow_files import Field
+
+    ctx = make_ctx(start=False)
+    kinds = [Field("1", "Node", "number", "INT", 3, 0, 10, 1), Field("1", "Node", "ratio", "FLOAT", 0.5),
+             Field("1", "Node", "flag", "BOOLEAN", True, tooltip="a switch"), Field("1", "Node", "pick", "COMBO", "a",
+                                                                                   choices=["a", "b"]),
+             Field("1", "Node", "words", "STRING", "hello", multiline=True)]
+    with gr.Blocks():
+        widgets = [workflows._widget(ctx, field) for field in kinds]
+    assert [type(w).__name__ for w in widgets] == ["Number", "Number", "Checkbox", "Dropdown", "Textbox"]
+    assert all(w.interactive for w in widgets)
+    assert [w.info for w in widgets] == ["", "", "a switch", "", ""]  # never None: no help left over
+
+
+def test_uploads_that_are_not_pictures_are_refused_in_plain_words(tmp_path):
+    from inkwash.webui.tabs.uploads import check_upload
+
+    fake = tmp_path / "notes.png"
+    fake.write_text("just some text")
+    plain = tmp_path / "plain.png"
+    picture().save(plain)
+    raw = {"path": str(fake), "orig_name": "notes.png", "url": None}
+    with pytest.warns(UserWarning, match="notes.png is not an image"):
+        assert check_upload(raw) is None  # cleared
+    editor = {"background": raw, "layers": [], "composite": raw}
+    with pytest.warns(UserWarning, match="notes.png is not an image"):
+        assert check_upload(editor) is None
+    assert check_upload({"path": str(plain), "orig_name": "plain.png"}) == gr.skip()
+    assert check_upload(None) == gr.skip()
+    # PNG Info says what is wrong, naming the file as the user named it, and no server path
+    assert pnginfo.png_info(raw) == ("", "", "notes.png is not an image (expected a PNG, JPEG or WebP picture).")
+    assert pnginfo.png_info({"path": str(plain), "orig_name": "plain.png"}) == ("", "", pnginfo.NO_PARAMETERS)
+
+
+def test_queue_tab_shows_prompts_thumbnails_and_a_jobs_images(ctx):
+    last = run_to_end(ctx, "txt2img", form(batch_size=2, prompt="a blue star"))
+    job = ctx.queue.get(last.results["jobs"][0])
+    assert history.job_prompt(job.workflow) == "a blue star"
+    (thumbnail, caption), = history.thumbnails(ctx, history.listed_jobs(ctx))
+    assert thumbnail == last.results["images"][0]["path"] and caption == f"#{job.number} a blue star"
+    images, line = history.show_job(ctx, job.id)
+    assert [path for path, _ in images] == [image["path"] for image in last.results["images"]]
+    assert line == f"Job #{job.number}: success - a blue star"
+    sdxl = {"1": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"text_g": "a cat", "text_l": "a cat"}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry"}},
+            "3": {"class_type": "KSampler", "inputs": {"positive": ["1", 0], "negative": ["2", 0]}}}
+    assert history.job_prompt(sdxl) == "a cat" and history.job_prompt({}) == ""
+
+
+def test_user_errors_are_logged_in_one_line_without_a_traceback(ctx, caplog, capsys):
+    with caplog.at_level("WARNING"), pytest.raises(gr.Error) as refused:
+        run_to_end(ctx, "txt2img", form(sampler_name="no such sampler"))
+    assert refused.value.print_exception is False  # Gradio prints no traceback for it
+    record, = [r for r in caplog.records if "no such sampler" in r.getMessage()]
+    assert record.exc_info is None and "\n" not in record.getMessage()
+    assert record.getMessage().startswith("refused: sampler_name: unknown sampler 'no such sampler'")
+    assert "Traceback" not in capsys.readouterr().err

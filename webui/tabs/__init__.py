@@ -2,12 +2,16 @@
 (pass `allowed_paths(ctx)` to gr.mount_gradio_app so the galleries may show the saved images)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from ..context import ServerContext
 from . import depth2img, extras, history, img2img, inpaint, pnginfo, txt2img, workflows
 from .common import GenerationTab
 from .generate import send_image
+from .page_script import PAGE_SCRIPT
+from .running import refused
 
 GRAPH_EDITOR_URL = "/graph/"
 TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "extras", "workflows", "pnginfo", "history")
@@ -41,6 +45,7 @@ def build_ui(ctx: ServerContext) -> gr.Blocks:
         _wire_send_to(generation, tabs)
         _wire_png_info(ctx, png_tab, generation, workflows_tab, tabs)
         _wire_reopen(ctx, history_tab, workflows_tab, tabs)
+        blocks.load(None, js=PAGE_SCRIPT)
     return blocks
 
 
@@ -71,7 +76,7 @@ def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict
 
     def to_img2img(path, text):
         if not path:
-            raise gr.Error("Drop an image first")
+            raise refused("Drop an image first")
         return (*pnginfo.sent_values(text), path, gr.Tabs(selected="img2img"))
 
     png.send_img2img.click(to_img2img, inputs=[png.image, png.parameters],
@@ -83,8 +88,10 @@ def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict
 def _wire_reopen(ctx: ServerContext, history_tab: history.HistoryTab, workflows_tab: workflows.WorkflowsTab,
                  tabs: gr.Tabs) -> None:
     def reopen(job_id):
-        workflow = history.finished_workflow(ctx, job_id)
-        opened = workflows.open_workflow(ctx, workflow, name=f"job-{job_id.strip()[:8]}")
-        return (*opened, gr.Tabs(selected="workflows"))
+        job = history.picked_job(ctx, job_id)
+        opened = workflows.open_workflow(ctx, job.workflow, name=f"job-{job_id.strip()[:8]}")
+        images = [(path, Path(path).name) for path in history.job_images(ctx, job)]
+        return (*opened, images, gr.Tabs(selected="workflows"))
 
-    history_tab.reopen.click(reopen, inputs=[history_tab.job_id], outputs=[*workflows_tab.opened_outputs, tabs])
+    history_tab.reopen.click(reopen, inputs=[history_tab.job_id],
+                             outputs=[*workflows_tab.opened_outputs, workflows_tab.gallery, tabs])

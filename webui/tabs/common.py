@@ -9,14 +9,18 @@ from dataclasses import dataclass, field
 import gradio as gr
 from gradio.components import Component
 
-from ...nodes.formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
+from ...nodes.formats.sampler_names import A1111_SAMPLERS, A1111_SCHEDULES
 from ..context import ServerContext
 from ..parameters import DEFAULT_CHECKPOINT, slider
+from . import defaults as checkpoint_defaults
 from . import generate as handlers
 from . import pass_inputs
+from .uploads import refuse_non_images
 from .running import idle_html
 
-DEMO_SIZE = 128  # the bundled demo model's resolution
+# A1111's names, as the infotext writes them; the workflow gets ComfyUI's (generation.sampler_and_scheduler).
+SAMPLER_CHOICES = list(A1111_SAMPLERS)
+SCHEDULE_CHOICES = list(A1111_SCHEDULES)
 SEND_TARGETS = ("img2img", "inpaint", "depth2img")
 
 
@@ -54,12 +58,13 @@ class GenerationTab:
     workflow_file: gr.DownloadButton
     send: dict[str, gr.Button] = field(default_factory=dict)
     depth: gr.Gallery | None = None
+    demo_help: gr.Accordion | None = None
 
     @property
     def outputs(self) -> list[Component]:
         """The components a GenerationOutputs update goes to, in its order."""
         outputs = [self.progress, self.preview, self.gallery, self.results, self.info, self.selected,
-                   self.workflow_file]
+                   self.workflow_file, self.generate]
         return outputs + ([self.depth] if self.depth is not None else [])
 
 
@@ -70,16 +75,22 @@ def generation_tab(ctx: ServerContext, mode: str,
     builds the tab's own fields (init image, mask...) at the top of the settings column; `refiner` and
     `hires` add those settings below the seed."""
     choices = checkpoint_choices(ctx)
+    checkpoint = default_checkpoint(choices)
+    start = checkpoint_defaults.defaults(checkpoint, mode)
     inputs: dict[str, Component] = {}
     with gr.Row(equal_height=True):
-        inputs["checkpoint"] = gr.Dropdown(choices, value=default_checkpoint(choices), label="Checkpoint",
-                                           scale=4)
+        inputs["checkpoint"] = gr.Dropdown(choices, value=checkpoint, label="Checkpoint", scale=4)
         inputs.update(pass_inputs.model_inputs(ctx))
         refresh = gr.Button("Refresh", scale=0, min_width=90)
     with gr.Row():
         with gr.Column(scale=5):
-            inputs["prompt"] = gr.Textbox(label="Prompt", lines=3, placeholder="What to draw")
+            inputs["prompt"] = gr.Textbox(start["prompt"], label="Prompt", lines=3, placeholder="What to draw")
             inputs["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2)
+            with gr.Accordion("What the demo model can draw", open=False,
+                              visible=checkpoint_defaults.is_demo(checkpoint)) as demo_help:
+                gr.Markdown(checkpoint_defaults.vocabulary_markdown())
+                gr.Examples([[text] for text in checkpoint_defaults.DEMO_EXAMPLES], inputs=[inputs["prompt"]],
+                            label="Examples (click one)")
         with gr.Column(scale=1, min_width=140):
             generate = gr.Button("Generate", variant="primary")
             interrupt = gr.Button("Interrupt", variant="stop")
@@ -88,16 +99,16 @@ def generation_tab(ctx: ServerContext, mode: str,
             if extra_inputs is not None:
                 inputs.update(extra_inputs())
             with gr.Row():
-                inputs["sampler_name"] = gr.Dropdown(SAMPLER_NAMES, value="euler", label="Sampler")
-                inputs["scheduler"] = gr.Dropdown(SCHEDULER_NAMES, value="normal", label="Scheduler")
+                inputs["sampler_name"] = gr.Dropdown(SAMPLER_CHOICES, value=start["sampler_name"], label="Sampler")
+                inputs["scheduler"] = gr.Dropdown(SCHEDULE_CHOICES, value=start["scheduler"], label="Schedule type")
             inputs["steps"] = gr.Slider(**slider("steps"), value=20, label="Sampling steps")
             with gr.Row():
-                inputs["width"] = gr.Slider(**slider("width"), value=DEMO_SIZE, label="Width")
-                inputs["height"] = gr.Slider(**slider("height"), value=DEMO_SIZE, label="Height")
+                inputs["width"] = gr.Slider(**slider("width"), value=start["width"], label="Width")
+                inputs["height"] = gr.Slider(**slider("height"), value=start["height"], label="Height")
             with gr.Row():
                 inputs["n_iter"] = gr.Slider(**slider("n_iter"), value=1, label="Batch count")
                 inputs["batch_size"] = gr.Slider(**slider("batch_size"), value=1, label="Batch size")
-            inputs["cfg_scale"] = gr.Slider(**slider("cfg_scale"), value=7.0, label="CFG scale")
+            inputs["cfg_scale"] = gr.Slider(**slider("cfg_scale"), value=start["cfg_scale"], label="CFG scale")
             with gr.Row(equal_height=True):
                 inputs["seed"] = gr.Number(-1, precision=0, label="Seed (-1: random)", scale=4)
                 reuse_seed = gr.Button("Reuse seed", scale=0, min_width=110)
@@ -108,14 +119,21 @@ def generation_tab(ctx: ServerContext, mode: str,
         with gr.Column(scale=1):
             progress = gr.HTML(idle_html())
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
-            gallery = gr.Gallery(label="Results", columns=4, height="auto", preview=True, interactive=False)
-            depth = gr.Gallery(label="Depth map", columns=4, height=160, interactive=False) if with_depth else None
+            # object_fit contain: whole images at their aspect ratio, never cropped to a square
+            gallery = gr.Gallery(label="Results", columns=4, height="auto", preview=True, interactive=False,
+                                 object_fit="contain")
+            depth = gr.Gallery(label="Depth map", columns=4, height="auto", preview=True, interactive=False,
+                               object_fit="contain") if with_depth else None
             info = gr.Textbox(label="Generation parameters", lines=4, interactive=False)
             with gr.Row():
                 send = {target: gr.Button(f"Send to {target}", size="sm") for target in SEND_TARGETS}
                 workflow_file = gr.DownloadButton("Save workflow", size="sm")
+    refuse_non_images(*(c for c in inputs.values() if isinstance(c, (gr.Image, gr.ImageEditor))))
+    for name in ("denoising_strength", "inpainting_fill"):  # the tab's own fields, made by extra_inputs
+        if name in inputs and name in start:
+            inputs[name].value = start[name]
     tab = GenerationTab(mode, inputs, refresh, generate, interrupt, reuse_seed, progress, preview, gallery,
-                        info, gr.State(None), gr.State(0), workflow_file, send, depth)
+                        info, gr.State(None), gr.State(0), workflow_file, send, depth, demo_help)
     _wire(ctx, tab)
     return tab
 
@@ -124,13 +142,15 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
     names = list(tab.inputs)
     with_depth = tab.depth is not None
 
-    def run(*values):
-        for update in handlers.generate(ctx, tab.mode, dict(zip(names, values))):
+    def run(request: gr.Request, *values):
+        session = getattr(request, "session_hash", None)
+        for update in handlers.generate(ctx, tab.mode, dict(zip(names, values)), session=session):
             yield tuple(update) if with_depth else tuple(update)[:-1]
 
     # The handler mostly waits on the queue, which serialises the work: no need to hold other users back.
+    # Every click counts (trigger_mode multiple): one made while a run goes is queued, and the button says so.
     tab.generate.click(run, inputs=list(tab.inputs.values()), outputs=tab.outputs, concurrency_limit=None,
-                       api_name=tab.mode)
+                       api_name=tab.mode, trigger_mode="multiple")
     for name, component in tab.inputs.items():  # a number typed out of range: say what became of it
         if isinstance(component, gr.Slider):
             component.release(handlers.check_typed_value(name), inputs=[component], outputs=None, preprocess=False,
@@ -144,6 +164,23 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
                      for name, value in zip(models, current))
 
     tab.refresh.click(refresh, inputs=[tab.inputs[n] for n in models], outputs=[tab.inputs[n] for n in models])
+    _wire_checkpoint_defaults(tab)
     tab.gallery.select(handlers.select_image, inputs=[tab.results],
                        outputs=[tab.selected, tab.info, tab.workflow_file])
     tab.reuse_seed.click(handlers.reuse_seed, inputs=[tab.results, tab.selected], outputs=[tab.inputs["seed"]])
+
+
+def _wire_checkpoint_defaults(tab: GenerationTab) -> None:
+    """Another checkpoint: its defaults for the fields still at the previous one's, and the demo help
+    shown only with the demo model."""
+    checkpoint = tab.inputs["checkpoint"]
+    start = checkpoint_defaults.defaults(checkpoint.value, tab.mode)
+    names = [name for name in start if name in tab.inputs and name != "inpainting_fill"]  # same for both
+    previous = gr.State(checkpoint.value)
+
+    def switch(before, after, *values):
+        updates = checkpoint_defaults.switched(before, after, tab.mode, dict(zip(names, values)))
+        return (*updates, gr.Accordion(visible=checkpoint_defaults.is_demo(after)), after)
+
+    checkpoint.change(switch, inputs=[previous, checkpoint, *(tab.inputs[n] for n in names)],
+                      outputs=[*(tab.inputs[n] for n in names), tab.demo_help, previous], queue=False)

@@ -138,7 +138,7 @@ def build(ctx: ServerContext) -> ExtrasTab:
         with gr.Column(scale=1):
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
             progress = gr.HTML(idle_html())
-            gallery = gr.Gallery(label="Results", columns=4, height="auto", interactive=False,
+            gallery = gr.Gallery(label="Results", columns=4, height="auto", interactive=False, object_fit="contain",
                                  elem_id="extras_gallery")
             info = gr.Textbox(label="Postprocess parameters", lines=2, interactive=False, elem_id="extras_info")
     for tab, name in ((single_tab, SOURCES[0]), (batch_tab, SOURCES[1]), (folder_tab, SOURCES[2])):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +23,8 @@ from ..context import ServerContext
 from ..generation import BadRequest, Plan, build_depth2img, build_img2img, build_txt2img
 from ..parameters import FIELDS, GenerationParams, slider
 from ..templates import DEPTH2IMG
-from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
+from .running import (QUIET_SECONDS, SubmitError, output_files, progress_html, refused, stop_jobs, submit_all,
+                      watch)
 
 MODES = ("txt2img", "img2img", "inpaint", "depth2img")
 MASKED_CONTENT_CHOICES = ["fill", "original", "latent noise", "latent nothing"]  # A1111's order: 0..3
@@ -42,6 +44,7 @@ class GenerationOutputs(NamedTuple):
     info: str  # the infotext of the selected image
     selected: int
     workflow_file: str | None
+    button: Any  # the Generate button (its label counts this session's queued clicks), or gr.skip()
     depth: Any  # depth maps (depth2img) as [(path, caption)], or gr.skip()
 
 
@@ -200,15 +203,70 @@ def gallery_items(results: dict | None) -> list[tuple[str, str]]:
     return [(image["path"], f"seed {image['seed']}") for image in (results or {}).get("images", [])]
 
 
-def generate(ctx: ServerContext, mode: str, form: dict) -> Iterator[GenerationOutputs]:
-    """Queue the tab's workflows and stream progress until every job is done."""
+class SessionRuns:
+    """Each browser session's Generate clicks, in order. A click while an earlier one runs queues its jobs
+    at once and waits its turn to show its progress; the Generate button says how many wait."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._runs: dict[str, list[object]] = {}
+
+    def join(self, session: str) -> object:
+        token = object()
+        with self._changed:
+            self._runs.setdefault(session, []).append(token)
+        return token
+
+    def waiting(self, session: str) -> int:
+        """How many of the session's clicks wait behind the one that shows its progress."""
+        with self._changed:
+            return max(len(self._runs.get(session, [])) - 1, 0)
+
+    def wait_turn(self, session: str, token: object, timeout: float) -> bool:
+        """True once `token` is the session's first run; False after `timeout` s without that."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._runs.get(session, [token])[0] is token, timeout)
+
+    def leave(self, session: str, token: object) -> None:
+        with self._changed:
+            runs = self._runs.get(session, [])
+            if token in runs:
+                runs.remove(token)
+            if not runs:
+                self._runs.pop(session, None)
+            self._changed.notify_all()
+
+
+RUNS = SessionRuns()
+
+
+def generate_button(waiting: int) -> gr.Button:
+    return gr.Button(value="Generate" if waiting == 0 else f"Generate ({waiting} queued)")
+
+
+def generate(ctx: ServerContext, mode: str, form: dict, session: str | None = None) -> Iterator[GenerationOutputs]:
+    """Queue the tab's workflows and stream progress until every job is done. With a `session`, a run
+    that starts while an earlier one of the same session is still going waits its turn (its jobs are
+    queued already) and only updates the Generate button's count meanwhile."""
     try:
         plan = build_plan(ctx, mode, form)
         job_ids = submit_all(ctx, plan.workflows)
     except (BadRequest, SubmitError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     for note in rounding_notes(form, plan.params) + plan.warnings:
         gr.Warning(note)
+    token = RUNS.join(session) if session is not None else None
+    try:
+        while token is not None and not RUNS.wait_turn(session, token, timeout=QUIET_SECONDS):
+            yield GenerationOutputs(*[gr.skip()] * 7, generate_button(RUNS.waiting(session)), gr.skip())
+        yield from _stream(ctx, mode, plan, job_ids, session)
+    finally:
+        if token is not None:
+            RUNS.leave(session, token)
+
+
+def _stream(ctx: ServerContext, mode: str, plan: Plan, job_ids: list[str],
+            session: str | None) -> Iterator[GenerationOutputs]:
     results = new_results(mode, plan, job_ids)
     shown = -1
     for state in watch(ctx, job_ids):
@@ -216,11 +274,15 @@ def generate(ctx: ServerContext, mode: str, form: dict) -> Iterator[GenerationOu
             _collect(ctx, plan, results, job_ids.index(job_id), state.done[job_id].outputs)
         changed = len(results["images"]) != shown or state.finished
         shown = len(results["images"])
-        preview = None if state.finished else enlarged(state.progress.preview)
+        if not state.finished:
+            preview = enlarged(state.progress.preview)
+        else:  # an interrupted run shows the last state it reached, as A1111 does
+            preview = enlarged(state.last_preview) if state.stopped and not results["images"] else None
         yield GenerationOutputs(
             progress_html(state, "Batch", plan.workflows), preview,
             gallery_items(results) if changed else gr.skip(), results, image_info(results, 0), 0,
             workflow_file(results, 0) if changed else gr.skip(),
+            generate_button(RUNS.waiting(session)) if session is not None else gr.skip(),
             [(p, "depth map") for p in results["depth"]] if changed else gr.skip())
 
 
@@ -287,5 +349,5 @@ def send_image(results: dict | None, selected: int | None) -> tuple[str, str, st
     """(image path, prompt, negative prompt) of the selected image, for another tab."""
     image = selected_image(results, selected)
     if image is None:
-        raise gr.Error("Generate an image first")
+        raise refused("Generate an image first")
     return image["path"], results.get("prompt", ""), results.get("negative_prompt", "")

@@ -10,33 +10,46 @@ from typing import Any
 import gradio as gr
 
 from ...nodes.formats.png_metadata import parse_infotext, read_png_metadata
+from ...nodes.formats.sampler_names import a1111_names
 from ..generation import BadRequest, sampler_and_scheduler
+from .uploads import not_an_image, refuse_non_images, uploaded_file
 
 # The form fields an infotext fills, as the generation tabs name them.
 SENT_FIELDS = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
                "height", "clip_skip")
 
 
-def png_info(path: str | None) -> tuple[str, str]:
-    """(A1111 infotext, workflow JSON: the API-format prompt, else the editor's workflow)."""
+NO_PARAMETERS = "This picture carries no generation parameters (no A1111 infotext, no workflow)."
+
+
+def png_info(upload: str | dict | None) -> tuple[str, str, str]:
+    """(A1111 infotext, workflow JSON: the API-format prompt, else the editor's workflow, a note for the
+    user) of a picture: its path, or the image field's raw value."""
+    path, name = uploaded_file(upload) if isinstance(upload, dict) else (upload, Path(upload or "").name)
     if not path:
-        return "", ""
+        return "", "", ""
+    problem = not_an_image(path, name)
+    if problem:
+        return "", "", problem
     metadata = read_png_metadata(Path(path))
     workflow = metadata.get("prompt") or metadata.get("workflow")
-    return metadata.get("parameters") or "", json.dumps(workflow, indent=2) if workflow else ""
+    parameters = metadata.get("parameters") or ""
+    note = "" if parameters or workflow else NO_PARAMETERS
+    return parameters, json.dumps(workflow, indent=2) if workflow else "", note
 
 
 def infotext_fields(infotext: str) -> dict[str, Any]:
-    """The generation form's values an infotext gives, with ComfyUI sampler and scheduler names;
-    fields the text doesn't have are left out."""
+    """The generation form's values an infotext gives, with the tabs' (A1111's) sampler and schedule type
+    names; fields the text doesn't have are left out."""
     if not infotext or not infotext.strip():
         return {}
     parsed = parse_infotext(infotext, defaults=False)
     fields: dict[str, Any] = {"prompt": parsed.get("Prompt", ""), "negative_prompt": parsed.get("Negative prompt", "")}
     if parsed.get("Sampler"):
         try:
-            fields["sampler_name"], fields["scheduler"] = sampler_and_scheduler(
-                parsed["Sampler"], parsed.get("Schedule type") or None)
+            # through ComfyUI's names, so old combined names ("DPM++ 2M Karras") come out split
+            fields["sampler_name"], fields["scheduler"] = a1111_names(*sampler_and_scheduler(
+                parsed["Sampler"], parsed.get("Schedule type") or None))
         except BadRequest:
             pass  # a sampler we don't have: keep the form's
     for key, name, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
@@ -74,6 +87,7 @@ def build() -> PngInfoTab:
             # filepath and no mode conversion: the file as uploaded, text chunks intact
             image = gr.Image(label="Drop a PNG", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                              height=360)
+            note = gr.Markdown()
         with gr.Column():
             parameters = gr.Textbox(label="Parameters", lines=6, interactive=False)
             with gr.Row():
@@ -82,5 +96,8 @@ def build() -> PngInfoTab:
                 open_workflow = gr.Button("Open in Workflows")
             with gr.Accordion("Workflow", open=False):
                 workflow_json = gr.Code(language="json", interactive=False)
-    image.change(png_info, inputs=[image], outputs=[parameters, workflow_json])
+    # The raw upload (no preprocessing): a file that is not a picture gets a plain note, not Gradio's error,
+    # and is cleared.
+    refuse_non_images(image)
+    image.change(png_info, inputs=[image], outputs=[parameters, workflow_json, note], preprocess=False)
     return PngInfoTab(image, parameters, workflow_json, send_txt2img, send_img2img, open_workflow)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+
 from ...nodes.folders import safe_path
 from ..context import ServerContext
 from ..jobs import InvalidWorkflow, Job, Progress
@@ -21,6 +23,14 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.15  # between looks at the queue while a job runs
 QUIET_SECONDS = 1.0  # the longest a watcher stays silent (queue position may have changed)
 SOURCE = "tab"
+STOPPED = ("interrupted", "cancelled")
+
+
+def refused(message: str) -> gr.Error:
+    """A user's mistake (bad input, nothing picked yet): shown in the page, and logged in one line
+    without a traceback, which is for the server's own failures."""
+    log.warning("refused: %s", message)
+    return gr.Error(message, print_exception=False)
 
 
 class SubmitError(Exception):
@@ -80,10 +90,17 @@ class Watch:
     progress: Progress = field(default_factory=Progress)
     ahead: int = 0  # jobs that run before the first of ours
     newly_done: list[str] = field(default_factory=list)
+    steps: dict[str, float] = field(default_factory=dict)  # the share of its steps each job got through
+    last_preview: Any = None  # the latest step's preview, kept once the job is done (the partial image)
 
     @property
     def finished(self) -> bool:
         return len(self.done) == len(self.job_ids)
+
+    @property
+    def stopped(self) -> bool:
+        """Interrupted or cancelled (by Interrupt, or from the Queue tab) rather than finished."""
+        return any(job.status in STOPPED for job in self.done.values())
 
 
 def watch(ctx: ServerContext, job_ids: list[str], poll: float = POLL_SECONDS) -> Iterator[Watch]:
@@ -105,6 +122,11 @@ def watch(ctx: ServerContext, job_ids: list[str], poll: float = POLL_SECONDS) ->
                 state.newly_done.append(job_id)
         progress = ctx.queue.progress
         state.progress = progress if progress.job_id in job_ids else Progress()
+        if state.progress.job_id is not None:
+            if state.progress.max:
+                state.steps[state.progress.job_id] = state.progress.value / state.progress.max
+            if state.progress.preview is not None:
+                state.last_preview = state.progress.preview
         if state.progress.job_id is None and not state.finished:
             state.ahead = _jobs_ahead(ctx, [j for j in job_ids if j not in state.done])
         seen = (len(state.done), state.progress.job_id, state.progress.value, state.progress.max,
@@ -139,11 +161,19 @@ def progress_html(state: Watch, label: str = "Image", workflows: list[dict] | No
     if state.finished:
         statuses = [job.status for job in state.done.values()]
         failed = [job for job in state.done.values() if job.status == "error"]
-        text = "Done" if all(s == "success" for s in statuses) else "Finished: " + ", ".join(
-            f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+        if all(s == "success" for s in statuses):
+            text, fraction = "Done", 1.0
+        elif state.stopped and not failed:
+            made = statuses.count("success")
+            text = "Interrupted" + (f" after {made} of {total}" if total > 1 else "")
+            # the bar stays where the work stopped
+            fraction = sum(1.0 if job.status == "success" else state.steps.get(job_id, 0.0)
+                           for job_id, job in state.done.items()) / total
+        else:
+            text = "Finished: " + ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+            fraction = 1.0
         if failed:
             text += " - " + error_message(failed[0])
-        fraction = 1.0
     elif progress.job_id is not None:
         index = state.job_ids.index(progress.job_id) + 1
         step = f"step {progress.value}/{progress.max}" if progress.max else _running_node(

@@ -169,6 +169,21 @@ def _combo_choices(info: dict, name: str) -> list:
     return []
 
 
+def gpu_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def offered(choices: list) -> list:
+    """The choices a user is offered: ComfyUI's *_gpu samplers only on a machine with a GPU."""
+    if gpu_available():
+        return choices
+    return [c for c in choices if not (isinstance(c, str) and c.endswith("_gpu"))]
+
+
 def form_fields(workflow: dict, info: dict) -> list[Field]:
     """A field for each literal (non-link) input of each known node, in node-id then declared order."""
     fields = []
@@ -187,7 +202,7 @@ def form_fields(workflow: dict, info: dict) -> list[Field]:
                 field.minimum, field.maximum = options.get("min"), options.get("max")
                 field.step = options.get("step", 1 if kind == "INT" else None)
             elif kind == "COMBO":
-                field.choices = _combo_choices(node_info, name)
+                field.choices = offered(_combo_choices(node_info, name))
                 field.image_upload = bool(options.get("image_upload"))
             elif kind == "STRING":
                 field.multiline = bool(options.get("multiline"))

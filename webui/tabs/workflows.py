@@ -16,7 +16,8 @@ from ..context import oversized_nodes
 from ..context import ServerContext
 from ..generation import store_input_image
 from .generate import as_pil, enlarged
-from .running import SubmitError, output_files, progress_html, stop_jobs, submit_all, watch
+from .uploads import refuse_non_images
+from .running import SubmitError, output_files, progress_html, refused, stop_jobs, submit_all, watch
 from .workflow_files import (Field, WorkflowError, apply_values, form_fields, load_source, load_upload,
                              save_workflow, workflow_sources)
 
@@ -56,23 +57,23 @@ def open_source(ctx: ServerContext, source: str | None) -> Opened:
     try:
         workflow, name = load_source(ctx, source)
     except (WorkflowError, OSError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     return open_workflow(ctx, workflow, name)
 
 
 def open_upload(ctx: ServerContext, path: str | None) -> Opened:
     if not path:
-        raise gr.Error("Drop a workflow file or an image first")
+        raise refused("Drop a workflow file or an image first")
     try:
         workflow = load_upload(ctx, path)
     except (WorkflowError, OSError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     return open_workflow(ctx, workflow, "uploaded")
 
 
 def edited(workflow: dict | None, fields: list[dict], values: list) -> dict:
     if not workflow:
-        raise gr.Error("Open a workflow first")
+        raise refused("Open a workflow first")
     return apply_values(workflow, [Field(**f) for f in fields or []], list(values))
 
 
@@ -81,7 +82,7 @@ def save(ctx: ServerContext, name: str, workflow: dict) -> tuple[str, gr.Dropdow
     try:
         source = save_workflow(ctx, name, workflow)
     except WorkflowError as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     return f"Saved as {source.split(':', 1)[1]}", gr.Dropdown(choices=workflow_sources(ctx), value=source)
 
 
@@ -89,11 +90,11 @@ def run(ctx: ServerContext, workflow: dict) -> Iterator[RunOutputs]:
     """Queue the workflow and stream its progress, then its images and outputs."""
     too_big = oversized_nodes(workflow, ctx.max_pixels)
     if too_big:
-        raise gr.Error("; ".join(e["errors"][0]["message"] for e in too_big.values()))
+        raise refused("; ".join(e["errors"][0]["message"] for e in too_big.values()))
     try:
         job_ids = submit_all(ctx, [workflow])
     except SubmitError as exc:
-        raise gr.Error(str(exc)) from None
+        raise refused(str(exc)) from None
     results = {"jobs": job_ids}
     json_text = json.dumps(workflow, indent=2)
     for state in watch(ctx, job_ids):
@@ -125,6 +126,7 @@ class WorkflowsTab:
     json_view: gr.Code
     status: gr.Markdown
     name: gr.Textbox
+    gallery: gr.Gallery  # the images of the last run (or of the reopened job)
 
     @property
     def opened_outputs(self) -> list[Component]:
@@ -133,23 +135,26 @@ class WorkflowsTab:
 
 
 def _widget(ctx: ServerContext, field: Field) -> Component:
-    label, info = field.name, field.tooltip
+    # Explicitly interactive: Gradio would render them read-only, as their events are wired inside
+    # gr.render. info is never None: a re-render keeps the previous field's help text otherwise.
+    common = {"label": field.name, "info": field.tooltip or "", "interactive": True}
     if field.kind in ("INT", "FLOAT"):
-        return gr.Number(field.value, label=label, info=info, minimum=field.minimum, maximum=field.maximum,
+        return gr.Number(field.value, minimum=field.minimum, maximum=field.maximum,
                          step=field.step or (1 if field.kind == "INT" else 0.01),
-                         precision=0 if field.kind == "INT" else None)
+                         precision=0 if field.kind == "INT" else None, **common)
     if field.kind == "BOOLEAN":
-        return gr.Checkbox(bool(field.value), label=label, info=info)
+        return gr.Checkbox(bool(field.value), **common)
     if field.kind == "COMBO":
         choices = list(field.choices or [])
         if field.value not in choices:  # keep what the workflow says, even when missing here
             choices.append(field.value)
-        dropdown = gr.Dropdown(choices, value=field.value, label=label, info=info)
+        dropdown = gr.Dropdown(choices, value=field.value, **common)
         if field.image_upload:
-            upload = gr.Image(label=f"Upload for {label}", type="pil", height=140)
+            upload = gr.Image(label=f"Upload for {field.name}", type="pil", height=140)
+            refuse_non_images(upload)
             upload.upload(lambda image: upload_input_image(ctx, image, choices), inputs=[upload], outputs=[dropdown])
         return dropdown
-    return gr.Textbox(str(field.value), label=label, info=info, lines=3 if field.multiline else 1)
+    return gr.Textbox(str(field.value), lines=3 if field.multiline else 1, **common)
 
 
 def build(ctx: ServerContext) -> WorkflowsTab:
@@ -166,7 +171,7 @@ def build(ctx: ServerContext) -> WorkflowsTab:
         with gr.Column(scale=1):
             form_area = gr.Column()
             with gr.Row(equal_height=True):
-                name = gr.Textbox(first.name, label="Save as", scale=3)
+                name = gr.Textbox(first.name, label="Save as", scale=3, interactive=True)
                 save_button = gr.Button("Save", scale=0, min_width=90)
             with gr.Accordion("API-format JSON", open=False):
                 json_view = gr.Code(first.json_text, language="json", interactive=False)
@@ -176,9 +181,9 @@ def build(ctx: ServerContext) -> WorkflowsTab:
                 interrupt = gr.Button("Interrupt", variant="stop")
             progress = gr.HTML("")
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
-            gallery = gr.Gallery(label="Images", columns=4, height="auto", interactive=False)
+            gallery = gr.Gallery(label="Images", columns=4, height="auto", interactive=False, object_fit="contain")
             outputs_view = gr.JSON(label="Outputs")
-    tab = WorkflowsTab(source, workflow, fields, json_view, status, name)
+    tab = WorkflowsTab(source, workflow, fields, json_view, status, name, gallery)
 
     with form_area:
         @gr.render(inputs=[fields])
