@@ -151,3 +151,20 @@ def test_unreadable_safetensors_decoder_falls_back(folders, content, caplog):
     with caplog.at_level(logging.WARNING, logger=PREVIEW_LOG), previewing("auto"):
         assert preview_image(latent(), SD).size == (8, 8)
     assert len([r for r in caplog.records if r.name == PREVIEW_LOG]) == 1
+
+
+def test_a_decoder_for_other_latents_falls_back_with_one_warning(folders, caplog):
+    from safetensors.torch import save_file
+    from tiny_models import tiny_taesd
+
+    model = tiny_taesd()
+    conv_in = model.decoder.layers[0]
+    model.decoder.layers[0] = torch.nn.Conv2d(16, conv_in.out_channels, 3, padding=1)  # a 16-channel family's
+    (folders.models_dir / "vae_approx").mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(folders.models_dir / "vae_approx" / "taesd_decoder.safetensors"))
+    x = latent()
+    with caplog.at_level(logging.WARNING, logger=PREVIEW_LOG), previewing("taesd"):
+        shown = [preview_image(x, SD) for _ in range(2)]
+    assert all(np.array_equal(np.asarray(s), np.asarray(latent2rgb_image(x, SD))) for s in shown)
+    assert len([r for r in caplog.records if r.name == PREVIEW_LOG]) == 1

@@ -74,7 +74,10 @@ def preview_image(latent: torch.Tensor, family: Family) -> Image.Image | None:
     if scope.method in (AUTO, TAESD):
         decoder = _decoder(family, scope)
         if decoder is not None:
-            return taesd_image(decoder, latent)
+            try:
+                return taesd_image(decoder, latent)
+            except RuntimeError as err:  # a decoder for other latents, out of memory: never fail the job
+                _warn_once(scope, f"TAESD preview failed ({str(err).splitlines()[0]}); previews use latent2rgb")
     return latent2rgb_image(latent, family)
 
 
