@@ -336,6 +336,23 @@ def test_previews_follow_the_server_default_and_the_prompts_preview_method(serve
     assert frames_of(previewing, "b", {"preview_method": "none"}) == []
 
 
+def test_a_prompt_asking_for_taesd_gets_taesd_frames(serve, checkpoint, folders):
+    from tiny_models import write_tiny_taesd_decoder
+
+    server = serve()  # --preview-method none: the prompt's setting decides
+    server.queue.start()
+
+    def sizes(frames):
+        return [Image.open(io.BytesIO(frame[8:])).size for frame in frames]
+
+    assert sizes(frames_of(server, "c", {"preview_method": "taesd"})) == [(8, 8)] * 2  # no decoder: latent2rgb
+    write_tiny_taesd_decoder(folders.models_dir / "vae_approx", "taesd_decoder.pth")
+    frames = frames_of(server, "c", {"preview_method": "taesd"})
+    assert all(frame[:8] == b"\x00\x00\x00\x01\x00\x00\x00\x01" for frame in frames)  # PREVIEW_IMAGE, JPEG
+    assert sizes(frames) == [(64, 64)] * 2  # the decoder's full-size image of the 64x64 prompt
+    assert sizes(frames_of(server, "c", {"preview_method": "latent2rgb"})) == [(8, 8)] * 2
+
+
 # -- 5. SaveImageWebsocket --------------------------------------------------------------------------------
 
 def test_websockets_api_example_ws_images_gets_the_full_images(server, checkpoint, folders):

@@ -241,3 +241,33 @@ def write_tiny_esrgan(folder: str | Path, name: str = "4x-tiny-esrgan.safetensor
     else:
         torch.save({"params_ema": state}, path)
     return path
+
+
+# -- TAESD preview decoders ----------------------------------------------------------------------------------
+
+def tiny_taesd(seed: int = 0, width: int = 8):
+    """A diffusers AutoencoderTiny in TAESD's layout (4 stages of 3, 3, 3, 1 blocks) at a tiny width."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(encoder_block_out_channels=(width,) * 4, decoder_block_out_channels=(width,) * 4).eval()
+
+
+def write_tiny_taesd_decoder(folder: str | Path, name: str = "taesd_decoder.pth", seed: int = 0):
+    """A tiny TAESD's decoder weights as ComfyUI's vae_approx files hold them: madebyollin's nn.Sequential
+    layout, index 0 the parameterless clamp (`1.weight`, `3.conv.0.weight`, ...), as a plain torch state
+    dict (.pth) or safetensors. Returns (path, the AutoencoderTiny whose decoder it holds)."""
+    from safetensors.torch import save_file
+
+    model = tiny_taesd(seed)
+    state = {}
+    for key, value in model.decoder.state_dict().items():
+        index, rest = key[len("layers."):].split(".", 1)
+        state[f"{int(index) + 1}.{rest}"] = value.contiguous()
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path, model

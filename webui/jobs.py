@@ -27,6 +27,8 @@ from typing import Any
 from ..nodes import graph
 from ..nodes.executor import Executor
 from ..nodes.formats.preview_frames import ImageFrame
+from ..nodes.runtime.latent_preview import previewing
+from . import preview_method
 from .events import EventHub
 from .node_warnings import node_warnings
 
@@ -508,7 +510,8 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         messages: list = []
-        previews = job.extra.get(PREVIEW_METHOD_KEY) != NO_PREVIEWS
+        method = preview_method.resolve(job.extra.get(PREVIEW_METHOD_KEY), preview_method.FOR_OTHER_DOORS)
+        previews = method != NO_PREVIEWS
 
         def on_event(name: str, data: dict) -> None:
             if name == "execution_start" and self._interrupt_current:
@@ -535,7 +538,7 @@ class JobQueue:
             self.hub.publish("execution_warning", warning, job.client_id)
 
         try:
-            with node_warnings(on_warning):
+            with node_warnings(on_warning), previewing(method):
                 result = self.executor.execute(job.workflow, prompt_id=job.id, on_event=on_event,
                                                extra_pnginfo=job.extra.get("extra_pnginfo"))
             status, outputs, error = result.status, result.outputs, result.error
