@@ -36,7 +36,7 @@ def create_context(options: ServeOptions) -> ServerContext:
 
 def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:
     """The whole application. The queue's worker starts and stops with the app."""
-    from . import a1111_api, a1111_extras, comfy_api, graph_editor
+    from . import a1111_api, a1111_extras, comfy_api, graph_editor, model_download_api
     from .security import HostPolicy, SecurityMiddleware
 
     options = options or ServeOptions()
@@ -51,6 +51,8 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
 
     # No generated API docs: they would list every route to anyone who can reach the port.
     app = FastAPI(title="Inkwash", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # Before the ComfyUI routes: their GET /api/models/{folder} would take /api/models/downloads.
+    app.include_router(model_download_api.router(ctx))
     comfy = comfy_api.router(ctx)
     app.include_router(comfy)
     app.include_router(comfy, prefix="/api")

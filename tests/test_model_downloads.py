@@ -1,0 +1,287 @@
+"""Model downloads (`inkwash pull`, POST /api/models/download) against a loopback HTTP server started
+here: resume after a cut connection, sha256 checks, unsafe names refused, Hugging Face repo ids resolved
+through HF_ENDPOINT, progress on /ws, and the file in the model listing."""
+import hashlib
+import http.server
+import random
+import re
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from inkwash.webui import cli
+from inkwash.webui.model_downloads import DownloadRefused, HashMismatch, download, guess_folder, resolve_source
+from inkwash.webui.serve_options import ServeOptions
+from inkwash.webui.server import create_app, create_context
+
+SIZE = 3 * 2**20 + 12345  # several read chunks
+
+
+def payload(seed: int = 7, size: int = SIZE) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+class ModelHost(http.server.ThreadingHTTPServer):
+    """Serves `files` (path -> bytes) with Range support. `cut_after[path] = n` sends n bytes of the next
+    full answer for that path, then drops the connection (once). `disposition[path]` is sent as
+    Content-Disposition. `/{owner}/{repo}/resolve/main/{file}` redirects to `/lfs/{file}` with the file's
+    sha256 in X-Linked-Etag, as the Hugging Face hub does."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files: dict[str, bytes] = {}
+        self.cut_after: dict[str, int] = {}
+        self.disposition: dict[str, str] = {}
+        self.ranges: list[str | None] = []  # Range header of each GET, in order
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        host: ModelHost = self.server
+        host.ranges.append(self.headers.get("Range"))
+        hub = re.match(r"^/[^/]+/[^/]+/resolve/main/(.+)$", self.path)
+        if hub:
+            name = hub.group(1)
+            data = host.files.get(f"/lfs/{name}")
+            if data is None:
+                return self._answer(404, b"no such file")
+            self.send_response(302)
+            self.send_header("Location", f"/lfs/{name}")
+            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = host.files.get(self.path)
+        if data is None:
+            return self._answer(404, b"no such file")
+        start = 0
+        match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+        if match:
+            start = int(match.group(1))
+            if start >= len(data):
+                return self._answer(416, b"")
+        body = data[start:]
+        self.send_response(206 if match else 200)
+        if match:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(body)))
+        if self.path in host.disposition:
+            self.send_header("Content-Disposition", host.disposition[self.path])
+        self.end_headers()
+        cut = host.cut_after.pop(self.path, None)
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def _answer(self, status: int, body: bytes):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def host():
+    server = ModelHost()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def folder_files(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_cut_connection_is_resumed_with_a_range_request_to_the_exact_bytes(host, folders):
+    data = payload()
+    host.files["/m/model.safetensors"] = data
+    host.cut_after["/m/model.safetensors"] = 1_000_000
+    seen = []
+    path = download(f"{host.url}/m/model.safetensors", folders, "checkpoints", retry_wait=0,
+                    on_progress=lambda p: seen.append((p.status, p.downloaded, p.total)))
+    assert path == folders.models_dir / "checkpoints" / "model.safetensors"
+    assert path.read_bytes() == data
+    assert host.ranges == [None, "bytes=1000000-"]
+    assert folder_files(path.parent) == ["model.safetensors"]  # no .part left
+    assert seen[-1] == ("done", len(data), len(data))
+    assert ("downloading", 1_000_000, len(data)) in seen
+    assert "model.safetensors" in folders.list("checkpoints")
+
+
+def test_a_part_file_left_by_an_earlier_run_is_continued(host, folders):
+    data = payload(3)
+    host.files["/m/lora_style.safetensors"] = data
+    target = folders.models_dir / "loras" / "lora_style.safetensors"
+    target.parent.mkdir(parents=True)
+    target.with_name(target.name + ".part").write_bytes(data[:500_000])
+    path = download(f"{host.url}/m/lora_style.safetensors", folders, sha256=hashlib.sha256(data).hexdigest())
+    assert path == target and path.read_bytes() == data  # folder guessed: "lora" in the name
+    assert host.ranges == ["bytes=500000-"]
+
+
+def test_a_wrong_sha256_is_refused_and_nothing_is_left(host, folders):
+    host.files["/m/model.safetensors"] = payload()
+    with pytest.raises(HashMismatch, match="expected " + "0" * 64):
+        download(f"{host.url}/m/model.safetensors", folders, "checkpoints", sha256="0" * 64)
+    assert folder_files(folders.models_dir / "checkpoints") == []
+    assert folders.list("checkpoints") == []
+
+
+@pytest.mark.parametrize("header", ['attachment; filename="../../evil.safetensors"',
+                                    "attachment; filename*=UTF-8''%2Fetc%2Fevil.safetensors",
+                                    'attachment; filename="sub\\\\..\\\\..\\\\evil.safetensors"'])
+def test_a_traversal_name_from_content_disposition_is_refused(host, folders, header):
+    host.files["/api/download/123"] = payload(size=1000)
+    host.disposition["/api/download/123"] = header
+    with pytest.raises(DownloadRefused, match="outside the folder"):
+        download(f"{host.url}/api/download/123", folders, "loras")
+    assert not any(p.is_file() for p in folders.models_dir.parent.rglob("*evil*"))
+
+
+def test_a_content_disposition_name_is_used_when_the_url_has_none(host, folders):
+    data = payload(size=2000)
+    host.files["/api/download/123"] = data
+    host.disposition["/api/download/123"] = "attachment; filename*=UTF-8''detail%20tweaker.safetensors"
+    path = download(f"{host.url}/api/download/123", folders, "loras")
+    assert path.name == "detail tweaker.safetensors" and path.read_bytes() == data
+
+
+@pytest.mark.parametrize("name", ["../escape.safetensors", "/tmp/abs.safetensors", "notes.txt"])
+def test_an_unsafe_or_non_model_name_from_the_user_is_refused_before_fetching(host, folders, name):
+    host.files["/m/model.safetensors"] = payload(size=100)
+    with pytest.raises(DownloadRefused):
+        download(f"{host.url}/m/model.safetensors", folders, "checkpoints", name=name)
+    assert host.ranges == []
+
+
+def test_an_unclear_folder_or_an_existing_file_is_refused(host, folders):
+    host.files["/m/model.safetensors"] = payload(size=100)
+    with pytest.raises(DownloadRefused, match="which model folder"):
+        download(f"{host.url}/m/model.safetensors", folders)
+    with pytest.raises(DownloadRefused, match="unknown model folder 'nope'"):
+        download(f"{host.url}/m/model.safetensors", folders, "nope")
+    download(f"{host.url}/m/model.safetensors", folders, "checkpoints")
+    with pytest.raises(DownloadRefused, match="already exists"):
+        download(f"{host.url}/m/model.safetensors", folders, "checkpoints")
+
+
+def test_folder_guesses_are_only_the_obvious_ones():
+    assert guess_folder("4x-UltraSharp.pth") == "upscale_models"
+    assert guess_folder("RealESRGAN_x4plus.pth") == "upscale_models"
+    assert guess_folder("taesdxl_decoder.pth") == "vae_approx"
+    assert guess_folder("control_v11p_sd15_canny.pth") == "controlnet"
+    assert guess_folder("sdxl_vae.safetensors") == "vae"
+    assert guess_folder("add_detail_lora.safetensors") == "loras"
+    assert guess_folder("v1-5-pruned-emaonly.safetensors") is None
+
+
+def test_a_hugging_face_repo_id_resolves_through_hf_endpoint_and_uses_the_hub_sha256(host, folders, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", host.url)
+    data = payload(11)
+    host.files["/lfs/sd_vae.safetensors"] = data
+    assert resolve_source("acme/tiny-models/sd_vae.safetensors") == f"{host.url}/acme/tiny-models/resolve/main/sd_vae.safetensors"
+    path = download("acme/tiny-models/sd_vae.safetensors", folders, "vae")
+    assert path.read_bytes() == data
+    # The hub's sha256 is checked: a file that changed behind it is refused.
+    host.files["/lfs/other_vae.safetensors"] = data
+    real = Handler.do_GET
+
+    def wrong_bytes(handler):
+        if handler.path.startswith("/lfs/other"):
+            handler.server.files["/lfs/other_vae.safetensors"] = payload(12)
+        return real(handler)
+
+    monkeypatch.setattr(Handler, "do_GET", wrong_bytes)
+    with pytest.raises(HashMismatch):
+        download("acme/tiny-models/other_vae.safetensors", folders, "vae")
+    assert folder_files(folders.models_dir / "vae") == ["sd_vae.safetensors"]
+
+
+def test_cli_pull_exits_0_with_the_file_and_non_zero_with_a_message(host, folders, capsys):
+    data = payload(size=4096)
+    host.files["/m/model.safetensors"] = data
+    host.files["/m/bad.safetensors"] = data
+    models = str(folders.models_dir)
+    assert cli.main(["pull", f"{host.url}/m/model.safetensors", "--folder", "checkpoints", "--models-dir", models]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip().endswith("checkpoints/model.safetensors") and "done checkpoints/model.safetensors" in out.err
+    assert (folders.models_dir / "checkpoints" / "model.safetensors").read_bytes() == data
+
+    assert cli.main(["pull", f"{host.url}/m/bad.safetensors", "--folder", "checkpoints", "--sha256", "a" * 64,
+                     "--models-dir", models]) == cli.EXIT_FAILED
+    assert "sha256" in capsys.readouterr().err
+    assert cli.main(["pull", f"{host.url}/m/missing.safetensors", "--folder", "loras", "--models-dir", models]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+    assert cli.main(["pull", f"{host.url}/m/model.safetensors", "--models-dir", models]) == cli.EXIT_INVALID
+    assert "which model folder" in capsys.readouterr().err
+    assert cli.main(["pull", f"{host.url}/m/model.safetensors", "--folder", "checkpoints", "--name", "../x.safetensors",
+                     "--models-dir", models]) == cli.EXIT_INVALID
+    assert "leaves its folder" in capsys.readouterr().err
+
+
+def test_the_endpoint_downloads_in_the_background_reports_progress_on_ws_and_lists_the_file(host, folders, tmp_path):
+    data = payload(5)
+    host.files["/m/model.safetensors"] = data
+    host.cut_after["/m/model.safetensors"] = 2_000_000
+    options = ServeOptions(models_dir=folders.models_dir, output_dir=folders.output_dir,
+                           input_dir=folders.input_dir, data_dir=tmp_path / "data")
+    ctx = create_context(options)
+    with TestClient(create_app(ctx, options, with_ui=False), base_url="http://127.0.0.1:7860") as client:
+        events = ctx.hub.subscribe(None)
+        answer = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
+                                                            "folder": "checkpoints"})
+        assert answer.status_code == 200, answer.text
+        # The same file again, while the first is under way, is refused.
+        again = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
+                                                           "folder": "checkpoints"})
+        assert again.status_code == 409 and "already being downloaded" in again.json()["error"]
+        bad = client.post("/api/models/download", json={"source": f"{host.url}/m/x.safetensors",
+                                                         "folder": "loras", "name": "../../x.safetensors"})
+        assert bad.status_code == 400 and "leaves its folder" in bad.json()["error"]
+
+        seen = []
+        while not seen or seen[-1]["status"] not in ("done", "failed"):
+            event, data_ = events.get(30)
+            if event == "download_progress":
+                seen.append(data_)
+        assert seen[-1]["status"] == "done", seen[-1]
+        assert seen[-1]["downloaded"] == seen[-1]["total"] == len(data)
+        assert [e["status"] for e in seen if e["status"] != "downloading"] == ["starting", "verifying", "done"]
+        listed = client.get("/api/models/downloads").json()
+        assert [(d["id"], d["status"], d["name"]) for d in listed] == [(answer.json()["id"], "done", "model.safetensors")]
+        assert "model.safetensors" in client.get("/api/models/checkpoints").json()
+        assert ctx.folders.list("checkpoints") == ["model.safetensors"]
+        assert (folders.models_dir / "checkpoints" / "model.safetensors").read_bytes() == data
+        # Once it is there, asking again is refused as already there.
+        there = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
+                                                           "folder": "checkpoints"})
+        assert there.status_code == 409 and "already exists" in there.json()["error"]
+        events.close()
+
+
+def test_the_endpoint_is_behind_the_credentials(folders, tmp_path):
+    from inkwash.webui.security import Credentials
+
+    options = ServeOptions(models_dir=folders.models_dir, output_dir=folders.output_dir,
+                           input_dir=folders.input_dir, data_dir=tmp_path / "data",
+                           credentials=Credentials.from_auth_args("ann:s3cret", iterations=1000))
+    client = TestClient(create_app(create_context(options), options, with_ui=False), base_url="http://127.0.0.1:7860")
+    assert client.get("/api/models/downloads").status_code == 401
+    assert client.post("/api/models/download", json={"source": "http://127.0.0.1:9/m.safetensors"}).status_code == 401
+    assert client.get("/api/models/downloads", auth=("ann", "s3cret")).json() == []
