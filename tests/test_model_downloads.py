@@ -243,23 +243,23 @@ def test_the_endpoint_downloads_in_the_background_reports_progress_on_ws_and_lis
                            input_dir=folders.input_dir, data_dir=tmp_path / "data")
     ctx = create_context(options)
     with TestClient(create_app(ctx, options, with_ui=False), base_url="http://127.0.0.1:7860") as client:
-        events = ctx.hub.subscribe(None)
-        answer = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
-                                                            "folder": "checkpoints"})
-        assert answer.status_code == 200, answer.text
-        # The same file again, while the first is under way, is refused.
-        again = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
-                                                           "folder": "checkpoints"})
-        assert again.status_code == 409 and "already being downloaded" in again.json()["error"]
-        bad = client.post("/api/models/download", json={"source": f"{host.url}/m/x.safetensors",
-                                                         "folder": "loras", "name": "../../x.safetensors"})
-        assert bad.status_code == 400 and "leaves its folder" in bad.json()["error"]
-
-        seen = []
-        while not seen or seen[-1]["status"] not in ("done", "failed"):
-            event, data_ = events.get(30)
-            if event == "download_progress":
-                seen.append(data_)
+        with client.websocket_connect("ws://127.0.0.1:7860/ws?clientId=watcher") as ws:
+            assert ws.receive_json()["type"] == "status"
+            answer = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
+                                                                "folder": "checkpoints"})
+            assert answer.status_code == 200, answer.text
+            # The same file again, while the first is under way, is refused.
+            again = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
+                                                               "folder": "checkpoints"})
+            assert again.status_code == 409 and "already being downloaded" in again.json()["error"]
+            bad = client.post("/api/models/download", json={"source": f"{host.url}/m/x.safetensors",
+                                                             "folder": "loras", "name": "../../x.safetensors"})
+            assert bad.status_code == 400 and "leaves its folder" in bad.json()["error"]
+            seen = []
+            while not seen or seen[-1]["status"] not in ("done", "failed"):
+                message = ws.receive_json()
+                if message["type"] == "download_progress":
+                    seen.append(message["data"])
         assert seen[-1]["status"] == "done", seen[-1]
         assert seen[-1]["downloaded"] == seen[-1]["total"] == len(data)
         assert [e["status"] for e in seen if e["status"] != "downloading"] == ["starting", "verifying", "done"]
@@ -272,7 +272,6 @@ def test_the_endpoint_downloads_in_the_background_reports_progress_on_ws_and_lis
         there = client.post("/api/models/download", json={"source": f"{host.url}/m/model.safetensors",
                                                            "folder": "checkpoints"})
         assert there.status_code == 409 and "already exists" in there.json()["error"]
-        events.close()
 
 
 def test_the_endpoint_is_behind_the_credentials(folders, tmp_path):
