@@ -33,6 +33,7 @@ class ModelHost(http.server.ThreadingHTTPServer):
         self.cut_after: dict[str, int] = {}
         self.disposition: dict[str, str] = {}
         self.ranges: list[str | None] = []  # Range header of each GET, in order
+        self.honour_ranges = True
 
     @property
     def url(self) -> str:
@@ -64,11 +65,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if data is None:
             return self._answer(404, b"no such file")
         start = 0
-        match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+        match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", "")) if host.honour_ranges else None
         if match:
             start = int(match.group(1))
             if start >= len(data):
-                return self._answer(416, b"")
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         body = data[start:]
         self.send_response(206 if match else 200)
         if match:
@@ -133,6 +138,26 @@ def test_a_part_file_left_by_an_earlier_run_is_continued(host, folders):
     path = download(f"{host.url}/m/lora_style.safetensors", folders, sha256=hashlib.sha256(data).hexdigest())
     assert path == target and path.read_bytes() == data  # folder guessed: "lora" in the name
     assert host.ranges == ["bytes=500000-"]
+
+
+def test_a_server_that_ignores_range_is_read_again_from_the_start(host, folders):
+    data = payload(4)
+    host.files["/m/model.safetensors"] = data
+    host.cut_after["/m/model.safetensors"] = 700_000
+    host.honour_ranges = False
+    path = download(f"{host.url}/m/model.safetensors", folders, "checkpoints", retry_wait=0,
+                    sha256=hashlib.sha256(data).hexdigest())
+    assert path.read_bytes() == data and host.ranges == [None, "bytes=700000-"]
+
+
+def test_a_whole_part_file_from_a_run_stopped_before_its_rename_is_not_fetched_again(host, folders):
+    data = payload(9, size=5000)
+    host.files["/m/model.safetensors"] = data
+    part = folders.models_dir / "checkpoints" / "model.safetensors.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    path = download(f"{host.url}/m/model.safetensors", folders, "checkpoints")
+    assert path.read_bytes() == data and host.ranges == ["bytes=5000-"] and not part.exists()
 
 
 def test_a_wrong_sha256_is_refused_and_nothing_is_left(host, folders):

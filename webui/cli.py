@@ -154,7 +154,11 @@ def pull_command(args: argparse.Namespace) -> int:
         done = f"{progress.downloaded / 2**20:.1f} MiB"
         if progress.total:
             done += f" of {progress.total / 2**20:.1f} MiB ({100 * progress.downloaded / progress.total:.0f}%)"
-        print(f"{progress.status} {progress.folder}/{progress.name or '?'}: {done}", file=sys.stderr, flush=True)
+        line = f"{progress.status} {progress.folder}/{progress.name or '?'}: {done}"
+        if sys.stderr.isatty():  # one line, redrawn while downloading
+            print(f"\r{line}\033[K", end="" if progress.status == "downloading" else "\n", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     configured = folders.configure(models_dir=args.models_dir)
     try:
@@ -164,6 +168,9 @@ def pull_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     except DownloadError as exc:
         print(f"inkwash pull: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ninkwash pull: interrupted; the same command continues the download", file=sys.stderr)
         return EXIT_FAILED
     print(path)
     return EXIT_OK

@@ -236,11 +236,12 @@ def _transfer(url, progress, state, place, expected, report, timeout, retry_wait
             response = opener.open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and start:  # the .part is already whole (or longer than the file)
-                if progress.total is None or start != progress.total:
-                    part.unlink(missing_ok=True)
-                    digest = None
-                    continue
-                return _finish(part, target, _sha256_of(part), expected or redirects.linked_etag, report)
+                size = re.match(r"bytes \*/(\d+)", exc.headers.get("Content-Range", ""))
+                if start == (int(size.group(1)) if size else progress.total):
+                    return _finish(part, target, _sha256_of(part), expected or redirects.linked_etag, report)
+                part.unlink(missing_ok=True)
+                digest = None
+                continue
             raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             failures += 1
