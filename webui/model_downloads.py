@@ -274,9 +274,17 @@ def _transfer(url, progress, state, place, expected, report, timeout, retry_wait
             received = start
             report(status="downloading", downloaded=received)
             last_report = time.monotonic()
+            cut = False
             try:
                 with open(part, "ab" if start else "wb") as file:
-                    while chunk := response.read(CHUNK):
+                    while not cut:
+                        try:
+                            chunk = response.read(CHUNK)
+                        except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+                            # What was written stays in .part, and the loop asks for the rest.
+                            cut, chunk = True, getattr(exc, "partial", b"")
+                        if not chunk and not cut:
+                            break
                         file.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
@@ -285,13 +293,14 @@ def _transfer(url, progress, state, place, expected, report, timeout, retry_wait
                             last_report = time.monotonic()
                     file.flush()
                     os.fsync(file.fileno())
-            except (OSError, http.client.HTTPException):
-                pass  # a cut connection: what was written stays in .part, and the loop asks for the rest
+            except OSError as exc:
+                raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from None
             progress.downloaded = received
-            if progress.total is None or received >= progress.total:
-                if progress.total is not None and received > progress.total:
-                    part.unlink(missing_ok=True)
-                    raise DownloadError(f"{url}: received {received} bytes, more than the {progress.total} announced")
+            if progress.total is not None and received > progress.total:
+                part.unlink(missing_ok=True)
+                raise DownloadError(f"{url}: received {received} bytes, more than the {progress.total} announced")
+            # Without a length, only an orderly end of the body says the file is whole.
+            if received == progress.total or (progress.total is None and not cut):
                 return _finish(part, target, digest, expected or redirects.linked_etag, report)
             failures = failures + 1 if received == start else 0
             if failures > MAX_RETRIES:
