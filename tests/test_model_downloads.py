@@ -225,6 +225,16 @@ def test_an_unclear_folder_or_an_existing_file_is_refused(host, folders):
         download(f"{host.url}/m/model.safetensors", folders, "checkpoints")
 
 
+def test_sources_are_urls_or_hub_files_and_nothing_else(monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert resolve_source("https://huggingface.co/acme/m/blob/main/sub/x.safetensors") == \
+        "https://huggingface.co/acme/m/resolve/main/sub/x.safetensors"
+    assert resolve_source("acme/m/sub/x.safetensors") == "https://huggingface.co/acme/m/resolve/main/sub/x.safetensors"
+    for source in ("file:///etc/passwd", "ftp://example.com/x.safetensors", "acme/x.safetensors", "acme/../x/y"):
+        with pytest.raises(DownloadRefused, match="neither a URL nor a Hugging Face"):
+            resolve_source(source)
+
+
 def test_folder_guesses_are_only_the_obvious_ones():
     assert guess_folder("4x-UltraSharp.pth") == "upscale_models"
     assert guess_folder("RealESRGAN_x4plus.pth") == "upscale_models"

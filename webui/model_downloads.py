@@ -158,13 +158,15 @@ def destination(folders: Folders, folder: str | None, name: str, where: str) -> 
 # -- the transfer ----------------------------------------------------------------------------------
 
 class _RememberLinkedHeaders(urllib.request.HTTPRedirectHandler):
-    """The Hugging Face hub states an LFS file's sha256 (X-Linked-Etag) on the redirect to its storage;
+    """Redirects to HTTP(S) only. The Hugging Face hub states an LFS file's sha256 (X-Linked-Etag) on the redirect to its storage;
     the final response from the storage does not carry it."""
 
     def __init__(self) -> None:
         self.linked_etag: str | None = None
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, "redirect to a non-HTTP URL refused", headers, fp)
         etag = (headers.get("X-Linked-Etag") or "").strip().strip('"').removeprefix("W/").strip('"').lower()
         if SHA256_HEX.match(etag):
             self.linked_etag = etag
