@@ -35,6 +35,7 @@ class ModelHost(http.server.ThreadingHTTPServer):
         self.ranges: list[str | None] = []  # Range header of each GET, in order
         self.honour_ranges = True
         self.chunked = False  # send bodies chunked, with no Content-Length
+        self.hold: dict[str, threading.Event] = {}  # path -> wait for this before sending the body
 
     @property
     def url(self) -> str:
@@ -88,6 +89,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Disposition", host.disposition[self.path])
         self.end_headers()
         cut = host.cut_after.pop(self.path, None)
+        if self.path in host.hold:
+            host.hold[self.path].wait(30)
         if host.chunked:
             # One chunk announced whole; a cut sends part of it.
             self.wfile.write(b"%x\r\n" % len(body) + body[:cut] + (b"" if cut is not None else b"\r\n0\r\n\r\n"))
@@ -338,3 +341,37 @@ def test_the_endpoint_is_behind_the_credentials(folders, tmp_path):
     assert client.get("/api/models/downloads").status_code == 401
     assert client.post("/api/models/download", json={"source": "http://127.0.0.1:9/m.safetensors"}).status_code == 401
     assert client.get("/api/models/downloads", auth=("ann", "s3cret")).json() == []
+
+
+def test_downloads_beyond_the_bound_wait_their_turn(host, folders, monkeypatch):
+    from types import SimpleNamespace
+
+    from inkwash.webui import model_download_api
+    from inkwash.webui.events import EventHub
+
+    monkeypatch.setattr(model_download_api, "MAX_RUNNING", 1)
+    downloads = model_download_api.Downloads(SimpleNamespace(hub=EventHub(), folders=folders))
+    first, second = payload(1, size=3000), payload(2, size=4000)
+    host.files.update({"/m/first.safetensors": first, "/m/second.safetensors": second})
+    release = host.hold["/m/first.safetensors"] = threading.Event()
+    request = model_download_api.DownloadRequest
+    a = downloads.start(request(source=f"{host.url}/m/first.safetensors", folder="loras"))
+    b = downloads.start(request(source=f"{host.url}/m/second.safetensors", folder="loras"))
+
+    def statuses_when(ready) -> dict:
+        for _ in range(600):
+            statuses = {d["id"]: d["status"] for d in downloads.list()}
+            if ready(statuses):
+                return statuses
+            threading.Event().wait(0.05)
+        return statuses
+
+    # The first has its answer's headers and waits for its body: the second is not started meanwhile.
+    statuses = statuses_when(lambda s: s[a["id"]] == "downloading")
+    assert statuses == {a["id"]: "downloading", b["id"]: "queued"}
+    assert host.ranges == [None]
+    release.set()
+    statuses_when(lambda s: set(s.values()) == {"done"})
+    assert [d["status"] for d in downloads.list()] == ["done", "done"]
+    assert folders.list("loras") == ["first.safetensors", "second.safetensors"]
+    assert (folders.models_dir / "loras" / "second.safetensors").read_bytes() == second

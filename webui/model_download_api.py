@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from .context import ServerContext
 from .json_errors import RefusalsAsJSON, Refused
-from .model_downloads import (SHA256_HEX, AlreadyThere, DownloadError, DownloadProgress, DownloadRefused, destination, download,
-                              folder_kind, name_from_url, resolve_source)
+from .model_downloads import (SHA256_HEX, AlreadyThere, DownloadError, DownloadProgress, DownloadRefused, destination,
+                              download, folder_kind, name_from_url, resolve_source)
 
 MAX_RUNNING = 2
 MAX_KEPT = 50  # finished downloads still listed
