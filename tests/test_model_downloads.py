@@ -10,7 +10,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 from inkwash.webui import cli
-from inkwash.webui.model_downloads import DownloadRefused, HashMismatch, download, guess_folder, resolve_source
+from inkwash.webui.model_downloads import DownloadError, DownloadRefused, HashMismatch, download, guess_folder, resolve_source
 from inkwash.webui.serve_options import ServeOptions
 from inkwash.webui.server import create_app, create_context
 
@@ -35,6 +35,7 @@ class ModelHost(http.server.ThreadingHTTPServer):
         self.ranges: list[str | None] = []  # Range header of each GET, in order
         self.honour_ranges = True
         self.chunked = False  # send bodies chunked, with no Content-Length
+        self.authorizations: list[tuple[str, str | None]] = []  # (path, Authorization) of each GET
         self.hold: dict[str, threading.Event] = {}  # path -> wait for this before sending the body
 
     @property
@@ -51,10 +52,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         host: ModelHost = self.server
         host.ranges.append(self.headers.get("Range"))
+        host.authorizations.append((self.path, self.headers.get("Authorization")))
         hub = re.match(r"^/[^/]+/[^/]+/resolve/main/(.+)$", self.path)
         if hub:
             name = hub.group(1)
             data = host.files.get(f"/lfs/{name}")
+            if "gated" in self.path and self.headers.get("Authorization") != "Bearer hf_secret":
+                return self._answer(401, b"gated")
             if data is None:
                 return self._answer(404, b"no such file")
             self.send_response(302)
@@ -268,6 +272,27 @@ def test_a_hugging_face_repo_id_resolves_through_hf_endpoint_and_uses_the_hub_sh
     with pytest.raises(HashMismatch):
         download("acme/tiny-models/other_vae.safetensors", folders, "vae")
     assert folder_files(folders.models_dir / "vae") == ["sd_vae.safetensors"]
+
+
+def test_a_gated_repo_gets_the_users_token_and_the_file_storage_does_not(host, folders, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", host.url)
+    data = payload(13, size=2000)
+    host.files["/lfs/gated_vae.safetensors"] = data
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(DownloadError, match="HTTP 401.*needs a token"):
+        download("acme/gated/gated_vae.safetensors", folders, "vae")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_secret")
+    host.authorizations.clear()
+    assert download("acme/gated/gated_vae.safetensors", folders, "vae").read_bytes() == data
+    assert host.authorizations == [("/acme/gated/resolve/main/gated_vae.safetensors", "Bearer hf_secret"),
+                                   ("/lfs/gated_vae.safetensors", None)]
+    # Another host never gets it.
+    host.files["/m/model.safetensors"] = data
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    host.authorizations.clear()
+    download(f"{host.url}/m/model.safetensors", folders, "checkpoints")
+    assert host.authorizations == [("/m/model.safetensors", None)]
 
 
 def test_cli_pull_exits_0_with_the_file_and_non_zero_with_a_message(host, folders, capsys):

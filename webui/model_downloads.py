@@ -222,7 +222,21 @@ def download(source: str, folders: Folders, folder: str | None = None, *, name: 
         raise
 
 
+def on_the_hub(url: str) -> bool:
+    from huggingface_hub import constants
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    hub_hosts = {urllib.parse.urlsplit(endpoint).netloc, "huggingface.co", "hf.co"}
+    return urllib.parse.urlsplit(url).netloc in hub_hosts
+
+
 def _transfer(url, progress, state, place, expected, report, timeout, retry_wait) -> Path:
+    # The user's Hugging Face token (HF_TOKEN, or `hf auth login`'s file), so gated repos download;
+    # sent to the hub only.
+    from huggingface_hub import get_token
+
+    hub = on_the_hub(url)
+    token = get_token() if hub else None
     redirects = _RememberLinkedHeaders()
     opener = urllib.request.build_opener(redirects)
     failures = 0
@@ -232,6 +246,8 @@ def _transfer(url, progress, state, place, expected, report, timeout, retry_wait
         part = target.with_name(target.name + ".part") if target is not None else None
         start = part.stat().st_size if part is not None and part.exists() else 0
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        if token:  # unredirected: the hub's redirect to its file storage must not carry it
+            request.add_unredirected_header("Authorization", f"Bearer {token}")
         if start:
             request.add_header("Range", f"bytes={start}-")
         try:
@@ -244,7 +260,10 @@ def _transfer(url, progress, state, place, expected, report, timeout, retry_wait
                 part.unlink(missing_ok=True)
                 digest = None
                 continue
-            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            hint = ""
+            if exc.code in (401, 403) and hub and token is None:
+                hint = "; a gated or private Hugging Face repo needs a token (HF_TOKEN, or `hf auth login`)"
+            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}{hint}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             failures += 1
             if failures > MAX_RETRIES:
