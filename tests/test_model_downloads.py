@@ -10,7 +10,8 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 from inkwash.webui import cli
-from inkwash.webui.model_downloads import DownloadError, DownloadRefused, HashMismatch, download, guess_folder, resolve_source
+from inkwash.webui.model_downloads import (DownloadError, DownloadRefused, HashMismatch, download, guess_folder,
+                                          resolve_source)
 from inkwash.webui.serve_options import ServeOptions
 from inkwash.webui.server import create_app, create_context
 
@@ -256,7 +257,8 @@ def test_a_hugging_face_repo_id_resolves_through_hf_endpoint_and_uses_the_hub_sh
     monkeypatch.setenv("HF_ENDPOINT", host.url)
     data = payload(11)
     host.files["/lfs/sd_vae.safetensors"] = data
-    assert resolve_source("acme/tiny-models/sd_vae.safetensors") == f"{host.url}/acme/tiny-models/resolve/main/sd_vae.safetensors"
+    assert resolve_source("acme/tiny-models/sd_vae.safetensors") == \
+        f"{host.url}/acme/tiny-models/resolve/main/sd_vae.safetensors"
     path = download("acme/tiny-models/sd_vae.safetensors", folders, "vae")
     assert path.read_bytes() == data
     # The hub's sha256 is checked: a file that changed behind it is refused.
@@ -346,7 +348,8 @@ def test_the_endpoint_downloads_in_the_background_reports_progress_on_ws_and_lis
         assert seen[-1]["downloaded"] == seen[-1]["total"] == len(data)
         assert [e["status"] for e in seen if e["status"] != "downloading"] == ["starting", "verifying", "done"]
         listed = client.get("/api/models/downloads").json()
-        assert [(d["id"], d["status"], d["name"]) for d in listed] == [(answer.json()["id"], "done", "model.safetensors")]
+        assert [(d["id"], d["status"], d["name"]) for d in listed] == \
+            [(answer.json()["id"], "done", "model.safetensors")]
         assert "model.safetensors" in client.get("/api/models/checkpoints").json()
         assert ctx.folders.list("checkpoints") == ["model.safetensors"]
         assert (folders.models_dir / "checkpoints" / "model.safetensors").read_bytes() == data

@@ -52,8 +52,8 @@ class Downloads:
             if url in self._urls:
                 raise AlreadyThere(f"{url} is already being downloaded")
             self._urls[url] = download_id
-            self._entries[download_id] = {"id": download_id, **DownloadProgress(url, req.folder or "", req.name).as_dict(),
-                                          "status": "queued"}
+            queued = DownloadProgress(url, req.folder or "", req.name, status="queued")
+            self._entries[download_id] = {"id": download_id, **queued.as_dict()}
             self._forget_old()
         claims: list[Path] = []
 

@@ -73,7 +73,7 @@ def resolve_source(source: str) -> str:
     source = source.strip()
     if source.startswith(("http://", "https://")):
         return re.sub(r"^(https://(?:huggingface\.co|hf\.co)/[^/]+/[^/]+)/blob/", r"\1/resolve/", source)
-    parts = [p for p in source.split("/")]
+    parts = source.split("/")
     if len(parts) < 3 or not all(parts) or any(p in (".", "..") for p in parts):
         raise DownloadRefused(f"{source!r} is neither a URL nor a Hugging Face OWNER/REPO/FILE")
     from huggingface_hub import hf_hub_url
@@ -158,8 +158,8 @@ def destination(folders: Folders, folder: str | None, name: str, where: str) -> 
 # -- the transfer ----------------------------------------------------------------------------------
 
 class _RememberLinkedHeaders(urllib.request.HTTPRedirectHandler):
-    """Redirects to HTTP(S) only. The Hugging Face hub states an LFS file's sha256 (X-Linked-Etag) on the redirect to its storage;
-    the final response from the storage does not carry it."""
+    """Follows redirects to HTTP(S) only, and keeps the sha256 the Hugging Face hub states for an LFS
+    file (X-Linked-Etag) on its redirect to the file storage, whose answer does not carry it."""
 
     def __init__(self) -> None:
         self.linked_etag: str | None = None
@@ -272,7 +272,8 @@ def _transfer(url, progress, state, place, expected, report, timeout, retry_wait
             continue
         with response:
             if target is None:  # the name comes from the server: its Content-Disposition, else the final URL
-                file_name = name_from_disposition(response.headers.get("Content-Disposition")) or name_from_url(response.url)
+                file_name = (name_from_disposition(response.headers.get("Content-Disposition"))
+                             or name_from_url(response.url))
                 if file_name is None:
                     raise DownloadRefused(f"{url} names no model file; give a name (--name)")
                 target = place(file_name, "the server's file name")
