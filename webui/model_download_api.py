@@ -115,7 +115,7 @@ class Downloads:
 
 def router(ctx: ServerContext) -> APIRouter:
     api = APIRouter(route_class=RefusalsAsJSON)
-    downloads = Downloads(ctx)
+    downloads = ctx.downloads or Downloads(ctx)
 
     @api.post("/api/models/download")
     def start_download(req: DownloadRequest):

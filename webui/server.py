@@ -20,6 +20,7 @@ def create_context(options: ServeOptions) -> ServerContext:
     from ..nodes.registry import core_nodes
     from .events import EventHub
     from .jobs import JobQueue
+    from .model_download_api import Downloads
 
     folders = folders_module.configure(models_dir=options.models_dir, output_dir=options.output_dir,
                                        input_dir=options.input_dir, extra_model_paths=options.extra_model_paths)
@@ -30,8 +31,10 @@ def create_context(options: ServeOptions) -> ServerContext:
     registry = core_nodes()
     hub = EventHub()
     queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub)
-    return ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir,
-                         preview_method=options.preview_method)
+    ctx = ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir,
+                        preview_method=options.preview_method)
+    ctx.downloads = Downloads(ctx)
+    return ctx
 
 
 def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:
