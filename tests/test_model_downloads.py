@@ -403,3 +403,24 @@ def test_downloads_beyond_the_bound_wait_their_turn(host, folders, monkeypatch):
     assert [d["status"] for d in downloads.list()] == ["done", "done"]
     assert folders.list("loras") == ["first.safetensors", "second.safetensors"]
     assert (folders.models_dir / "loras" / "second.safetensors").read_bytes() == second
+
+
+def test_a_background_download_refused_by_the_server_s_name_ends_failed_with_the_reason(host, folders):
+    from types import SimpleNamespace
+
+    from inkwash.webui import model_download_api
+    from inkwash.webui.events import EventHub
+
+    hub = EventHub()
+    events = hub.subscribe(None)
+    downloads = model_download_api.Downloads(SimpleNamespace(hub=hub, folders=folders))
+    host.files["/api/download/9"] = payload(size=100)
+    host.disposition["/api/download/9"] = 'attachment; filename="../../../evil.safetensors"'
+    downloads.start(model_download_api.DownloadRequest(source=f"{host.url}/api/download/9", folder="loras"))
+    event, data = events.get(30)
+    while data["status"] not in ("done", "failed"):
+        event, data = events.get(30)
+    assert event == "download_progress" and data["status"] == "failed"
+    assert "outside the folder" in data["error"]
+    assert [d["status"] for d in downloads.list()] == ["failed"]
+    assert not any(p.is_file() for p in folders.models_dir.parent.rglob("*evil*"))

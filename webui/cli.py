@@ -151,6 +151,8 @@ def pull_command(args: argparse.Namespace) -> int:
     from .model_downloads import DownloadError, DownloadProgress, DownloadRefused, download
 
     def show(progress: DownloadProgress) -> None:
+        if progress.status == "failed":
+            return  # said once, below, with the reason
         done = f"{progress.downloaded / 2**20:.1f} MiB"
         if progress.total:
             done += f" of {progress.total / 2**20:.1f} MiB ({100 * progress.downloaded / progress.total:.0f}%)"

@@ -76,8 +76,9 @@ class Downloads:
                 with self._slots:
                     download(req.source, self.ctx.folders, req.folder, name=req.name, sha256=req.sha256,
                              on_progress=publish, claim=claim)
-            except DownloadError:
-                pass  # download() reported it as failed, with its message
+            except DownloadError as exc:
+                if self._entries[download_id]["status"] != "failed":  # refused before download() reported
+                    publish(DownloadProgress(url, req.folder or "", req.name, status="failed", error=str(exc)))
             except Exception as exc:  # noqa: BLE001 -- the thread must not die silently
                 publish(DownloadProgress(url, req.folder or "", req.name, status="failed", error=repr(exc)))
             finally:

@@ -212,10 +212,10 @@ def download(source: str, folders: Folders, folder: str | None = None, *, name: 
         state["target"] = target
         return target
 
-    if progress.name is not None:
-        place(progress.name, "--name" if name else "the URL's file name")
-    report()
     try:
+        if progress.name is not None:
+            place(progress.name, "--name" if name else "the URL's file name")
+        report()
         return _transfer(url, progress, state, place, expected, report, timeout, retry_wait)
     except DownloadError as exc:
         report(status="failed", error=str(exc))
