@@ -7,6 +7,10 @@ for --auth-file.
 `inkwash run WORKFLOW.json [--set NODE_ID.INPUT=VALUE ...]` runs a workflow headless and prints one JSON
 event per line (the same events, named as ComfyUI's websocket messages, that every other door gets).
 Exit status: 0 success, 1 execution failed or was interrupted, 2 the workflow is invalid.
+
+`inkwash pull URL|OWNER/REPO/FILE [--folder checkpoints] [--sha256 HEX] [--name NAME]` downloads a model
+into its folder (webui/model_downloads.py). Exit status: 0 downloaded, 1 the download failed (network, wrong
+sha256), 2 refused (unsafe name, unknown or unclear folder, file already there).
 """
 from __future__ import annotations
 
@@ -141,6 +145,39 @@ def serve_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def pull_command(args: argparse.Namespace) -> int:
+    from inkwash.nodes import folders
+
+    from .model_downloads import DownloadError, DownloadProgress, DownloadRefused, download
+
+    def show(progress: DownloadProgress) -> None:
+        if progress.status == "failed":
+            return  # said once, below, with the reason
+        done = f"{progress.downloaded / 2**20:.1f} MiB"
+        if progress.total:
+            done += f" of {progress.total / 2**20:.1f} MiB ({100 * progress.downloaded / progress.total:.0f}%)"
+        line = f"{progress.status} {progress.folder}/{progress.name or '?'}: {done}"
+        if sys.stderr.isatty():  # one line, redrawn while downloading
+            print(f"\r{line}\033[K", end="" if progress.status == "downloading" else "\n", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    configured = folders.configure(models_dir=args.models_dir)
+    try:
+        path = download(args.source, configured, args.folder, name=args.name, sha256=args.sha256, on_progress=show)
+    except DownloadRefused as exc:
+        print(f"inkwash pull: refused: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except DownloadError as exc:
+        print(f"inkwash pull: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ninkwash pull: interrupted; the same command continues the download", file=sys.stderr)
+        return EXIT_FAILED
+    print(path)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .security import add_hash_password_arguments, hash_password_command
     from .serve_options import add_serve_arguments
@@ -163,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models-dir", help="model folders root (default: models/)")
     run.add_argument("--extra-model-paths", help="an extra_model_paths.yaml adding an A1111/ComfyUI install")
     run.set_defaults(handler=run_command)
+    pull = commands.add_parser("pull", help="download a model from a URL or a Hugging Face OWNER/REPO/FILE")
+    pull.add_argument("source", help="a URL, or OWNER/REPO/PATH on the Hugging Face hub (HF_ENDPOINT is honoured)")
+    pull.add_argument("--folder", help="model folder: checkpoints, loras, vae, controlnet, embeddings, "
+                                       "upscale_models, ... (guessed from the file name only when obvious)")
+    pull.add_argument("--sha256", help="the file's expected sha256; a mismatch removes the download")
+    pull.add_argument("--name", help="file name in the folder (default: the URL's or the server's)")
+    pull.add_argument("--models-dir", help="model folders root (default: models/)")
+    pull.set_defaults(handler=pull_command)
     return parser
 
 

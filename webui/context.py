@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ..nodes.folders import Folders
     from .events import EventHub
     from .jobs import JobQueue
+    from .model_download_api import Downloads
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ServerContext:
     max_upload_bytes: int = 50 * 2**20
     max_pixels: int = 2048 * 2048  # width x height x batch a single API request may ask for
     preview_method: str = "none"  # --preview-method: ComfyUI clients' sampler previews (preview_method.py)
+    downloads: Downloads | None = None  # model downloads the server runs (model_download_api.py)
 
 
 def oversized_nodes(workflow: Mapping, max_pixels: int) -> dict[str, dict]:

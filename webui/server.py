@@ -20,6 +20,7 @@ def create_context(options: ServeOptions) -> ServerContext:
     from ..nodes.registry import core_nodes
     from .events import EventHub
     from .jobs import JobQueue
+    from .model_download_api import Downloads
 
     folders = folders_module.configure(models_dir=options.models_dir, output_dir=options.output_dir,
                                        input_dir=options.input_dir, extra_model_paths=options.extra_model_paths)
@@ -30,13 +31,15 @@ def create_context(options: ServeOptions) -> ServerContext:
     registry = core_nodes()
     hub = EventHub()
     queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub)
-    return ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir,
-                         preview_method=options.preview_method)
+    ctx = ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir,
+                        preview_method=options.preview_method)
+    ctx.downloads = Downloads(ctx)
+    return ctx
 
 
 def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:
     """The whole application. The queue's worker starts and stops with the app."""
-    from . import a1111_api, a1111_controlnet, a1111_extras, comfy_api, graph_editor
+    from . import a1111_api, a1111_controlnet, a1111_extras, comfy_api, graph_editor, model_download_api
     from .security import HostPolicy, SecurityMiddleware
 
     options = options or ServeOptions()
@@ -51,6 +54,8 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
 
     # No generated API docs: they would list every route to anyone who can reach the port.
     app = FastAPI(title="Inkwash", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # Before the ComfyUI routes: their GET /api/models/{folder} would take /api/models/downloads.
+    app.include_router(model_download_api.router(ctx))
     comfy = comfy_api.router(ctx)
     app.include_router(comfy)
     app.include_router(comfy, prefix="/api")
