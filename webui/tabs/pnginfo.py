@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from ...nodes.formats.png_metadata import parse_infotext, read_png_metadata
+from ...nodes.formats.png_metadata import PngTextTooLarge, parse_infotext, read_png_metadata
 from ..generation import BadRequest, sampler_and_scheduler
 
 # The form fields an infotext fills, as the generation tabs name them.
@@ -21,7 +21,10 @@ def png_info(path: str | None) -> tuple[str, str]:
     """(A1111 infotext, workflow JSON: the API-format prompt, else the editor's workflow)."""
     if not path:
         return "", ""
-    metadata = read_png_metadata(Path(path))
+    try:
+        metadata = read_png_metadata(Path(path))
+    except PngTextTooLarge as exc:
+        return f"Not read: {exc}", ""
     workflow = metadata.get("prompt") or metadata.get("workflow")
     return metadata.get("parameters") or "", json.dumps(workflow, indent=2) if workflow else ""
 

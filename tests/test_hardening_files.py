@@ -1,0 +1,70 @@
+"""Hostile files: PNG text that inflates without bound is refused, at the format and at the doors."""
+import base64
+import io
+import struct
+import zlib
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from inkwash.nodes.formats import png_metadata
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def text_bomb(chunks: int = 10, inflated: int = 900_000) -> bytes:
+    """A small valid PNG with `chunks` zTXt chunks after its image data, each inflating to `inflated`."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    bomb = zlib.compress(b"x" * inflated, 9)
+    extra = b"".join(_chunk(b"zTXt", f"k{i}".encode() + b"\x00\x00" + bomb) for i in range(chunks))
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + extra + data[end:]
+
+
+def test_text_chunks_are_bounded_in_total_however_many_there_are():
+    data = text_bomb()
+    assert len(data) < 100_000  # each chunk alone is under every per-chunk limit (Pillow: 1 MB)
+    with pytest.raises(png_metadata.PngTextTooLarge, match="more than 8388608 bytes"):
+        png_metadata.read_png_text(data)
+    assert len(png_metadata.read_png_text(text_bomb(chunks=9))["k8"]) == 900_000  # under the bound: read
+
+
+def test_png_info_refuses_a_text_bomb_with_a_4xx(folders, tmp_path):
+    from inkwash.nodes.registry import core_nodes
+    from inkwash.webui.a1111_api import router
+    from inkwash.webui.context import ServerContext
+    from inkwash.webui.events import EventHub
+    from inkwash.webui.jobs import JobQueue
+
+    queue = JobQueue(tmp_path / "jobs.db", core_nodes(), EventHub())
+    ctx = ServerContext(queue=queue, hub=EventHub(), folders=folders, registry=core_nodes(), data_dir=tmp_path)
+    app = FastAPI()
+    app.include_router(router(ctx))
+    with TestClient(app) as client:
+        answer = client.post("/sdapi/v1/png-info", json={"image": base64.b64encode(text_bomb()).decode()})
+        assert answer.status_code in (413, 422), answer.text
+        assert "inflate" in answer.text and len(answer.content) < 10_000
+        small = client.post("/sdapi/v1/png-info", json={"image": base64.b64encode(text_bomb(1, 1000)).decode()})
+        assert small.status_code == 200 and small.json()["items"] == {"k0": "x" * 1000}
+    queue.close()
+
+
+def test_workflow_upload_and_png_info_tab_say_the_png_is_refused(tmp_path):
+    from inkwash.webui.tabs import pnginfo, workflow_files
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(text_bomb())
+    info, workflow = pnginfo.png_info(str(path))
+    assert info.startswith("Not read:") and "inflate" in info and workflow == ""
+
+    class Ctx:
+        max_upload_bytes = 2**20
+
+    with pytest.raises(workflow_files.WorkflowError, match="bomb.png: .*inflate"):
+        workflow_files.load_upload(Ctx(), path)
