@@ -10,7 +10,8 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .security import Credentials, CredentialsError, is_loopback, is_wildcard, machine_names
+from .auth import Credentials, CredentialsError
+from .security import is_loopback, is_wildcard, machine_names
 
 DEFAULT_HOST = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
