@@ -27,12 +27,18 @@ class UnsafePath(ValueError):
     """A user-given file name that would leave its folder."""
 
 
+MAX_NAME_BYTES = 255  # what file systems allow in one name
+
+
 def safe_path(base: Path, name: str) -> Path:
     """`base/name`, refused when it leaves `base` (absolute names, `..`, symlinks pointing out)."""
     if not isinstance(name, str) or not name or "\x00" in name:
         raise UnsafePath(f"invalid file name {name!r}")
     if os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in Path(name).parts[0]:
         raise UnsafePath(f"file name {name!r} must be relative")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES * 4 or any(
+            len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in Path(name).parts):
+        raise UnsafePath(f"file name {name[:60]!r}... is too long (at most {MAX_NAME_BYTES} bytes a part)")
     base_resolved = base.resolve()
     target = (base_resolved / name).resolve()
     if target != base_resolved and base_resolved not in target.parents:

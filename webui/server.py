@@ -2,6 +2,7 @@
 /api/), the A1111 API at /sdapi/v1/, all submitting to one job queue, behind one security layer."""
 from __future__ import annotations
 
+import math
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
     # No generated API docs: they would list every route to anyone who can reach the port.
     app = FastAPI(title="Inkwash", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     comfy = comfy_api.router(ctx)
+    install_error_handlers(app)
     app.include_router(comfy)
     app.include_router(comfy, prefix="/api")
     app.include_router(a1111_api.router(ctx))
@@ -69,6 +71,29 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
                        allowed_hosts=HostPolicy.for_bind(options.host, options.allowed_hosts),
                        max_upload_bytes=ctx.max_upload_bytes)
     return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """FastAPI's 422 answer echoes the bad input, and JSON has no NaN or Infinity: those are shown as
+    text instead, so the answer to a bad number is never a 500."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    async def validation_error(_request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def serve(options: ServeOptions) -> None:
