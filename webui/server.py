@@ -104,4 +104,13 @@ def serve(options: ServeOptions) -> None:
     ctx = create_context(options)
     app = create_app(ctx, options)
     print(f"Inkwash is running at {options.url}  (graph editor: {options.url.rstrip('/')}/graph/)", flush=True)
-    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", **tls_kwargs(options))
+    uvicorn.run(app, **uvicorn_options(options), log_level="warning", **tls_kwargs(options))
+
+
+def uvicorn_options(options: ServeOptions) -> dict:
+    """uvicorn.run / uvicorn.Config arguments: the address, and connections that time out and are capped
+    (webui/connection_limits.py), with accept errors logged at most once per 10 s."""
+    from .connection_limits import guarded_protocol, quiet_accept_errors
+
+    quiet_accept_errors()
+    return {"host": options.host, "port": options.port, "http": guarded_protocol(), "timeout_keep_alive": 5}
