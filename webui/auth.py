@@ -112,13 +112,23 @@ class Credentials:
     def __repr__(self) -> str:
         return f"Credentials(users={self.users!r})"
 
-    def verify(self, user: str, password: str) -> bool:
-        key = hmac.new(self._cache_key, f"{user}\x00{password}".encode("utf-8", "surrogatepass"),
-                       hashlib.sha256).digest()
+    def _pair_key(self, user: str, password: str) -> bytes:
+        return hmac.new(self._cache_key, f"{user}\x00{password}".encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).digest()
+
+    def known_good(self, user: str, password: str) -> bool:
+        """This pair verified recently (no hashing needed)."""
+        key = self._pair_key(user, password)
         with self._lock:
             if key in self._verified:
                 self._verified.move_to_end(key)
                 return True
+        return False
+
+    def verify(self, user: str, password: str) -> bool:
+        if self.known_good(user, password):
+            return True
+        key = self._pair_key(user, password)
         known = user in self._hashes
         ok = verify_password(password, self._hashes[user] if known else self._dummy_hash) and known
         if ok:
@@ -235,8 +245,8 @@ def safe_next(target: str | None, default: str = "/") -> str:
 # Brute-force lock-out
 
 class LoginThrottle:
-    """After `max_failures` failed password checks from one address within `window` seconds, that
-    address's password checks are answered 429 for `lockout` seconds."""
+    """After `max_failures` failed password checks for one key (a client address, or a user name)
+    within `window` seconds, new password checks for that key are answered 429 for `lockout` seconds."""
 
     def __init__(self, max_failures: int = 10, window: float = 60.0, lockout: float = 60.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -349,16 +359,24 @@ button {{ font: inherit; padding: .55rem; cursor: pointer; }}
 """
 
 
+class PasswordChecksBusy(Exception):
+    """Every password-hashing slot is taken: the check is refused now, not queued."""
+
+
 class Authenticator:
     """Asks for credentials: checks session cookies and HTTP Basic, serves the login page and the
     logout, and answers what is not authenticated (a login redirect for browsers, 401 or 429)."""
 
     def __init__(self, credentials: Credentials, *, login_path: str = "/login", logout_path: str = "/logout",
-                 throttle: LoginThrottle | None = None, sessions: SessionSigner | None = None):
+                 throttle: LoginThrottle | None = None, user_throttle: LoginThrottle | None = None,
+                 sessions: SessionSigner | None = None, max_hashing: int = 2):
         self.credentials = credentials
         self.login_path, self.logout_path = login_path, logout_path
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle or LoginThrottle()  # per client address
+        # per user name: guesses spread over many addresses (a botnet, rotating proxies) still add up
+        self.user_throttle = user_throttle or LoginThrottle(max_failures=30, clock=self.throttle.clock)
         self.sessions = sessions or SessionSigner()
+        self._hashing = threading.BoundedSemaphore(max_hashing)
 
     def client_address(self, scope: dict) -> str:
         client = scope.get("client")
@@ -371,7 +389,7 @@ class Authenticator:
 
     async def authenticate(self, scope: dict, headers: dict[str, str]) -> tuple[str | None, int]:
         """(user, 0) when the request carries a valid session cookie or Basic credentials; else
-        (None, seconds the address is locked out for, 0 when it is not)."""
+        (None, seconds to wait before trying again, 0 when it may now)."""
         token = cookie_parser(headers.get("cookie", "")).get(self._cookie_name(scope))
         if token:
             user = self.sessions.user(token)
@@ -381,23 +399,43 @@ class Authenticator:
         scheme, _, encoded = authorization.partition(" ")
         if scheme.lower() != "basic" or not encoded.strip():
             return None, 0
-        address = self.client_address(scope)
-        retry_after = self.throttle.retry_after(address)
-        if retry_after:
-            return None, retry_after
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
         except (ValueError, binascii.Error):
             decoded = ""
         user, sep, password = decoded.partition(":")
-        if sep and await self._verify(user, password):
-            return user, 0
-        self.throttle.failed(address)
-        return None, self.throttle.retry_after(address)
+        if not sep:
+            user = password = ""
+        return (user, 0) if await self.check(self.client_address(scope), user, password) else (
+            None, self.retry_after(self.client_address(scope), user))
 
-    async def _verify(self, user: str, password: str) -> bool:
-        # PBKDF2 takes a good fraction of a second: keep it off the event loop.
-        return await run_in_threadpool(self.credentials.verify, user, password)
+    def retry_after(self, address: str, user: str) -> int:
+        return max(self.throttle.retry_after(address), self.user_throttle.retry_after(user))
+
+    async def check(self, address: str, user: str, password: str) -> bool:
+        """Whether this user and password are right, with the lock-outs and the bound on hashing.
+
+        A pair that verified recently gets in without hashing, even from a locked-out address (the
+        household behind a NAT whose guest mistyped); a new check from a locked-out address or for a
+        locked-out user is not made; at most `max_hashing` checks hash at once, the rest are answered
+        429 (PasswordChecksBusy) at once rather than queued."""
+        if user and self.credentials.known_good(user, password):
+            return True
+        if self.retry_after(address, user):
+            return False
+        if not user or not self._hashing.acquire(blocking=False):
+            if user:
+                raise PasswordChecksBusy()
+            ok = False
+        else:
+            try:  # PBKDF2 takes a good fraction of a second: keep it off the event loop
+                ok = await run_in_threadpool(self.credentials.verify, user, password)
+            finally:
+                self._hashing.release()
+        if not ok:
+            self.throttle.failed(address)
+            self.user_throttle.failed(user)
+        return ok
 
     async def unauthenticated(self, scope, receive, send, headers, retry_after: int) -> None:
         if retry_after:
@@ -436,16 +474,21 @@ class Authenticator:
         form = parse_qs(body.decode("utf-8", "replace"))
         next_path = safe_next((form.get("next") or [next_path])[0])
         address = self.client_address(scope)
-        retry_after = self.throttle.retry_after(address)
-        if retry_after:
-            await self._login_page(send, next_path, 429, "Too many failed logins; try again in a minute.",
-                                   [(b"retry-after", str(retry_after).encode())])
-            return
         user = (form.get("username") or [""])[0]
         password = (form.get("password") or [""])[0]
-        if not user or not await self._verify(user, password):
-            self.throttle.failed(address)
-            await self._login_page(send, next_path, 401, "Wrong user name or password.")
+        retry_after = self.retry_after(address, user)  # locked before this try: say so
+        try:
+            ok = await self.check(address, user, password)
+        except PasswordChecksBusy:
+            await self._login_page(send, next_path, 429, "The server is busy checking passwords; try again.",
+                                   [(b"retry-after", b"1")])
+            return
+        if not ok:
+            if retry_after:
+                await self._login_page(send, next_path, 429, "Too many failed logins; try again in a minute.",
+                                       [(b"retry-after", str(retry_after).encode())])
+            else:
+                await self._login_page(send, next_path, 401, "Wrong user name or password.")
             return
         cookie = (f"{self._cookie_name(scope)}={self.sessions.issue(user)}; Path=/; HttpOnly; SameSite=Strict; "
                   f"Max-Age={self.sessions.max_age}")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ..nodes.folders import UnsafePath, safe_path
 from .asgi_send import headers_of, refuse, send_json
-from .auth import Authenticator, Credentials, LoginThrottle, SessionSigner
+from .auth import Authenticator, Credentials, LoginThrottle, PasswordChecksBusy, SessionSigner
 
 if TYPE_CHECKING:
     from .serve_options import ServeOptions
@@ -201,7 +201,12 @@ class SecurityMiddleware:
             await self.auth.logout(scope, send, headers)
             return
 
-        user, retry_after = await self.auth.authenticate(scope, headers)
+        try:
+            user, retry_after = await self.auth.authenticate(scope, headers)
+        except PasswordChecksBusy:
+            await refuse(scope, receive, send, 429, 4429, "The server is busy checking passwords; try again.",
+                         extra_headers=[(b"retry-after", b"1")])
+            return
         if user is None:
             await self.auth.unauthenticated(scope, receive, send, headers, retry_after)
             return
