@@ -184,7 +184,10 @@ class SecurityMiddleware:
             return
 
         method = scope.get("method", "GET")
-        if (is_ws or method in STATE_CHANGING_METHODS) and not self._same_origin(scope, headers, host, host_port):
+        same_origin = self._same_origin(scope, headers, host, host_port)
+        if not same_origin and "origin" in headers:
+            scope["inkwash.foreign_origin"] = True  # its answer carries no CORS grant (_call_app)
+        if (is_ws or method in STATE_CHANGING_METHODS) and not same_origin:
             await refuse(scope, receive, send, 403, 4403,
                          "Cross-site request refused: its Origin is not this server.")
             return
@@ -266,6 +269,11 @@ class SecurityMiddleware:
                 return  # the 413 is already out; drop whatever the app answers to the exception
             if message["type"] == "http.response.start":
                 state["started"] = True
+                if scope.get("inkwash.foreign_origin"):
+                    # Gradio grants CORS (with credentials) to any Origin when reached by LAN address:
+                    # another site, or another web UI on this host, could read images and prompts.
+                    message = {**message, "headers": [(k, v) for k, v in message["headers"]
+                                                      if not k.lower().startswith(b"access-control-")]}
                 if self.frame_options and not any(k.lower() == b"x-frame-options" for k, _ in message["headers"]):
                     message = {**message, "headers": [*message["headers"],
                                                       (b"x-frame-options", self.frame_options.encode())]}
