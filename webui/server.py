@@ -49,8 +49,10 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
         finally:
             ctx.queue.stop()
 
-    # No generated API docs: they would list every route to anyone who can reach the port.
-    app = FastAPI(title="Inkwash", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # No generated API docs unless asked for (--api-docs): they list every route to anyone who can reach
+    # the port. Gradio's own app would serve them at /openapi.json too: turned off below.
+    app = FastAPI(title="Inkwash", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if options.api_docs else None, lifespan=lifespan)
     comfy = comfy_api.router(ctx)
     install_error_handlers(app)
     app.include_router(comfy)
@@ -66,7 +68,8 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
         from .tabs import allowed_paths, build_ui
 
         # Gradio serves only files under folders it is told about: the saved images and previews.
-        app = gr.mount_gradio_app(app, build_ui(ctx), path="/", allowed_paths=allowed_paths(ctx))
+        app = gr.mount_gradio_app(app, build_ui(ctx), path="/", allowed_paths=allowed_paths(ctx),
+                                  app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
     app.add_middleware(SecurityMiddleware, credentials=options.credentials,
                        allowed_hosts=HostPolicy.for_bind(options.host, options.allowed_hosts),
                        max_upload_bytes=ctx.max_upload_bytes)
