@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,26 @@ def safe_path(base: Path, name: str) -> Path:
     if target != base_resolved and base_resolved not in target.parents:
         raise UnsafePath(f"file name {name!r} leaves its folder")
     return target
+
+
+TEMP_MARK = ".inkwash-temp"  # in a temp folder Inkwash made: only such a folder is ever emptied
+
+
+def fresh_temp_dir(path: Path) -> None:
+    """Make `path` an empty temp folder: the previews and temp uploads of an earlier run are deleted,
+    but only from a folder Inkwash made (one holding TEMP_MARK); another folder is left as it is."""
+    path = Path(path)
+    if path.is_dir() and (path / TEMP_MARK).is_file():
+        for entry in path.iterdir():
+            if entry.name == TEMP_MARK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    elif not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / TEMP_MARK).write_text("Inkwash's temp folder: emptied each time the server starts.\n")
 
 
 def write_atomically(path: Path, data: bytes) -> None:

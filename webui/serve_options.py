@@ -37,6 +37,7 @@ class ServeOptions:
     output_dir: Path | None = None
     input_dir: Path | None = None
     data_dir: Path | None = None
+    temp_dir: Path | None = None  # previews and temp uploads; default <data dir>/temp, emptied at start
     extra_model_paths: Path | None = None
     api_docs: bool = False  # serve the app's OpenAPI description at /openapi.json
     warnings: list[str] = field(default_factory=list)  # for the CLI to print at start-up
@@ -89,6 +90,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     paths.add_argument("--output-dir", metavar="DIR", help="where images are written (default: output/)")
     paths.add_argument("--input-dir", metavar="DIR", help="where uploaded and loaded images live (default: input/)")
     paths.add_argument("--data-dir", metavar="DIR", help="job database and user data (default: data/)")
+    paths.add_argument("--temp-dir", metavar="DIR",
+                       help="previews and temporary uploads, emptied at start (default: temp/ in the data folder)")
     paths.add_argument("--extra-model-paths", metavar="YAML",
                        help="an extra_model_paths.yaml adding an A1111/ComfyUI install's models")
 
@@ -141,6 +144,7 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
         output_dir=_directory(args.output_dir, "--output-dir"),
         input_dir=_directory(args.input_dir, "--input-dir"),
         data_dir=_directory(args.data_dir, "--data-dir"),
+        temp_dir=_directory(getattr(args, "temp_dir", None), "--temp-dir"),
         extra_model_paths=_existing_file(args.extra_model_paths, "--extra-model-paths"),
         api_docs=getattr(args, "api_docs", False))
 

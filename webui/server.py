@@ -22,12 +22,15 @@ def create_context(options: ServeOptions) -> ServerContext:
     from .events import EventHub
     from .jobs import JobQueue
 
-    folders = folders_module.configure(models_dir=options.models_dir, output_dir=options.output_dir,
-                                       input_dir=options.input_dir, extra_model_paths=options.extra_model_paths)
-    for path in (folders.output_dir, folders.input_dir, folders.temp_dir):
-        path.mkdir(parents=True, exist_ok=True)
     data_dir = Path(options.data_dir or DEFAULT_DATA_DIR)
     data_dir.mkdir(parents=True, exist_ok=True)
+    temp_dir = Path(options.temp_dir or data_dir / "temp")
+    folders = folders_module.configure(models_dir=options.models_dir, output_dir=options.output_dir,
+                                       input_dir=options.input_dir, temp_dir=temp_dir,
+                                       extra_model_paths=options.extra_model_paths)
+    for path in (folders.output_dir, folders.input_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    folders_module.fresh_temp_dir(temp_dir)
     registry = core_nodes()
     hub = EventHub()
     queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub)
