@@ -1,4 +1,4 @@
-"""Cross-origin reads: no route, Gradio's included, grants CORS to another origin (another port of the
+"""Gradio's routes and the rest: no CORS grant to another origin (another port of the
 same host is another origin), so a page elsewhere cannot read the user's images and prompts."""
 import pytest
 from fastapi.testclient import TestClient
@@ -41,3 +41,12 @@ def test_no_preflight_grant_to_a_foreign_origin(client, origin):
 def test_same_origin_pages_still_work(client):
     answer = client.get("/config", headers={"Origin": "http://192.168.1.20:7860"})
     assert answer.status_code == 200 and "components" in answer.json()
+
+
+@pytest.mark.parametrize("body", [{"bogus": 1}, {"data": [1], "extra": 2}])
+@pytest.mark.parametrize("endpoint", ["txt2img", "refresh", "no_such_endpoint"])
+def test_gradio_calls_with_unknown_parameters_are_a_4xx(client, endpoint, body):
+    # (this module's app is Gradio's too: the malformed-input check lives here to build it once)
+    answer = client.post(f"/gradio_api/call/v2/{endpoint}", json=body, headers={"Origin": "http://192.168.1.20:7860"})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert client.get("/config").status_code == 200

@@ -73,6 +73,7 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
         # Gradio serves only files under folders it is told about: the saved images and previews.
         app = gr.mount_gradio_app(app, build_ui(ctx), path="/", allowed_paths=allowed_paths(ctx),
                                   app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
+        _bad_gradio_calls_are_400(app)
     app.add_middleware(SecurityMiddleware, credentials=options.credentials,
                        allowed_hosts=HostPolicy.for_bind(options.host, options.allowed_hosts),
                        max_upload_bytes=ctx.max_upload_bytes)
@@ -90,6 +91,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _bad_gradio_calls_are_400(app: FastAPI) -> None:
+    """Gradio's /gradio_api/call/... routes raise TypeError / KeyError / ValueError on unknown
+    parameters or endpoint names (a 500): answered 400 there, and left alone on every other route."""
+    from fastapi.responses import JSONResponse
+    from starlette.routing import Mount
+
+    async def bad_call(request, exc: Exception):
+        if "/gradio_api/call/" not in request.url.path:
+            raise exc
+        return JSONResponse({"detail": f"bad call of {request.url.path}: {type(exc).__name__}: {exc}"[:500]},
+                            status_code=400)
+
+    for route in app.routes:
+        if isinstance(route, Mount) and isinstance(route.app, FastAPI):
+            for error in (TypeError, KeyError, ValueError):
+                route.app.add_exception_handler(error, bad_call)
 
 
 def _json_safe(value):
