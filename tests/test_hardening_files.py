@@ -68,3 +68,32 @@ def test_workflow_upload_and_png_info_tab_say_the_png_is_refused(tmp_path):
 
     with pytest.raises(workflow_files.WorkflowError, match="bomb.png: .*inflate"):
         workflow_files.load_upload(Ctx(), path)
+
+
+class NotATensor:
+    """Stands for the Python objects a hostile or old pickle carries."""
+
+
+def test_a_safetensors_header_nested_deep_is_named_corrupt(tmp_path):
+    from inkwash.nodes.runtime.state_dict_files import CheckpointError, open_state_dict
+
+    header = b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match="deep.safetensors: .*corrupt.*nested too deeply"):
+        open_state_dict(path)
+
+
+def test_a_pickled_annotator_with_objects_is_refused_without_suggesting_the_unsafe_fix(tmp_path, monkeypatch):
+    import torch
+
+    from inkwash.nodes.runtime import annotators
+    from inkwash.nodes.runtime.state_dict_files import CheckpointError
+
+    path = tmp_path / "dpt_hybrid-midas-501f0c75.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "optimizer": NotATensor()}, path)
+    with pytest.raises(CheckpointError) as refused:
+        annotators._load_midas(path)
+    message = str(refused.value)
+    assert message.startswith(path.name) and "refused" in message
+    assert "weights_only" not in message and "False" not in message

@@ -100,6 +100,8 @@ def _open_safetensors(path: Path) -> StateDict:
             header = json.loads(f.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise corrupt(f"header is not JSON ({err})") from err
+        except RecursionError:
+            raise corrupt("header is not a tensor table (JSON nested too deeply)") from None
     if not isinstance(header, dict):
         raise corrupt("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -141,19 +143,26 @@ def _open_safetensors(path: Path) -> StateDict:
     return StateDict(path, {k: e[1] for k, e in entries.items()}, read, metadata)
 
 
-def _open_pickle(path: Path) -> StateDict:
+def load_pickled(path: Path, mmap: bool = False):
+    """What a .ckpt/.pt/.pth holds, read with torch.load(weights_only=True); CheckpointError naming the
+    file when it is corrupt or holds Python objects (refused, never loaded another way)."""
     try:
-        # mmap keeps large legacy checkpoints out of RAM until a tensor is read; it needs the zip format
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        if "unsupported global" in str(err).lower():  # an object weights_only will not build
+        # torch's own message suggests weights_only=False, which would run the file's code: never say so
+        if "unsupported global" in str(err).lower() or "weights only load failed" in str(err).lower():
             raise CheckpointError(
                 f"{path.name}: refused: the pickle holds Python objects besides tensors, and loading them "
-                "could run arbitrary code. Use a .safetensors version of this model.") from err
-        raise CheckpointError(f"{path.name}: not a readable checkpoint (corrupt?): {_first_line(err)}") from err
+                "could run arbitrary code. Use a .safetensors version of this model.") from None
+        raise CheckpointError(f"{path.name}: not a readable checkpoint (corrupt?): {_first_line(err)}") from None
     except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... for damaged files
         raise CheckpointError(f"{path.name}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(err).__name__}: {_first_line(err)}") from err
+                              f"{type(err).__name__}: {_first_line(err)}") from None
+
+
+def _open_pickle(path: Path) -> StateDict:
+    # mmap keeps large legacy checkpoints out of RAM until a tensor is read; it needs the zip format
+    data = load_pickled(path, mmap=zipfile.is_zipfile(path))
     while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)} if isinstance(data, dict) else {}
