@@ -97,3 +97,13 @@ def test_a_pickled_annotator_with_objects_is_refused_without_suggesting_the_unsa
     message = str(refused.value)
     assert message.startswith(path.name) and "refused" in message
     assert "weights_only" not in message and "False" not in message
+
+
+def test_a_corrupt_pickle_is_named_without_torchs_unsafe_advice(tmp_path):
+    from inkwash.nodes.runtime.state_dict_files import CheckpointError, open_state_dict
+
+    path = tmp_path / "garbage.ckpt"
+    path.write_bytes(b"\x80\x02" + bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError, match="garbage.ckpt: not a readable checkpoint") as refused:
+        open_state_dict(path)
+    assert "weights_only" not in str(refused.value) and "False" not in str(refused.value)

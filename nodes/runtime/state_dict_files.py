@@ -150,11 +150,11 @@ def load_pickled(path: Path, mmap: bool = False):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         # torch's own message suggests weights_only=False, which would run the file's code: never say so
-        if "unsupported global" in str(err).lower() or "weights only load failed" in str(err).lower():
+        if "unsupported global" in str(err).lower():  # an object weights_only will not build
             raise CheckpointError(
                 f"{path.name}: refused: the pickle holds Python objects besides tensors, and loading them "
                 "could run arbitrary code. Use a .safetensors version of this model.") from None
-        raise CheckpointError(f"{path.name}: not a readable checkpoint (corrupt?): {_first_line(err)}") from None
+        raise CheckpointError(f"{path.name}: not a readable checkpoint (corrupt?): {_unpickler_detail(err)}") from None
     except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... for damaged files
         raise CheckpointError(f"{path.name}: not a readable checkpoint (truncated or corrupt?): "
                               f"{type(err).__name__}: {_first_line(err)}") from None
@@ -177,6 +177,16 @@ def _open_pickle(path: Path) -> StateDict:
         return tensor.clone()
 
     return StateDict(path, {k: tuple(v.shape) for k, v in tensors.items()}, read, {})
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """What the unpickler tripped on, without torch's advice to load with weights_only=False."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    detail = lines[0] if lines else type(err).__name__
+    return type(err).__name__ if "weights_only" in detail else detail
 
 
 def _first_line(err: Exception) -> str:
