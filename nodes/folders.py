@@ -31,6 +31,20 @@ class UnsafePath(ValueError):
 MAX_NAME_BYTES = 255  # what file systems allow in one name
 
 
+def named_path(base: Path, name: str) -> Path:
+    """`base/name` for a name that stays inside `base` as written (relative, no '..'), symlinks left as
+    they are: model folders may hold links to models on another disk (the user put them there); only
+    the name a request gives is contained. UnsafePath otherwise."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise UnsafePath(f"invalid model name {name!r}")
+    parts = Path(name).parts
+    if os.path.isabs(name) or ":" in parts[0] or ".." in parts:
+        raise UnsafePath(f"model name {name!r} leaves its folder")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        raise UnsafePath(f"model name {name[:60]!r}... is too long")
+    return Path(base) / name
+
+
 def safe_path(base: Path, name: str) -> Path:
     """`base/name`, refused when it leaves `base` (absolute names, `..`, symlinks pointing out)."""
     if not isinstance(name, str) or not name or "\x00" in name:
@@ -118,8 +132,8 @@ class Folders:
         """The file (or diffusers folder) for a model name, or a FileNotFoundError naming where we looked."""
         looked = []
         for root in self.model_dirs(kind):
-            path = safe_path(root, name)
-            if path.exists():
+            path = named_path(root, name)
+            if path.exists():  # through symlinks the user put in the folder, as list() shows them
                 return path
             looked.append(str(root))
         raise FileNotFoundError(f"{kind} model {name!r} not found in {', '.join(looked)}")
