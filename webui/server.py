@@ -34,7 +34,9 @@ def create_context(options: ServeOptions) -> ServerContext:
     registry = core_nodes()
     hub = EventHub()
     queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub)
-    return ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir)
+    ctx = ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir)
+    queue.executor.max_pixels = ctx.max_pixels  # every node's output, not only the sizes a request names
+    return ctx
 
 
 def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:
