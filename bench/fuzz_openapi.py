@@ -56,7 +56,8 @@ def main() -> int:
             time.sleep(0.5)
         result = subprocess.run(
             [args.schemathesis, "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
-             "--max-examples", str(args.max_examples), "--generation-deterministic", "--request-timeout", "60"])
+             "--max-examples", str(args.max_examples), "--generation-deterministic", "--request-timeout", "60"],
+            cwd=root)  # schemathesis keeps its own files in the working directory
         alive = httpx.get(f"{base}/queue", timeout=10).status_code == 200
         print(f"server still serving afterwards: {alive}; server log: {root / 'server.log'}")
         return result.returncode or (0 if alive else 1)
