@@ -257,6 +257,13 @@ class Node:
         """Custom validation of literal inputs; return an error message or None."""
         return None
 
+    @classmethod
+    def output_pixels(cls, **inputs) -> int | None:
+        """For nodes whose output size follows from their inputs (resizing, decoding): width x height x
+        batch of the image the inputs would make, so the executor can refuse it before it is allocated.
+        None when the node makes nothing bigger than what it is given."""
+        return None
+
     def run(self, **inputs):  # pragma: no cover - every node overrides it
         raise NotImplementedError
 

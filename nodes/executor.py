@@ -22,6 +22,10 @@ from .declare import Interrupted, Node, NodeContext, Result
 EventSink = Callable[[str, dict], None]
 
 
+class OutputTooLarge(ValueError):
+    """A node would make an image or latent past the executor's `max_pixels`; refused before it runs."""
+
+
 @dataclass
 class CachedNode:
     outputs: tuple
@@ -63,6 +67,8 @@ class Executor:
         self.registry = registry
         self._cache: dict[str, CachedNode] = {}
         self._interrupt = threading.Event()
+        # width x height x batch any node may make (None: no limit); checked before the node runs
+        self.max_pixels: int | None = None
 
     # -- control -------------------------------------------------------------------------------------
     def interrupt(self) -> None:
@@ -183,6 +189,11 @@ class Executor:
             emit("progress", {"value": value, "max": total, "node": node_id, "prompt_id": prompt_id,
                               "preview": preview})
 
+        if self.max_pixels is not None:
+            pixels = cls.output_pixels(**kwargs)
+            if pixels is not None and pixels > self.max_pixels:
+                raise OutputTooLarge(f"{spec.class_type} would make {pixels} pixels (width x height x batch), "
+                                     f"more than this server allows ({self.max_pixels})")
         ctx = NodeContext(node_id, prompt=validation.workflow.raw, extra_pnginfo=extra_pnginfo,
                           on_progress=on_progress, is_interrupted=self._interrupt.is_set)
         returned = cls(ctx).run(**kwargs)

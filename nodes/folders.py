@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,17 +28,57 @@ class UnsafePath(ValueError):
     """A user-given file name that would leave its folder."""
 
 
+MAX_NAME_BYTES = 255  # what file systems allow in one name
+
+
+def named_path(base: Path, name: str) -> Path:
+    """`base/name` for a name that stays inside `base` as written (relative, no '..'), symlinks left as
+    they are: model folders may hold links to models on another disk (the user put them there); only
+    the name a request gives is contained. UnsafePath otherwise."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise UnsafePath(f"invalid model name {name!r}")
+    parts = Path(name).parts
+    if os.path.isabs(name) or ":" in parts[0] or ".." in parts:
+        raise UnsafePath(f"model name {name!r} leaves its folder")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        raise UnsafePath(f"model name {name[:60]!r}... is too long")
+    return Path(base) / name
+
+
 def safe_path(base: Path, name: str) -> Path:
     """`base/name`, refused when it leaves `base` (absolute names, `..`, symlinks pointing out)."""
     if not isinstance(name, str) or not name or "\x00" in name:
         raise UnsafePath(f"invalid file name {name!r}")
     if os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in Path(name).parts[0]:
         raise UnsafePath(f"file name {name!r} must be relative")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES * 4 or any(
+            len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in Path(name).parts):
+        raise UnsafePath(f"file name {name[:60]!r}... is too long (at most {MAX_NAME_BYTES} bytes a part)")
     base_resolved = base.resolve()
     target = (base_resolved / name).resolve()
     if target != base_resolved and base_resolved not in target.parents:
         raise UnsafePath(f"file name {name!r} leaves its folder")
     return target
+
+
+TEMP_MARK = ".inkwash-temp"  # in a temp folder Inkwash made: only such a folder is ever emptied
+
+
+def fresh_temp_dir(path: Path) -> None:
+    """Make `path` an empty temp folder: the previews and temp uploads of an earlier run are deleted,
+    but only from a folder Inkwash made (one holding TEMP_MARK); another folder is left as it is."""
+    path = Path(path)
+    if path.is_dir() and (path / TEMP_MARK).is_file():
+        for entry in path.iterdir():
+            if entry.name == TEMP_MARK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    elif not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / TEMP_MARK).write_text("Inkwash's temp folder: emptied each time the server starts.\n")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -91,8 +132,8 @@ class Folders:
         """The file (or diffusers folder) for a model name, or a FileNotFoundError naming where we looked."""
         looked = []
         for root in self.model_dirs(kind):
-            path = safe_path(root, name)
-            if path.exists():
+            path = named_path(root, name)
+            if path.exists():  # through symlinks the user put in the folder, as list() shows them
                 return path
             looked.append(str(root))
         raise FileNotFoundError(f"{kind} model {name!r} not found in {', '.join(looked)}")

@@ -13,6 +13,9 @@ from typing import Any, Mapping
 from .declare import ANY, Input, InputError, Node
 
 
+MAX_NODES = 10_000  # per workflow: far past any real one, and validation stays well under a second
+
+
 class WorkflowError(ValueError):
     """The workflow as a whole cannot be read (not JSON, not an object, no outputs)."""
 
@@ -63,6 +66,9 @@ def parse(source: str | bytes | Mapping) -> Workflow:
                             f"got {type(source).__name__}")
     if not source:
         raise WorkflowError("no_prompt", "Workflow has no nodes")
+    if len(source) > MAX_NODES:
+        raise WorkflowError("invalid_prompt", f"Workflow has {len(source)} nodes; at most {MAX_NODES} are allowed",
+                            "split it into smaller workflows")
     if "nodes" in source and "links" in source and isinstance(source.get("nodes"), list):
         raise WorkflowError("invalid_prompt", "This is a UI-format workflow; export it in API format",
                             "expected {node_id: {class_type, inputs}}")
@@ -189,10 +195,9 @@ def validate(source: str | bytes | Mapping | Workflow, registry: Mapping[str, ty
 
     result.outputs = [n.id for n in workflow.nodes.values()
                       if (cls := registry.get(n.class_type)) is not None and cls.output_node]
-    upstream = {out: ancestors(workflow, [out]) for out in result.outputs} if errors else {}
+    needed_by = dependent_outputs(workflow, result.outputs, errors) if errors else {}
     for node_id, errs in errors.items():
-        result.node_errors[node_id] = {"errors": errs,
-                                       "dependent_outputs": [o for o in result.outputs if node_id in upstream[o]],
+        result.node_errors[node_id] = {"errors": errs, "dependent_outputs": needed_by[node_id],
                                        "class_type": workflow.nodes[node_id].class_type}
     if result.node_errors:
         result.error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
@@ -240,12 +245,76 @@ def find_cycle(workflow: Workflow) -> list[str]:
             if waiting[user] == 0:
                 ready.append(user)
     left = {nid for nid, count in waiting.items() if count > 0}
-    trimmed = True
-    while trimmed:
-        sinks = {nid for nid in left if not (users[nid] & left)}
-        left -= sinks
-        trimmed = bool(sinks)
+    # the same from the other end, among what is left: drop nodes whose users have all been dropped
+    feeding = {nid: len(users[nid] & left) for nid in left}
+    sinks = [nid for nid, count in feeding.items() if count == 0]
+    while sinks:
+        nid = sinks.pop()
+        left.discard(nid)
+        for src in deps[nid]:
+            if src in left:
+                feeding[src] -= 1
+                if feeding[src] == 0:
+                    sinks.append(src)
     return [nid for nid in workflow.nodes if nid in left]
+
+
+def dependent_outputs(workflow: Workflow, outputs: list[str], node_ids) -> dict[str, list[str]]:
+    """For each of `node_ids`, the outputs that need it (itself included), in `outputs` order. Linear in
+    nodes + links: strongly connected components (iterative Tarjan, cycles allowed) come out
+    downstream-first, so each one's set of outputs (a bit mask) is its own plus its users'."""
+    users: dict[str, list[str]] = {nid: [] for nid in workflow.nodes}
+    for nid, node in workflow.nodes.items():
+        for link in node.links.values():
+            if link.source in users:
+                users[link.source].append(nid)
+    bit = {out: 1 << position for position, out in enumerate(outputs)}
+    reach: dict[str, int] = {}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    for root in workflow.nodes:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            nid, child = work.pop()
+            if child == 0:
+                index[nid] = low[nid] = len(index)
+                stack.append(nid)
+                on_stack.add(nid)
+            if child < len(users[nid]):
+                work.append((nid, child + 1))
+                user = users[nid][child]
+                if user not in index:
+                    work.append((user, 0))
+                elif user in on_stack:
+                    low[nid] = min(low[nid], index[user])
+                continue
+            for user in users[nid]:  # done with nid's users: fold in the lowest index they reach
+                if user in on_stack:
+                    low[nid] = min(low[nid], low[user])
+            if low[nid] == index[nid]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == nid:
+                        break
+                mask = 0
+                for member in component:
+                    mask |= bit.get(member, 0)
+                    for user in users[member]:
+                        mask |= reach.get(user, 0)
+                for member in component:
+                    reach[member] = mask
+    found = {}
+    for nid in node_ids:
+        bits = bin(reach.get(nid, 0))[:1:-1]  # bit i is character i
+        found[nid] = [out for position, out in enumerate(outputs[:len(bits)]) if bits[position] == "1"]
+    return found
 
 
 def execution_order(workflow: Workflow, outputs: list[str]) -> list[str]:

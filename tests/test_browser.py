@@ -168,7 +168,7 @@ def test_graph_editor_opens_and_runs_txt2img(app, page):
 
 
 def test_login_guards_the_ui_and_the_apis(browser, tmp_path):
-    from inkwash.webui.security import Credentials
+    from inkwash.webui.auth import Credentials
 
     credentials = Credentials.from_auth_args("ann:secret", iterations=1000)
     with serve_app(tmp_path, credentials=credentials) as running:

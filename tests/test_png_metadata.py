@@ -228,10 +228,11 @@ def test_truncated_png_keeps_the_chunks_before_the_cut(tmp_path):
     assert read_png_metadata(data[: len(data) - 20])["parameters"] == "a cat\nSteps: 1, Seed: 2, Size: 4x4"
 
 
-def test_text_chunk_inflating_too_far_is_skipped(monkeypatch):
+def test_text_chunk_inflating_too_far_is_refused(monkeypatch):
     from inkwash.nodes.formats import png_metadata
 
     monkeypatch.setattr(png_metadata, "MAX_TEXT_BYTES", 1000)
     body = b"prompt\x00\x00" + zlib.compress(b"x" * 100_000)
     chunk = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body))
-    assert read_png_text(png_metadata.PNG_SIGNATURE + chunk) == {}
+    with pytest.raises(png_metadata.PngTextTooLarge, match="more than 1000 bytes"):
+        read_png_text(png_metadata.PNG_SIGNATURE + chunk)

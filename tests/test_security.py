@@ -17,9 +17,10 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from inkwash.nodes.folders import UnsafePath
-from inkwash.webui import security
-from inkwash.webui.security import (Credentials, CredentialsError, HostPolicy, LoginThrottle, SecurityMiddleware,
-                                    contained_path, hash_password, read_auth_file, safe_next, verify_password)
+from inkwash.webui import auth, security
+from inkwash.webui.auth import (Credentials, CredentialsError, LoginThrottle, hash_password, read_auth_file,
+                                safe_next, verify_password)
+from inkwash.webui.security import HostPolicy, SecurityMiddleware, contained_path
 from inkwash.webui.serve_options import ServeRefused, add_serve_arguments, resolve
 
 FAST = 1000  # PBKDF2 iterations for tests; the default is deliberately slow
@@ -289,11 +290,11 @@ def test_plain_auth_list_is_hashed_and_errors_hide_the_password():
 def test_hash_password_command_prints_an_auth_file_line(tmp_path):
     out = io.StringIO()
     args = SimpleNamespace(user="alice", iterations=FAST)
-    assert security.hash_password_command(args, stdin=io.StringIO("pw\n"), stdout=out) == 0
+    assert auth.hash_password_command(args, stdin=io.StringIO("pw\n"), stdout=out) == 0
     line = out.getvalue().strip()
     (tmp_path / "users").write_text(line + "\n")
     assert Credentials.from_auth_args(auth_file=tmp_path / "users").verify("alice", "pw")
-    assert security.hash_password_command(args, stdin=io.StringIO("\n"), stdout=io.StringIO(),
+    assert auth.hash_password_command(args, stdin=io.StringIO("\n"), stdout=io.StringIO(),
                                           stderr=io.StringIO()) == 2
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from inkwash.nodes.runtime.checkpoint_save import save_checkpoint
-from inkwash.webui.security import Credentials
+from inkwash.webui.auth import Credentials
 from inkwash.webui.serve_options import ServeOptions
 from inkwash.webui.server import create_app, create_context
 from starlette.websockets import WebSocketDisconnect

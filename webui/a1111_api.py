@@ -640,7 +640,10 @@ class A1111Api:
         raw = decode_base64("image", req.image, self.ctx.max_upload_bytes)
         image = open_image_bytes("image", raw)  # refuses what isn't an image
         # PNG text chunks read directly: PIL stops at text chunks over 1 MB (large workflows)
-        texts = png_metadata.read_png_text(raw) or {k: v for k, v in image.info.items() if isinstance(v, str)}
+        try:
+            texts = png_metadata.read_png_text(raw) or {k: v for k, v in image.info.items() if isinstance(v, str)}
+        except png_metadata.PngTextTooLarge as exc:
+            raise BadRequest("image", str(exc)) from None
         info = texts.pop("parameters", None) or _exif_infotext(image) or ""
         return {"info": info, "items": texts, "parameters": png_metadata.parse_infotext(info) if info else {}}
 

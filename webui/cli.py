@@ -179,7 +179,7 @@ def pull_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .security import add_hash_password_arguments, hash_password_command
+    from .auth import add_hash_password_arguments, hash_password_command
     from .serve_options import add_serve_arguments
 
     parser = argparse.ArgumentParser(prog="inkwash", description="Inkwash: a Stable Diffusion studio on a node graph")

@@ -133,11 +133,32 @@ def _dumps(value: Any) -> str:
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
-    return Job(id=row["id"], number=row["number"], workflow=json.loads(row["workflow"]),
-               client_id=row["client_id"], extra=json.loads(row["extra"]), status=row["status"],
-               created=row["created"], started=row["started"], finished=row["finished"],
-               outputs=json.loads(row["outputs"]), error=json.loads(row["error"]) if row["error"] else None,
-               messages=json.loads(row["messages"]), output_nodes=json.loads(row["output_nodes"]))
+    """A stored job; a corrupt column (not JSON, or NaN/Infinity stored before they were refused) is read
+    as empty and reported in the job's error, so one bad row never breaks a listing."""
+    corrupt: list[str] = []
+
+    def stored(column: str, empty: Any) -> Any:
+        def reported(name: str) -> None:  # NaN / Infinity read as null
+            corrupt.append(f"{column} holds {name}")
+
+        if not row[column]:
+            return empty
+        try:
+            return json.loads(row[column], parse_constant=reported)
+        except (ValueError, RecursionError):
+            corrupt.append(f"{column} is not JSON")
+            return empty
+
+    job = Job(id=row["id"], number=row["number"], workflow=stored("workflow", {}),
+              client_id=row["client_id"], extra=stored("extra", {}), status=row["status"],
+              created=row["created"], started=row["started"], finished=row["finished"],
+              outputs=stored("outputs", {}), error=stored("error", None), messages=stored("messages", []),
+              output_nodes=stored("output_nodes", []))
+    if corrupt:
+        job.error = {**(job.error if isinstance(job.error, dict) else {}),
+                     "exception_message": f"this job's stored record is corrupt: {'; '.join(corrupt)}",
+                     "exception_type": "CorruptRecord"}
+    return job
 
 
 class JobStore:
@@ -314,12 +335,16 @@ def _as_json_object(workflow: Any) -> Any:
     """The workflow as it will be stored and run after a restart: decoded JSON, with tuples as lists."""
     try:
         if isinstance(workflow, (str, bytes)):
-            return json.loads(workflow)
-        return json.loads(json.dumps(workflow))
+            return json.loads(workflow, parse_constant=_not_a_number)
+        return json.loads(json.dumps(workflow, allow_nan=False))
     except (TypeError, ValueError, UnicodeDecodeError) as exc:
         error = {"type": "invalid_prompt", "message": "Workflow is not valid JSON", "details": str(exc),
                  "extra_info": {}}
         raise InvalidWorkflow(graph.Validation(None, error=error)) from None
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _without_preview(data: dict) -> dict:

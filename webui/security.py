@@ -1,229 +1,31 @@
-"""Who may talk to the server, and from where.
+"""Where a request may come from and how big it may be: the request checks in front of the app.
 
 `SecurityMiddleware` wraps the whole ASGI app (HTTP and websockets alike) and, in this order:
 refuses Host names that are not this machine's (DNS rebinding), refuses state-changing requests and
 websocket upgrades whose Origin is another site (CSRF, cross-site websockets), asks for credentials when
-some are configured (HTTP Basic for API clients, a login page and a signed session cookie for browsers,
-with a lock-out after repeated failures), and caps request bodies. Passwords are only ever held as salted
-PBKDF2 hashes; nothing here writes a password, a header value carrying one, or the command line anywhere.
+some are configured (webui/auth.py: HTTP Basic for API clients, a login page and a signed session cookie
+for browsers, with a lock-out after repeated failures), and caps request bodies.
 """
 from __future__ import annotations
 
-import argparse
-import base64
-import binascii
-import getpass
-import hashlib
-import hmac
-import html
 import ipaddress
 import json
 import logging
-import secrets
+import math
 import socket
-import sys
-import threading
-import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlsplit
-
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import cookie_parser
+from urllib.parse import urlsplit
 
 from ..nodes.folders import UnsafePath, safe_path
+from .asgi_send import headers_of, refuse, send_json
+from .auth import Authenticator, Credentials, LoginThrottle, PasswordChecksBusy, SessionSigner
 
 if TYPE_CHECKING:
     from .serve_options import ServeOptions
 
 log = logging.getLogger("inkwash.security")
-
-# --------------------------------------------------------------------------------------------------
-# Password hashes: pbkdf2_sha256$iterations$salt_b64$hash_b64 (the stdlib only)
-
-HASH_SCHEME = "pbkdf2_sha256"
-DEFAULT_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii").rstrip("=")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-
-
-def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return f"{HASH_SCHEME}${iterations}${_b64encode(salt)}${_b64encode(digest)}"
-
-
-def _parse_hash(encoded: str) -> tuple[int, bytes, bytes]:
-    """(iterations, salt, digest), or ValueError when the string is not one of our hashes."""
-    parts = encoded.split("$")
-    if len(parts) != 4 or parts[0] != HASH_SCHEME:
-        raise ValueError(f"expected {HASH_SCHEME}$ITERATIONS$SALT$HASH")
-    try:
-        iterations = int(parts[1])
-        salt, digest = _b64decode(parts[2]), _b64decode(parts[3])
-    except (ValueError, binascii.Error):
-        raise ValueError("malformed iterations, salt or hash") from None
-    if iterations < 1 or not salt or len(digest) != 32:
-        raise ValueError("malformed iterations, salt or hash")
-    return iterations, salt, digest
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    try:
-        iterations, salt, expected = _parse_hash(encoded)
-    except ValueError:
-        return False
-    actual = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return hmac.compare_digest(actual, expected)
-
-
-class CredentialsError(ValueError):
-    """Malformed --auth / --auth-file input. Messages never contain the password or the hash."""
-
-
-class Credentials:
-    """User names and their password hashes. The repr shows neither passwords nor hashes."""
-
-    def __init__(self, hashes: dict[str, str]):
-        if not hashes:
-            raise CredentialsError("no users given")
-        for user, encoded in hashes.items():
-            try:
-                _parse_hash(encoded)
-            except ValueError as exc:
-                raise CredentialsError(f"user {user!r}: {exc}") from None
-        self._hashes = dict(hashes)
-        # Checking PBKDF2 on every Basic-authenticated API call would cost ~0.5 s each: remember the
-        # pairs that verified, keyed by an HMAC under a per-process secret (never the password itself).
-        self._cache_key = secrets.token_bytes(32)
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = threading.Lock()  # verify() runs in worker threads
-        # Unknown users still pay for one hash, so timing does not tell which user names exist.
-        self._dummy_hash = hash_password(secrets.token_urlsafe(16), iterations=_parse_hash(
-            next(iter(self._hashes.values())))[0])
-
-    @property
-    def users(self) -> list[str]:
-        return sorted(self._hashes)
-
-    def __contains__(self, user: object) -> bool:
-        return user in self._hashes
-
-    def __repr__(self) -> str:
-        return f"Credentials(users={self.users!r})"
-
-    def verify(self, user: str, password: str) -> bool:
-        key = hmac.new(self._cache_key, f"{user}\x00{password}".encode("utf-8", "surrogatepass"),
-                       hashlib.sha256).digest()
-        with self._lock:
-            if key in self._verified:
-                self._verified.move_to_end(key)
-                return True
-        known = user in self._hashes
-        ok = verify_password(password, self._hashes[user] if known else self._dummy_hash) and known
-        if ok:
-            with self._lock:
-                self._verified[key] = None
-                while len(self._verified) > 64:
-                    self._verified.popitem(last=False)
-        return ok
-
-    @classmethod
-    def from_auth_args(cls, auth: str | Iterable[str] | None = None, auth_file: str | Path | None = None,
-                       iterations: int = DEFAULT_ITERATIONS) -> Credentials | None:
-        """From `--auth USER:PASS[,USER:PASS...]` (repeatable) and `--auth-file`; None when neither is given."""
-        hashes: dict[str, str] = {}
-        for user, password in parse_auth_pairs(auth):
-            hashes[user] = hash_password(password, iterations)
-        if auth_file is not None:
-            hashes.update(read_auth_file(auth_file))
-        return cls(hashes) if hashes else None
-
-
-def parse_auth_pairs(auth: str | Iterable[str] | None) -> list[tuple[str, str]]:
-    """`USER:PASS` entries, comma-separated as A1111's --gradio-auth; the password may contain ':'."""
-    if auth is None:
-        return []
-    values = [auth] if isinstance(auth, str) else list(auth)
-    pairs = []
-    for value in values:
-        for position, entry in enumerate(value.split(","), start=1):
-            entry = entry.strip()
-            if not entry:
-                continue
-            user, sep, password = entry.partition(":")
-            user = user.strip()
-            if not sep or not user or not password:
-                # The entry itself may hold a password: say where, not what.
-                raise CredentialsError(f"--auth entry {position} must be USER:PASS with a non-empty user "
-                                       "and password")
-            pairs.append((user, password))
-    return pairs
-
-
-def read_auth_file(path: str | Path) -> dict[str, str]:
-    """`user:hash` lines (blank lines and # comments skipped) -> {user: hash}."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CredentialsError(f"cannot read auth file {path}: {exc.__class__.__name__}") from None
-    hashes: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, encoded = line.partition(":")
-        user = user.strip()
-        try:
-            if not sep or not user:
-                raise ValueError("expected user:hash")
-            _parse_hash(encoded.strip())
-        except ValueError as exc:
-            raise CredentialsError(f"{path} line {number}: {exc} (make a line with `inkwash hash-password "
-                                   "USER`)") from None
-        hashes[user] = encoded.strip()
-    if not hashes:
-        raise CredentialsError(f"auth file {path} holds no user:hash lines")
-    return hashes
-
-
-# --------------------------------------------------------------------------------------------------
-# `inkwash hash-password USER`: prints a line for --auth-file. The password is read from the terminal
-# (or stdin when piped), never taken from the command line where `ps` and shell history would see it.
-
-def add_hash_password_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("user", help="user name for the line")
-    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=argparse.SUPPRESS)
-
-
-def hash_password_command(args: argparse.Namespace, stdin=None, stdout=None, stderr=None) -> int:
-    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    user = args.user.strip()
-    if not user or ":" in user or "\n" in user:
-        print("the user name must be non-empty and contain no ':'", file=stderr)
-        return 2
-    if stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            print("the passwords differ", file=stderr)
-            return 2
-    else:
-        password = stdin.readline().rstrip("\r\n")
-    if not password:
-        print("empty password refused", file=stderr)
-        return 2
-    print(f"{user}:{hash_password(password, args.iterations)}", file=stdout)
-    return 0
-
 
 # --------------------------------------------------------------------------------------------------
 # Host names (DNS rebinding). A rebinding page reaches us under the attacker's domain name, so the
@@ -330,153 +132,18 @@ def _as_host_policy(allowed_hosts: HostPolicy | Iterable[str] | None) -> HostPol
 
 
 # --------------------------------------------------------------------------------------------------
-# Redirects after login must stay on this server.
-
-def safe_next(target: str | None, default: str = "/") -> str:
-    """`target` when it is a local path ('/...'), else `default`: no scheme, no host, no '//' or '\\'."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return default
-    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
-        return default
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return default
-    return target
-
-
-# --------------------------------------------------------------------------------------------------
-# Brute-force lock-out
-
-class LoginThrottle:
-    """After `max_failures` failed password checks from one address within `window` seconds, that
-    address's password checks are answered 429 for `lockout` seconds."""
-
-    def __init__(self, max_failures: int = 10, window: float = 60.0, lockout: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.max_failures, self.window, self.lockout, self.clock = max_failures, window, lockout, clock
-        self._failures: dict[str, deque[float]] = {}
-        self._blocked_until: dict[str, float] = {}
-
-    def retry_after(self, address: str) -> int:
-        """Seconds until `address` may try again; 0 when it may now."""
-        until = self._blocked_until.get(address)
-        if until is None:
-            return 0
-        left = until - self.clock()
-        if left <= 0:
-            del self._blocked_until[address]
-            return 0
-        return max(1, int(left + 0.999))
-
-    def failed(self, address: str) -> None:
-        now = self.clock()
-        failures = self._failures.setdefault(address, deque())
-        failures.append(now)
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        if len(failures) >= self.max_failures:
-            self._blocked_until[address] = now + self.lockout
-            failures.clear()
-            log.warning("locked out %s for %d s after %d failed logins", address, self.lockout, self.max_failures)
-        if len(self._failures) > 10_000:  # many addresses: forget the quiet ones
-            for key in [k for k, v in self._failures.items() if not v or v[-1] <= now - self.window]:
-                del self._failures[key]
-
-
-# --------------------------------------------------------------------------------------------------
-# Session cookies: base64(user).expires.nonce.signature, HMAC-SHA256 under a per-process secret, so a
-# restart logs everyone out and nothing needs storing.
-
-class SessionSigner:
-    def __init__(self, secret: bytes | None = None, max_age: int = 7 * 24 * 3600,
-                 clock: Callable[[], float] = time.time):
-        self.secret = secret or secrets.token_bytes(32)
-        self.max_age, self.clock = max_age, clock
-        self._revoked: OrderedDict[str, float] = OrderedDict()
-
-    def _sign(self, payload: str) -> str:
-        return base64.urlsafe_b64encode(hmac.new(self.secret, payload.encode(), hashlib.sha256).digest()
-                                        ).decode().rstrip("=")
-
-    def issue(self, user: str) -> str:
-        user_b64 = base64.urlsafe_b64encode(user.encode("utf-8")).decode().rstrip("=")
-        payload = f"{user_b64}.{int(self.clock()) + self.max_age}.{secrets.token_urlsafe(12)}"
-        return f"{payload}.{self._sign(payload)}"
-
-    def _parts(self, token: str) -> tuple[str, int, str] | None:
-        payload, _, signature = token.rpartition(".")
-        if not payload or not hmac.compare_digest(signature, self._sign(payload)):
-            return None
-        try:
-            user_b64, expires, nonce = payload.split(".")
-            user = base64.urlsafe_b64decode(user_b64 + "=" * (-len(user_b64) % 4)).decode("utf-8")
-            return user, int(expires), nonce
-        except (ValueError, binascii.Error):
-            return None
-
-    def user(self, token: str) -> str | None:
-        """The user a valid, unexpired, not logged-out token names; else None."""
-        parts = self._parts(token)
-        if parts is None:
-            return None
-        user, expires, nonce = parts
-        if expires < self.clock() or nonce in self._revoked:
-            return None
-        return user
-
-    def revoke(self, token: str) -> None:
-        parts = self._parts(token)
-        if parts is not None:
-            self._revoked[parts[2]] = parts[1]
-            now = self.clock()
-            while self._revoked and (len(self._revoked) > 10_000 or next(iter(self._revoked.values())) < now):
-                self._revoked.popitem(last=False)
-
-
-# --------------------------------------------------------------------------------------------------
 # The middleware
 
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
-LOGIN_BODY_LIMIT = 16 * 1024
-URL_SAFE = "/:?#[]@!$&'()*+,;=%~"  # characters quote() leaves alone in a path+query
 
 
 class RequestTooLarge(Exception):
     """Raised into the app from `receive` when a streamed body passes the limit (413 already sent)."""
 
 
-def _headers(scope: dict) -> dict[str, str]:
-    # Repeated headers: the last one wins, which is enough for the ones read here.
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-
-
 def _origin_tuple(scheme: str, host: str, port: int | None) -> tuple[str, str, int | None]:
     return scheme, host, port if port is not None else DEFAULT_PORTS.get(scheme)
-
-
-LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Inkwash · sign in</title>
-<style>
-:root {{ color-scheme: light dark; font-family: system-ui, sans-serif; }}
-body {{ display: grid; place-items: center; min-height: 100vh; margin: 0; }}
-form {{ display: grid; gap: .75rem; width: min(20rem, 90vw); padding: 2rem; border: 1px solid #8884;
-        border-radius: .75rem; }}
-h1 {{ margin: 0 0 .5rem; font-size: 1.4rem; }}
-input {{ font: inherit; padding: .5rem; }}
-button {{ font: inherit; padding: .55rem; cursor: pointer; }}
-.error {{ color: #d33; margin: 0; }}
-</style></head>
-<body><form method="post" action="{action}">
-<h1>Inkwash</h1>
-{message}
-<label>User <input name="username" autocomplete="username" required autofocus></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<input type="hidden" name="next" value="{next}">
-<button type="submit">Sign in</button>
-</form></body></html>
-"""
 
 
 class SecurityMiddleware:
@@ -494,10 +161,9 @@ class SecurityMiddleware:
         self.credentials = credentials
         self.hosts = _as_host_policy(allowed_hosts)
         self.max_upload_bytes = max_upload_bytes
-        self.login_path, self.logout_path = login_path, logout_path
-        self.throttle = throttle or LoginThrottle()
-        self.sessions = sessions or SessionSigner()
         self.frame_options = frame_options
+        self.auth = None if credentials is None else Authenticator(
+            credentials, login_path=login_path, logout_path=logout_path, throttle=throttle, sessions=sessions)
 
     # ---- entry
 
@@ -505,39 +171,47 @@ class SecurityMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = headers_of(scope)
         is_ws = scope["type"] == "websocket"
         host, host_port = split_host_port(headers.get("host", ""))
 
         if not self.hosts.allows(host):
             log.warning("refused Host %r (not a name of this server); start with --allowed-host %s if it is one",
                         host, host)
-            await self._refuse(scope, receive, send, 400, 4400,
-                               f"Host {host!r} is not a name of this server (DNS rebinding protection). "
-                               "Open it by its IP address or by a name its owner allowed.")
+            await refuse(scope, receive, send, 400, 4400,
+                         f"Host {host!r} is not a name of this server (DNS rebinding protection). "
+                         "Open it by its IP address or by a name its owner allowed.")
             return
 
         method = scope.get("method", "GET")
-        if (is_ws or method in STATE_CHANGING_METHODS) and not self._same_origin(scope, headers, host, host_port):
-            await self._refuse(scope, receive, send, 403, 4403,
-                               "Cross-site request refused: its Origin is not this server.")
+        same_origin = self._same_origin(scope, headers, host, host_port)
+        if not same_origin and "origin" in headers:
+            scope["inkwash.foreign_origin"] = True  # its answer carries no CORS grant (_call_app)
+        if (is_ws or method in STATE_CHANGING_METHODS) and not same_origin:
+            await refuse(scope, receive, send, 403, 4403,
+                         "Cross-site request refused: its Origin is not this server.")
             return
 
-        if self.credentials is None:
+        if self.auth is None:
             await self._call_app(scope, receive, send, headers)
             return
 
         path = scope.get("path", "/")
-        if not is_ws and path == self.login_path and method in ("GET", "HEAD", "POST"):
-            await self._login(scope, receive, send, headers)
+        if not is_ws and path == self.auth.login_path and method in ("GET", "HEAD", "POST"):
+            await self.auth.login(scope, receive, send, headers)
             return
-        if not is_ws and path == self.logout_path and method in ("GET", "POST"):
-            await self._logout(scope, send, headers)
+        if not is_ws and path == self.auth.logout_path and method in ("GET", "POST"):
+            await self.auth.logout(scope, send, headers)
             return
 
-        user, retry_after = await self._authenticate(scope, headers)
+        try:
+            user, retry_after = await self.auth.authenticate(scope, headers)
+        except PasswordChecksBusy:
+            await refuse(scope, receive, send, 429, 4429, "The server is busy checking passwords; try again.",
+                         extra_headers=[(b"retry-after", b"1")])
+            return
         if user is None:
-            await self._unauthenticated(scope, receive, send, headers, retry_after)
+            await self.auth.unauthenticated(scope, receive, send, headers, retry_after)
             return
         scope["inkwash.user"] = user
         await self._call_app(scope, receive, send, headers)
@@ -560,157 +234,7 @@ class SecurityMiddleware:
         return (_origin_tuple(parts.scheme, parts.hostname.lower().rstrip("."), origin_port)
                 == _origin_tuple(scheme, host, host_port))
 
-    def _client_address(self, scope: dict) -> str:
-        client = scope.get("client")
-        return str(client[0]) if client else "unknown"
-
-    def _cookie_name(self, scope: dict) -> str:
-        # Cookies ignore ports: one name per port keeps two servers on one machine from clashing.
-        server = scope.get("server")
-        return f"inkwash_session_{server[1]}" if server and server[1] else "inkwash_session"
-
-    async def _authenticate(self, scope: dict, headers: dict[str, str]) -> tuple[str | None, int]:
-        """(user, 0) when the request carries a valid session cookie or Basic credentials; else
-        (None, seconds the address is locked out for, 0 when it is not)."""
-        token = cookie_parser(headers.get("cookie", "")).get(self._cookie_name(scope))
-        if token:
-            user = self.sessions.user(token)
-            if user is not None and user in self.credentials:
-                return user, 0
-        authorization = headers.get("authorization", "")
-        scheme, _, encoded = authorization.partition(" ")
-        if scheme.lower() != "basic" or not encoded.strip():
-            return None, 0
-        address = self._client_address(scope)
-        retry_after = self.throttle.retry_after(address)
-        if retry_after:
-            return None, retry_after
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-        except (ValueError, binascii.Error):
-            decoded = ""
-        user, sep, password = decoded.partition(":")
-        if sep and await self._verify(user, password):
-            return user, 0
-        self.throttle.failed(address)
-        return None, self.throttle.retry_after(address)
-
-    async def _verify(self, user: str, password: str) -> bool:
-        # PBKDF2 takes a good fraction of a second: keep it off the event loop.
-        return await run_in_threadpool(self.credentials.verify, user, password)
-
-    # ---- responses
-
-    async def _unauthenticated(self, scope, receive, send, headers, retry_after: int) -> None:
-        if retry_after:
-            await self._refuse(scope, receive, send, 429, 4429, "Too many failed logins; try again later.",
-                               extra_headers=[(b"retry-after", str(retry_after).encode())])
-            return
-        if scope["type"] == "websocket":
-            await self._refuse(scope, receive, send, 403, 4401, "Authentication required.")
-            return
-        method = scope.get("method", "GET")
-        is_navigation = method in ("GET", "HEAD") and (
-            "text/html" in headers.get("accept", "") or headers.get("sec-fetch-mode") == "navigate")
-        if is_navigation:
-            raw_path = scope.get("raw_path")  # still percent-encoded, unlike "path"
-            target = raw_path.decode("latin-1") if raw_path else quote(scope.get("path", "/"), safe=URL_SAFE)
-            if scope.get("query_string"):
-                target += "?" + scope["query_string"].decode("latin-1")
-            location = self.login_path
-            if safe_next(target) != "/":
-                location += "?next=" + quote(safe_next(target), safe="")
-            await self._send(send, 303, b"", "text/plain", [(b"location", location.encode("latin-1"))])
-            return
-        await self._send_json(send, 401, "Not authenticated: send HTTP Basic credentials or sign in at "
-                              f"{self.login_path}", [(b"www-authenticate", b'Basic realm="Inkwash"')])
-
-    async def _login(self, scope, receive, send, headers) -> None:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        next_path = safe_next((query.get("next") or [None])[0])
-        if scope["method"] != "POST":
-            await self._login_page(send, next_path)
-            return
-        body = await self._read_small_body(receive)
-        if body is None:
-            await self._send_json(send, 413, "Login form too large.")
-            return
-        form = parse_qs(body.decode("utf-8", "replace"))
-        next_path = safe_next((form.get("next") or [next_path])[0])
-        address = self._client_address(scope)
-        retry_after = self.throttle.retry_after(address)
-        if retry_after:
-            await self._login_page(send, next_path, 429, "Too many failed logins; try again in a minute.",
-                                   [(b"retry-after", str(retry_after).encode())])
-            return
-        user = (form.get("username") or [""])[0]
-        password = (form.get("password") or [""])[0]
-        if not user or not await self._verify(user, password):
-            self.throttle.failed(address)
-            await self._login_page(send, next_path, 401, "Wrong user name or password.")
-            return
-        cookie = (f"{self._cookie_name(scope)}={self.sessions.issue(user)}; Path=/; HttpOnly; SameSite=Strict; "
-                  f"Max-Age={self.sessions.max_age}")
-        if scope.get("scheme") == "https":
-            cookie += "; Secure"
-        location = quote(next_path, safe=URL_SAFE)  # the form gives it back decoded; headers are ASCII
-        await self._send(send, 303, b"", "text/plain",
-                         [(b"location", location.encode("ascii")), (b"set-cookie", cookie.encode("latin-1"))])
-
-    async def _logout(self, scope, send, headers) -> None:
-        name = self._cookie_name(scope)
-        token = cookie_parser(headers.get("cookie", "")).get(name)
-        if token:
-            self.sessions.revoke(token)
-        cookie = f"{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
-        await self._send(send, 303, b"", "text/plain",
-                         [(b"location", self.login_path.encode("latin-1")), (b"set-cookie", cookie.encode())])
-
-    async def _login_page(self, send, next_path: str, status: int = 200, message: str = "",
-                          extra_headers: list | None = None) -> None:
-        page = LOGIN_PAGE.format(
-            action=html.escape(self.login_path, quote=True), next=html.escape(next_path, quote=True),
-            message=f'<p class="error" role="alert">{html.escape(message)}</p>' if message else "")
-        csp = (b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
-               b"base-uri 'none'")
-        await self._send(send, status, page.encode("utf-8"), "text/html; charset=utf-8",
-                         [(b"content-security-policy", csp), (b"x-frame-options", b"DENY"),
-                          *(extra_headers or [])])
-
-    async def _refuse(self, scope, receive, send, status: int, ws_code: int, message: str,
-                      extra_headers: list | None = None) -> None:
-        if scope["type"] == "websocket":
-            # Closing before accepting makes the server answer the upgrade with 403.
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": ws_code, "reason": message[:120]})
-            return
-        await self._send_json(send, status, message, extra_headers)
-
-    async def _send_json(self, send, status: int, detail: str, extra_headers: list | None = None) -> None:
-        await self._send(send, status, json.dumps({"detail": detail}).encode(), "application/json",
-                         extra_headers)
-
-    async def _send(self, send, status: int, body: bytes, content_type: str,
-                    extra_headers: list | None = None) -> None:
-        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
-                   (b"cache-control", b"no-store"), *(extra_headers or [])]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _read_small_body(self, receive) -> bytes | None:
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > LOGIN_BODY_LIMIT:
-                return None
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    # ---- the app, with the body capped
+    # ---- the app, with the body capped and JSON bodies checked
 
     async def _call_app(self, scope, receive, send, headers: dict[str, str]) -> None:
         if scope["type"] != "http":
@@ -723,7 +247,7 @@ class SecurityMiddleware:
             except ValueError:
                 declared = 0
             if declared > limit:
-                await self._send_json(send, 413, f"Request body too large (limit {limit} bytes).")
+                await send_json(send, 413, f"Request body too large (limit {limit} bytes).")
                 return
 
         state = {"received": 0, "started": False, "cut": False}
@@ -736,7 +260,7 @@ class SecurityMiddleware:
                     state["cut"] = True
                     if not state["started"]:
                         state["started"] = True
-                        await self._send_json(send, 413, f"Request body too large (limit {limit} bytes).")
+                        await send_json(send, 413, f"Request body too large (limit {limit} bytes).")
                     raise RequestTooLarge()
             return message
 
@@ -745,18 +269,101 @@ class SecurityMiddleware:
                 return  # the 413 is already out; drop whatever the app answers to the exception
             if message["type"] == "http.response.start":
                 state["started"] = True
+                if scope.get("inkwash.foreign_origin"):
+                    # Gradio grants CORS (with credentials) to any Origin when reached by LAN address:
+                    # another site, or another web UI on this host, could read images and prompts.
+                    message = {**message, "headers": [(k, v) for k, v in message["headers"]
+                                                      if not k.lower().startswith(b"access-control-")]}
                 if self.frame_options and not any(k.lower() == b"x-frame-options" for k, _ in message["headers"]):
                     message = {**message, "headers": [*message["headers"],
                                                       (b"x-frame-options", self.frame_options.encode())]}
             await send(message)
 
+        app_receive = capped_receive
+        if scope.get("method") in STATE_CHANGING_METHODS and _may_be_json(headers):
+            try:
+                body = await _whole_body(capped_receive)
+            except RequestTooLarge:
+                return
+            problem = json_problem(body)
+            if problem is not None:
+                await send_json(send, 400, problem)
+                return
+            app_receive = _replayed(body, receive)
+
         try:
-            await self.app(scope, capped_receive, guarded_send)
+            await self.app(scope, app_receive, guarded_send)
         except RequestTooLarge:
             pass
         except Exception:
             if not state["cut"]:
                 raise
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON bodies: every route parses them with Python's json, which takes NaN, Infinity and 1e999 (no JSON
+# has them; stored, they break every listing that shows them) and recurses into nesting (RecursionError
+# past ~1000 levels). Checked once here, for every door, before any route sees the body.
+
+MAX_JSON_DEPTH = 64  # workflows in either format nest under 10 levels
+
+
+def _may_be_json(headers: dict[str, str]) -> bool:
+    """FastAPI reads a body as JSON when its type says JSON or when it names no type."""
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    return not content_type or content_type.endswith("/json") or content_type.endswith("+json")
+
+
+async def _whole_body(receive: Callable) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replayed(body: bytes, receive: Callable) -> Callable:
+    """A `receive` that gives the app the body already read, then what the client sends next."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def json_problem(body: bytes) -> str | None:
+    """What makes this JSON body unusable, naming where: nesting past MAX_JSON_DEPTH or a number that
+    is not finite. None when it is fine, or not JSON at all (the route then says so itself)."""
+    if not body.strip()[:1] in (b"{", b"["):
+        return None
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        return f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError:
+        return None
+    stack = [(value, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            shown = "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+            return f"{_shown(path)}: {shown} is not a number JSON allows (NaN and Infinity are refused)"
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"{_shown(path)}: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((item, f"{path}.{key}" if path else str(key), depth + 1) for key, item in items)
+    return None
+
+
+def _shown(path: str) -> str:
+    if not path:
+        return "request body"
+    return path if len(path) <= 120 else "..." + path[-117:]
 
 
 # --------------------------------------------------------------------------------------------------

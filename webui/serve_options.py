@@ -7,15 +7,18 @@ A server reachable from other machines refuses to start without `--auth`/`--auth
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import preview_method
-from .security import Credentials, CredentialsError, is_loopback, is_wildcard, machine_names
+from .auth import Credentials, CredentialsError
+from .security import is_loopback, is_wildcard, machine_names
 
 DEFAULT_HOST = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 DEFAULT_PORT = 7860
+AUTH_ENVIRONMENT = "INKWASH_AUTH"  # USER:PASS[,USER:PASS...], as --auth, out of the process list
 
 
 class ServeRefused(Exception):
@@ -35,7 +38,9 @@ class ServeOptions:
     output_dir: Path | None = None
     input_dir: Path | None = None
     data_dir: Path | None = None
+    temp_dir: Path | None = None  # previews and temp uploads; default <data dir>/temp, emptied at start
     extra_model_paths: Path | None = None
+    api_docs: bool = False  # serve the app's OpenAPI description at /openapi.json
     warnings: list[str] = field(default_factory=list)  # for the CLI to print at start-up
     preview_method: str = preview_method.DEFAULT  # sampler previews on /ws for ComfyUI clients
 
@@ -71,18 +76,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                               "this machine's IPs and host name are allowed already)")
     security = parser.add_argument_group("security")
     security.add_argument("--auth", action="append", default=None, metavar="USER:PASS",
-                          help="require this user and password (comma-separated list allowed, repeatable)")
+                          help="require this user and password (comma-separated list allowed, repeatable); "
+                               "visible to other users in the process list: prefer --auth-file or the "
+                               f"{AUTH_ENVIRONMENT} environment variable")
     security.add_argument("--auth-file", metavar="FILE",
                           help="require a user from FILE: `user:hash` lines made by `inkwash hash-password USER`")
     security.add_argument("--insecure-no-auth", action="store_true",
                           help="allow --listen without credentials: anyone on the network can use this server")
     security.add_argument("--tls-keyfile", metavar="FILE", help="serve HTTPS with this private key")
     security.add_argument("--tls-certfile", metavar="FILE", help="serve HTTPS with this certificate")
+    security.add_argument("--api-docs", action="store_true",
+                          help="serve the API's OpenAPI description at /openapi.json (off: it lists every route)")
     paths = parser.add_argument_group("folders")
     paths.add_argument("--models-dir", metavar="DIR", help="model folders root (default: models/)")
     paths.add_argument("--output-dir", metavar="DIR", help="where images are written (default: output/)")
     paths.add_argument("--input-dir", metavar="DIR", help="where uploaded and loaded images live (default: input/)")
     paths.add_argument("--data-dir", metavar="DIR", help="job database and user data (default: data/)")
+    paths.add_argument("--temp-dir", metavar="DIR",
+                       help="previews and temporary uploads, emptied at start (default: temp/ in the data folder)")
     paths.add_argument("--extra-model-paths", metavar="YAML",
                        help="an extra_model_paths.yaml adding an A1111/ComfyUI install's models")
     parser.add_argument("--preview-method", choices=preview_method.METHODS, default=preview_method.DEFAULT,
@@ -124,9 +135,10 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
     tls_certfile = _existing_file(args.tls_certfile, "--tls-certfile")
     auth_file = _existing_file(args.auth_file, "--auth-file")
 
+    auth = args.auth if args.auth is not None else os.environ.get(AUTH_ENVIRONMENT) or None
     try:
         credentials = Credentials.from_auth_args(
-            args.auth, auth_file, **({"iterations": iterations} if iterations else {}))
+            auth, auth_file, **({"iterations": iterations} if iterations else {}))
     except CredentialsError as exc:
         raise ServeRefused(str(exc)) from None
 
@@ -137,7 +149,9 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
         output_dir=_directory(args.output_dir, "--output-dir"),
         input_dir=_directory(args.input_dir, "--input-dir"),
         data_dir=_directory(args.data_dir, "--data-dir"),
-        extra_model_paths=_existing_file(args.extra_model_paths, "--extra-model-paths"))
+        temp_dir=_directory(getattr(args, "temp_dir", None), "--temp-dir"),
+        extra_model_paths=_existing_file(args.extra_model_paths, "--extra-model-paths"),
+        api_docs=getattr(args, "api_docs", False))
 
     options.preview_method = getattr(args, "preview_method", preview_method.DEFAULT)
     if options.exposed and credentials is None:
@@ -150,6 +164,9 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
                 "if this network is trusted.")
         options.warnings.append(f"listening on {where} WITHOUT authentication (--insecure-no-auth): "
                                 "anyone on your network can use this server")
+    if options.exposed and args.auth:
+        options.warnings.append(f"--auth shows its password to every user of this machine (ps, /proc); "
+                                f"use --auth-file (lines from `inkwash hash-password USER`) or {AUTH_ENVIRONMENT}")
     if options.exposed and credentials is not None and tls_certfile is None:
         options.warnings.append("passwords and images travel unencrypted over the network; "
                                 "add --tls-keyfile/--tls-certfile for HTTPS")

@@ -19,7 +19,7 @@ class CLIPTextEncode(Node):
     display_name = "CLIP Text Encode (Prompt)"
 
     def run(self, text, clip):
-        return (text_encode.encode(clip, text),)
+        return (text_encode.encode(clip, text, self.ctx.check_interrupt),)
 
 
 class CLIPTextEncodeSDXL(Node):
@@ -59,7 +59,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
 
     def run(self, ascore, width, height, text, clip):
         extra = {"aesthetic_score": ascore, "width": width, "height": height}
-        return (sdxl_conditioning.with_extra(text_encode.encode(clip, text), extra),)
+        return (sdxl_conditioning.with_extra(text_encode.encode(clip, text, self.ctx.check_interrupt), extra),)
 
 
 class CLIPSetLastLayer(Node):

@@ -183,6 +183,17 @@ class ImageScale(Node):
     category = "image/upscaling"
     display_name = "Upscale Image"
 
+    @classmethod
+    def output_pixels(cls, image, width: int, height: int, **_) -> int:
+        batch, old_height, old_width = image.shape[:3]
+        if not width and not height:
+            width, height = old_width, old_height
+        elif not width:
+            width = round(old_width * height / max(old_height, 1))
+        elif not height:
+            height = round(old_height * width / max(old_width, 1))
+        return batch * width * height
+
     def run(self, image, upscale_method: str, width: int, height: int, crop: str):
         return (imaging.scale_image(image, width, height, upscale_method, crop),)
 
@@ -195,6 +206,11 @@ class ImageScaleBy(Node):
     outputs = (Output("IMAGE"),)
     category = "image/upscaling"
     display_name = "Upscale Image By"
+
+    @classmethod
+    def output_pixels(cls, image, scale_by: float, **_) -> int:
+        height, width = (max(1, round(side * scale_by)) for side in image.shape[1:3])
+        return image.shape[0] * width * height
 
     def run(self, image, upscale_method: str, scale_by: float):
         height, width = (max(1, round(side * scale_by)) for side in image.shape[1:3])

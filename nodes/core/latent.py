@@ -36,6 +36,13 @@ class LatentUpscale(Node):
     category = "latent"
     display_name = "Upscale Latent"
 
+    @classmethod
+    def output_pixels(cls, samples, width: int, height: int, **_) -> int:
+        batch, _, latent_height, latent_width = samples["samples"].shape[:4]
+        width = width or round(latent_width * 8 * height / max(latent_height * 8, 1)) or latent_width * 8
+        height = height or round(latent_height * 8 * width / max(latent_width * 8, 1))
+        return batch * width * height
+
     def run(self, samples, upscale_method, width, height, crop):
         return (latents.upscale(samples, upscale_method, width, height, crop),)
 
@@ -48,6 +55,11 @@ class LatentUpscaleBy(Node):
     outputs = (Output("LATENT"),)
     category = "latent"
     display_name = "Upscale Latent By"
+
+    @classmethod
+    def output_pixels(cls, samples, scale_by: float, **_) -> int:
+        batch, _, height, width = samples["samples"].shape[:4]
+        return batch * round(height * scale_by * 8) * round(width * scale_by * 8)
 
     def run(self, samples, upscale_method, scale_by):
         return (latents.upscale_by(samples, upscale_method, scale_by),)

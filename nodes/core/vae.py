@@ -13,6 +13,11 @@ class VAEDecode(Node):
     category = "latent"
     display_name = "VAE Decode"
 
+    @classmethod
+    def output_pixels(cls, samples, **_) -> int:
+        batch, _, height, width = samples["samples"].shape[:4]
+        return batch * height * 8 * width * 8
+
     def run(self, samples, vae):
         return (vae_codec.decode(vae, samples["samples"]),)
 

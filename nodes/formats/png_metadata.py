@@ -21,8 +21,13 @@ from ..graph import is_link
 from .sampler_names import a1111_names
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# A workflow is rarely over a few MB; a zTXt chunk inflating past this is hostile, not a workflow.
-MAX_TEXT_BYTES = 64 * 1024 * 1024
+# A workflow is rarely over a few MB; text chunks inflating past this, all together, are hostile (a
+# decompression bomb), not a workflow.
+MAX_TEXT_BYTES = 8 * 1024 * 1024
+
+
+class PngTextTooLarge(ValueError):
+    """A PNG whose text chunks hold (or inflate to) more than MAX_TEXT_BYTES in all."""
 
 # -- A1111 infotext ------------------------------------------------------------------------------------
 
@@ -487,45 +492,54 @@ def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
         pos += 12 + length
 
 
-def _inflate(data: bytes) -> bytes:
+def _inflate(data: bytes, budget: int) -> bytes:
     inflater = zlib.decompressobj()
-    out = inflater.decompress(data, MAX_TEXT_BYTES)
-    if inflater.unconsumed_tail:
-        raise ValueError("compressed text chunk too large")
+    out = inflater.decompress(data, budget + 1)
+    if len(out) > budget:
+        raise PngTextTooLarge(f"the PNG's text chunks inflate to more than {MAX_TEXT_BYTES} bytes")
     return out
 
 
-def _text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
+def _text_chunk(kind: bytes, body: bytes, budget: int) -> tuple[str, bytes, str] | None:
+    """(key, text bytes, encoding) of a text chunk, inflating at most `budget` bytes."""
     key, sep, rest = body.partition(b"\x00")
     if not sep:
         return None
     if kind == b"tEXt":
-        return key.decode("latin-1"), rest.decode("latin-1")
+        return key.decode("latin-1"), rest, "latin-1"
     if kind == b"zTXt":
-        return key.decode("latin-1"), _inflate(rest[1:]).decode("latin-1")
+        return key.decode("latin-1"), _inflate(rest[1:], budget), "latin-1"
     if kind == b"iTXt":
         compressed, rest = rest[:1] == b"\x01", rest[2:]
         _language, _, rest = rest.partition(b"\x00")
         _translated, _, text = rest.partition(b"\x00")
-        return key.decode("latin-1"), (_inflate(text) if compressed else text).decode("utf-8", "replace")
+        return key.decode("latin-1"), _inflate(text, budget) if compressed else text, "utf-8"
     return None
 
 
 def read_png_text(source: str | Path | bytes) -> dict[str, str]:
     """Every tEXt / zTXt / iTXt chunk of a PNG (file path or bytes), wherever in the file it is.
-    A file that isn't a PNG has none."""
+    A file that isn't a PNG has none. PngTextTooLarge (a ValueError) when the texts hold more than
+    MAX_TEXT_BYTES in all, inflated: every chunk counts, however many there are."""
     data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
     if not data.startswith(PNG_SIGNATURE):
         return {}
     texts: dict[str, str] = {}
+    budget = MAX_TEXT_BYTES
     for kind, body in _chunks(bytes(data)):
         if kind in (b"tEXt", b"zTXt", b"iTXt"):
             try:
-                found = _text_chunk(kind, body)
+                found = _text_chunk(kind, body, budget)
+            except PngTextTooLarge:
+                raise
             except (ValueError, zlib.error):
                 continue  # one broken chunk doesn't hide the others
             if found is not None:
-                texts[found[0]] = found[1]
+                key, text, encoding = found
+                budget -= len(text)
+                if budget < 0:
+                    raise PngTextTooLarge(f"the PNG's text chunks hold more than {MAX_TEXT_BYTES} bytes")
+                texts[key] = text.decode(encoding, "replace")
     return texts
 
 

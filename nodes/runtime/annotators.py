@@ -16,6 +16,7 @@ import torch
 
 from .. import folders
 from . import demo_depth
+from .state_dict_files import CheckpointError, load_pickled
 from .devices import default_device
 
 MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"
@@ -74,7 +75,7 @@ def find_annotator(candidates: tuple[str, ...], what: str) -> Path:
     dirs = folders.current().model_dirs("annotators")
     for directory in dirs:
         for name in candidates:
-            path = folders.safe_path(directory, name)
+            path = folders.named_path(directory, name)  # a symlink the user put there is fine
             if path.is_file():
                 return path
     raise AnnotatorWeightsMissing(
@@ -89,7 +90,9 @@ def _load_midas(path: Path) -> DepthEstimator:
     # Built here rather than by MidasDetector.from_pretrained so the .pt is read with weights_only=True
     # on every torch version, and a missing file can never fall through to a download.
     net = DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_pickled(path)  # weights_only; a pickle with objects is refused, naming the file
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path.name}: not a MiDaS state dict")
     net.load_state_dict(state["model"] if "optimizer" in state else state)
     detector = aux.MidasDetector(net.eval())
 

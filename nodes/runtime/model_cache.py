@@ -6,6 +6,7 @@ shared: a caller that changes weights in place (patches, merges) must work on a 
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import os
@@ -100,10 +101,10 @@ class ModelCache:
         return len(self._entries)
 
     def clear(self) -> None:
+        """Drop every model, and give freed memory back (also what other caches just dropped: /free)."""
         with self._lock:
-            if self._entries:
-                self._entries.clear()
-                _release()
+            self._entries.clear()
+            _release()
 
     def _drop(self, slot: tuple) -> None:
         if self._entries.pop(slot, None) is not None:
@@ -124,6 +125,15 @@ def _release() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed tensor memory in its arenas (RSS stays up): hand it back to the system."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 _shared = ModelCache()

@@ -100,6 +100,8 @@ def _open_safetensors(path: Path) -> StateDict:
             header = json.loads(f.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise corrupt(f"header is not JSON ({err})") from err
+        except RecursionError:
+            raise corrupt("header is not a tensor table (JSON nested too deeply)") from None
     if not isinstance(header, dict):
         raise corrupt("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -141,19 +143,26 @@ def _open_safetensors(path: Path) -> StateDict:
     return StateDict(path, {k: e[1] for k, e in entries.items()}, read, metadata)
 
 
-def _open_pickle(path: Path) -> StateDict:
+def load_pickled(path: Path, mmap: bool = False):
+    """What a .ckpt/.pt/.pth holds, read with torch.load(weights_only=True); CheckpointError naming the
+    file when it is corrupt or holds Python objects (refused, never loaded another way)."""
     try:
-        # mmap keeps large legacy checkpoints out of RAM until a tensor is read; it needs the zip format
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
+        # torch's own message suggests weights_only=False, which would run the file's code: never say so
         if "unsupported global" in str(err).lower():  # an object weights_only will not build
             raise CheckpointError(
                 f"{path.name}: refused: the pickle holds Python objects besides tensors, and loading them "
-                "could run arbitrary code. Use a .safetensors version of this model.") from err
-        raise CheckpointError(f"{path.name}: not a readable checkpoint (corrupt?): {_first_line(err)}") from err
+                "could run arbitrary code. Use a .safetensors version of this model.") from None
+        raise CheckpointError(f"{path.name}: not a readable checkpoint (corrupt?): {_unpickler_detail(err)}") from None
     except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... for damaged files
         raise CheckpointError(f"{path.name}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(err).__name__}: {_first_line(err)}") from err
+                              f"{type(err).__name__}: {_first_line(err)}") from None
+
+
+def _open_pickle(path: Path) -> StateDict:
+    # mmap keeps large legacy checkpoints out of RAM until a tensor is read; it needs the zip format
+    data = load_pickled(path, mmap=zipfile.is_zipfile(path))
     # the weights may sit one level down: "state_dict" (training checkpoints), "params_ema" / "params"
     # (Real-ESRGAN and other basicsr-trained upscale models; the EMA weights are the ones to use)
     while isinstance(data, dict) and (inner := next(
@@ -171,6 +180,16 @@ def _open_pickle(path: Path) -> StateDict:
         return tensor.clone()
 
     return StateDict(path, {k: tuple(v.shape) for k, v in tensors.items()}, read, {})
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """What the unpickler tripped on, without torch's advice to load with weights_only=False."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    detail = lines[0] if lines else type(err).__name__
+    return type(err).__name__ if "weights_only" in detail else detail
 
 
 def _first_line(err: Exception) -> str:

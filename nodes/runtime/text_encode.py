@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -32,27 +32,32 @@ def parse_prompt(text: str) -> list[tuple[str, float]]:
     return prompt_syntax.emphasis(text)
 
 
-def encode(clip: TextEncoder, text: str) -> list[Cond]:
-    """CONDITIONING for one prompt: one Cond, or one per text its prompt editing can select."""
+def encode(clip: TextEncoder, text: str, check_interrupt: Callable[[], None] | None = None) -> list[Cond]:
+    """CONDITIONING for one prompt: one Cond, or one per text its prompt editing can select.
+    `check_interrupt` is called before each 77-token window is encoded (it raises to stop)."""
     with lora.applied(clip):  # the CLIP's LoRA weights, only while it encodes
         texts = prompt_syntax.variants(text)
         if len(texts) == 1:
-            return encode_segments(clip, parse_prompt(texts[0]))
+            return encode_segments(clip, parse_prompt(texts[0]), check_interrupt)
         conds = []
         for variant in texts:
-            cond = encode_segments(clip, parse_prompt(variant))[0]
+            cond = encode_segments(clip, parse_prompt(variant), check_interrupt)[0]
             cond.extra[prompt_syntax.SCHEDULE_KEY] = (text, variant)
             conds.append(cond)
         return conds
 
 
-def encode_segments(clip: TextEncoder, segments: list[tuple[str, float]]) -> list[Cond]:
+def encode_segments(clip: TextEncoder, segments: list[tuple[str, float]],
+                    check_interrupt: Callable[[], None] | None = None) -> list[Cond]:
     """CONDITIONING for weighted prompt segments: embeds [1, 77 * chunks, D], plus pooled for SDXL."""
     features, pooled = [], None
     for index, (tokenizer, encoder) in enumerate(zip(clip.tokenizers, clip.encoders)):
         key, width = embeddings.encoder_key(clip.family, index), encoder.get_input_embeddings().embedding_dim
-        windows = [_encode_window(encoder, window.ids, window.weights, clip, window.vectors)
-                   for window in _token_windows(tokenizer, segments, key, width)]
+        windows = []
+        for window in _token_windows(tokenizer, segments, key, width):
+            if check_interrupt is not None:  # a long prompt is many windows: stop between them
+                check_interrupt()
+            windows.append(_encode_window(encoder, window.ids, window.weights, clip, window.vectors))
         features.append(torch.cat([hidden for hidden, _ in windows], dim=1))
         pooled = windows[0][1]  # SDXL pools from its last encoder (CLIP-G), first window, as ComfyUI
     if len({f.shape[1] for f in features}) != 1:

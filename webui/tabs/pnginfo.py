@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from ...nodes.formats.png_metadata import parse_infotext, read_png_metadata
+from ...nodes.formats.png_metadata import PngTextTooLarge, parse_infotext, read_png_metadata
 from ...nodes.formats.sampler_names import a1111_names
 from ..generation import BadRequest, sampler_and_scheduler
 from .uploads import not_an_image, refuse_non_images, uploaded_file
@@ -31,7 +31,10 @@ def png_info(upload: str | dict | None) -> tuple[str, str, str]:
     problem = not_an_image(path, name)
     if problem:
         return "", "", problem
-    metadata = read_png_metadata(Path(path))
+    try:
+        metadata = read_png_metadata(Path(path))
+    except PngTextTooLarge as exc:
+        return "", "", f"Not read: {exc}"
     workflow = metadata.get("prompt") or metadata.get("workflow")
     parameters = metadata.get("parameters") or ""
     note = "" if parameters or workflow else NO_PARAMETERS

@@ -13,7 +13,7 @@ from typing import Any
 from ...nodes.folders import write_atomically
 from ...nodes.graph import is_link
 from ...nodes.registry import object_info
-from ...nodes.formats.png_metadata import read_png_metadata
+from ...nodes.formats.png_metadata import PngTextTooLarge, read_png_metadata
 from ..context import ServerContext
 from ..generation import WORKFLOWS_DIR
 from ..graph_layout import api_to_ui, declared_inputs, has_widget
@@ -81,7 +81,10 @@ def load_upload(ctx: ServerContext, path: str | Path) -> dict:
         raise WorkflowError(f"{path.name} is larger than {ctx.max_upload_bytes} bytes")
     data = path.read_bytes()
     if data.startswith(PNG_SIGNATURE):
-        metadata = read_png_metadata(data)
+        try:
+            metadata = read_png_metadata(data)
+        except PngTextTooLarge as exc:
+            raise WorkflowError(f"{path.name}: {exc}") from None
         found = metadata.get("prompt") or metadata.get("workflow")
         if found is None:
             raise WorkflowError(f"{path.name} carries no workflow")
