@@ -1,0 +1,57 @@
+"""Hires fix with an upscale model (A1111's hr_upscaler naming a model file): the first pass decoded,
+upscaled by the model, resized to the hires size, encoded and sampled again; infotext names the model."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from inkwash.nodes.executor import Executor
+from inkwash.nodes.formats.png_metadata import parse_infotext, read_png_metadata
+from inkwash.webui import generation as gen
+from inkwash.webui.generation import BadRequest, GenerationParams
+from tiny_models import write_tiny_esrgan
+
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_model_cache")
+MODEL = "4x-tiny-esrgan"
+
+
+def small(**changes) -> GenerationParams:
+    values = {"prompt": "a red circle", "negative_prompt": "blurry", "checkpoint": "tiny-sd1.safetensors",
+              "sampler_name": "euler", "steps": 2, "cfg_scale": 6.5, "seed": 1234, "width": 64, "height": 64,
+              "enable_hr": True, "hr_scale": 2.0, "hr_second_pass_steps": 2, "denoising_strength": 0.5,
+              "hr_upscaler": MODEL}
+    values.update(changes)
+    return GenerationParams(**values)
+
+
+def test_hires_fix_with_an_upscale_model(registry, folders, checkpoint):
+    write_tiny_esrgan(folders.models_dir / "upscale_models", MODEL + ".pth")
+    workflow = gen.txt2img_workflow(gen.resolve(small(), folders))
+    chain = [workflow[n]["class_type"] for n in ("15", "21", "14", "16")]
+    assert chain == ["VAEDecode", "ImageUpscaleWithModel", "ImageScale", "VAEEncode"]
+    assert workflow["20"]["inputs"]["model_name"] == MODEL + ".pth"
+    assert (workflow["14"]["inputs"]["width"], workflow["14"]["inputs"]["height"]) == (128, 128)
+    result = Executor(registry).execute(workflow)
+    assert result.status == "success", result.error
+    saved = result.outputs["9"]["images"][0]
+    path = folders.output_dir / saved["subfolder"] / saved["filename"]
+    assert Image.open(path).size == (128, 128)
+    info = parse_infotext(read_png_metadata(path)["parameters"])
+    assert info["Hires upscaler"] == MODEL and info["Size-1"] == "64"
+
+
+def test_the_hires_upscaler_choices_offer_the_model_files(folders):
+    from inkwash.webui.tabs import pass_inputs
+
+    ctx = type("Ctx", (), {"folders": folders})()
+    assert MODEL not in pass_inputs.hires_upscaler_choices(ctx)
+    write_tiny_esrgan(folders.models_dir / "upscale_models", MODEL + ".pth")
+    refreshed = pass_inputs.refreshed(ctx, "hr_upscaler", MODEL)
+    assert refreshed.choices[-1] == (MODEL, MODEL) and refreshed.value == MODEL
+    assert "Latent" in pass_inputs.hires_upscaler_choices(ctx)
+
+
+def test_an_unknown_model_name_is_refused_listing_the_models(folders, checkpoint):
+    write_tiny_esrgan(folders.models_dir / "upscale_models", MODEL + ".pth")
+    with pytest.raises(BadRequest, match=f"unknown upscaler 'R-ESRGAN 4x\\+'.*{MODEL}") as caught:
+        gen.resolve(small(hr_upscaler="R-ESRGAN 4x+"), folders)
+    assert caught.value.field == "hr_upscaler"
