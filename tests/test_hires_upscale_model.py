@@ -55,3 +55,20 @@ def test_an_unknown_model_name_is_refused_listing_the_models(folders, checkpoint
     with pytest.raises(BadRequest, match=f"unknown upscaler 'R-ESRGAN 4x\\+'.*{MODEL}") as caught:
         gen.resolve(small(hr_upscaler="R-ESRGAN 4x+"), folders)
     assert caught.value.field == "hr_upscaler"
+
+
+def test_the_hires_sampler_dropdowns_offer_a1111_names_the_workflow_gets_comfyui_names(folders, checkpoint):
+    import gradio as gr
+    from inkwash.nodes.formats.sampler_names import SAMPLER_NAMES
+    from inkwash.webui.tabs import pass_inputs
+
+    ctx = type("Ctx", (), {"folders": folders})()
+    with gr.Blocks():
+        inputs = pass_inputs.hires_inputs(ctx)
+    samplers = [value for _, value in inputs["hr_sampler_name"].choices]
+    schedules = [value for _, value in inputs["hr_scheduler"].choices]
+    assert "DPM++ 2M" in samplers and "Karras" in schedules
+    assert not [name for name in samplers if name.endswith("_gpu") or name in SAMPLER_NAMES]  # no ComfyUI names
+    resolved = gen.resolve(small(hr_upscaler="Latent", hr_sampler_name="DPM++ 2M", hr_scheduler="Karras"), folders)
+    workflow = gen.txt2img_workflow(resolved)
+    assert (workflow["17"]["inputs"]["sampler_name"], workflow["17"]["inputs"]["scheduler"]) == ("dpmpp_2m", "karras")
