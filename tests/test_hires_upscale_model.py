@@ -1,6 +1,5 @@
 """Hires fix with an upscale model (A1111's hr_upscaler naming a model file): the first pass decoded,
 upscaled by the model, resized to the hires size, encoded and sampled again; infotext names the model."""
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -72,3 +71,36 @@ def test_the_hires_sampler_dropdowns_offer_a1111_names_the_workflow_gets_comfyui
     resolved = gen.resolve(small(hr_upscaler="Latent", hr_sampler_name="DPM++ 2M", hr_scheduler="Karras"), folders)
     workflow = gen.txt2img_workflow(resolved)
     assert (workflow["17"]["inputs"]["sampler_name"], workflow["17"]["inputs"]["scheduler"]) == ("dpmpp_2m", "karras")
+
+
+def test_hires_fix_with_an_upscale_model_from_the_a1111_api(folders, checkpoint, registry, tmp_path):
+    import base64
+    import io
+    import json
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from inkwash.webui import a1111_api, a1111_extras
+    from inkwash.webui.context import ServerContext
+    from inkwash.webui.events import EventHub
+    from inkwash.webui.jobs import JobQueue
+
+    write_tiny_esrgan(folders.models_dir / "upscale_models", MODEL + ".pth")
+    hub = EventHub()
+    queue = JobQueue(tmp_path / "jobs.db", registry, hub)
+    queue.start()
+    app = FastAPI()
+    ctx = ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=tmp_path)
+    app.include_router(a1111_extras.router(ctx))  # as the server: its /upscalers lists the model files
+    app.include_router(a1111_api.router(ctx))
+    body = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 5, "enable_hr": True,
+            "hr_scale": 1.5, "hr_upscaler": MODEL, "hr_second_pass_steps": 2, "denoising_strength": 0.5}
+    try:
+        with TestClient(app) as client:
+            assert MODEL in [u["name"] for u in client.get("/sdapi/v1/upscalers").json()]
+            response = client.post("/sdapi/v1/txt2img", json=body)
+    finally:
+        queue.close()
+    assert response.status_code == 200, response.text
+    assert parse_infotext(json.loads(response.json()["info"])["infotexts"][0])["Hires upscaler"] == MODEL
+    assert Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))).size == (96, 96)
