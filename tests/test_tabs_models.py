@@ -58,9 +58,15 @@ def test_the_installed_list_has_size_family_and_hash(ctx, checkpoint, folders):
     assert upscaler[3] == "" and len(upscaler[4]) == 10  # no family outside checkpoints
 
 
-def test_a_big_file_is_not_hashed_while_listing(ctx, checkpoint, monkeypatch):
+def test_a_big_file_is_not_hashed_while_listing_but_shows_a_known_hash(ctx, checkpoint, monkeypatch):
+    from inkwash.nodes.formats import png_metadata
+
     monkeypatch.setattr(models, "HASH_ON_LISTING_BYTES", checkpoint.stat().st_size - 1)
-    assert rows_by_name(ctx)[("checkpoints", TINY_CKPT)][4] == ""
+    hashed = []
+    monkeypatch.setattr(png_metadata, "_sha256_of", lambda *signature: hashed.append(signature) or "ab" * 32)
+    assert rows_by_name(ctx)[("checkpoints", TINY_CKPT)][4] == "" and hashed == []
+    assert png_metadata.short_hash(checkpoint) == "ab" * 5  # as SaveImage does for the infotext
+    assert rows_by_name(ctx)[("checkpoints", TINY_CKPT)][4] == "ababababab" and len(hashed) == 1
 
 
 def test_delete_removes_the_file_inside_its_folder(ctx, folders):

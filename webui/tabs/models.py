@@ -61,9 +61,12 @@ def checkpoint_family(path: Path) -> str:
 
 def short_hash(path: Path) -> str:
     """A1111's short hash (cached per file signature); a file over HASH_ON_LISTING_BYTES is not hashed
-    while listing (the A1111 API's /sd-models rule), and shows "" until it has been used."""
-    if not path.is_file() or path.stat().st_size > HASH_ON_LISTING_BYTES:
+    while listing (the A1111 API's /sd-models rule): it shows its hash once a generation has computed it
+    for the infotext, "" until then."""
+    if not path.is_file():
         return ""
+    if path.stat().st_size > HASH_ON_LISTING_BYTES:
+        return png_metadata.known_short_hash(path) or ""
     return png_metadata.short_hash(path)
 
 
