@@ -104,3 +104,19 @@ def test_hires_fix_with_an_upscale_model_from_the_a1111_api(folders, checkpoint,
     assert response.status_code == 200, response.text
     assert parse_infotext(json.loads(response.json()["info"])["infotexts"][0])["Hires upscaler"] == MODEL
     assert Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))).size == (96, 96)
+
+
+def test_resolving_an_upscale_model_name_needs_no_torch(folders, checkpoint):
+    """The generation layer reads the upscale models' names off the folder, not the library that runs them."""
+    import subprocess
+    import sys
+
+    write_tiny_esrgan(folders.models_dir / "upscale_models", MODEL + ".pth")
+    code = ("import sys\n"
+            "from inkwash.nodes import folders\n"
+            "from inkwash.webui import parameters as p\n"
+            f"f = folders.configure(models_dir={str(folders.models_dir)!r})\n"
+            f"print(p.hires_upscaler({MODEL!r}, f), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [MODEL + ".pth", "False"]

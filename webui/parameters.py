@@ -12,6 +12,7 @@ pixel limit, the checkpoint, VAE, refiner and LoRA files, hires fix's size.
 from __future__ import annotations
 
 import math
+import os
 import random
 from typing import Annotated, Any
 
@@ -350,8 +351,6 @@ def _resolve_hires(resolved: GenerationParams, params: GenerationParams, folders
 def hires_upscaler(name: Any, folders: Folders) -> str:
     """A hires upscaler as the workflow takes it: a built-in's name (png_metadata.HIRES_UPSCALERS) as
     it is, an upscale model's A1111 name (as /sdapi/v1/upscalers lists it) or file name as its file name."""
-    from .extras import model_upscalers  # extras builds on the generation layer
-
     if isinstance(name, str) and name in HIRES_UPSCALERS:
         return name
     models = model_upscalers(folders)
@@ -360,6 +359,15 @@ def hires_upscaler(name: Any, folders: Folders) -> str:
     if name in models.values():  # already a file name (resolved once)
         return name
     raise BadRequest("hr_upscaler", f"unknown upscaler {name!r}; available: {', '.join([*HIRES_UPSCALERS, *models])}")
+
+
+def model_upscalers(folders: Folders) -> dict[str, str]:
+    """{A1111 name: upscale_models file name}, as the Extras tab and /sdapi/v1/upscalers name them: the
+    file's path without its extension (a .safetensors wins over a pickle of the same name)."""
+    names: dict[str, str] = {}
+    for filename in sorted(folders.list("upscale_models"), key=lambda f: not f.endswith(".safetensors")):
+        names.setdefault(os.path.splitext(filename)[0], filename)
+    return dict(sorted(names.items(), key=lambda item: item[0].lower()))
 
 
 def prompt_lora_tags(prompt: str, folders: Folders | None) -> tuple[str, list[prompt_loras.LoraTag], list[str]]:

@@ -9,8 +9,7 @@ from gradio.components import Component
 from ...nodes.formats.png_metadata import HIRES_UPSCALERS
 from ...nodes.formats.sampler_names import A1111_SAMPLERS, A1111_SCHEDULES
 from ..context import ServerContext
-from ..extras import model_upscalers
-from ..parameters import slider
+from ..parameters import model_upscalers, slider
 
 AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
 NO_REFINER = "None"
