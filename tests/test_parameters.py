@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 from inkwash.webui import parameters
 from inkwash.webui.a1111_api import Img2ImgRequest, Txt2ImgRequest
-from inkwash.webui.parameters import BadRequest, GenerationParams, bounds, slider
+from inkwash.webui.parameters import BadRequest, GenerationParams, bounds, resolve, slider
 
 
 @pytest.mark.parametrize("name", ["cfg_scale", "denoising_strength", "refiner_switch_at", "width", "steps",
@@ -71,10 +71,10 @@ def test_combinations_are_checked_naming_the_field():
     with pytest.raises(BadRequest) as caught:
         GenerationParams(mask=Image.new("L", (8, 8)))
     assert caught.value.field == "mask"
-    with pytest.raises(BadRequest) as caught:
-        GenerationParams(enable_hr=True, hr_upscaler="R-ESRGAN 4x+")
+    with pytest.raises(BadRequest) as caught:  # a built-in or an upscale model's file: checked with the folders
+        resolve(GenerationParams(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"))
     assert caught.value.field == "hr_upscaler"
-    assert GenerationParams(hr_upscaler="R-ESRGAN 4x+").hr_upscaler  # unused without hires fix
+    assert resolve(GenerationParams(hr_upscaler="R-ESRGAN 4x+")).hr_upscaler  # unused without hires fix
 
 
 def test_the_generation_layer_imports_without_torch_or_diffusers():

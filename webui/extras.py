@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..nodes.formats.png_metadata import read_png_text
 from ..nodes.runtime import upscale_models
 from .bad_request import BadRequest
 from .generation import store_input_image
+from .parameters import model_upscalers
 
 BUILTIN_UPSCALERS = {"None": None, "Lanczos": "lanczos", "Nearest": "nearest-exact"}
 MAX_MODEL_PASSES = 3  # A1111 runs a model at most three times to reach the size asked for
@@ -44,15 +44,6 @@ class ExtrasParams:
     upscaler_1: str = "None"
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0.0
-
-
-def model_upscalers(folders: Folders) -> dict[str, str]:
-    """{A1111 name: upscale_models file name}; the name is the file's path without its extension (a
-    .safetensors wins over a pickle of the same name)."""
-    names: dict[str, str] = {}
-    for filename in sorted(folders.list("upscale_models"), key=lambda f: not f.endswith(".safetensors")):
-        names.setdefault(os.path.splitext(filename)[0], filename)
-    return dict(sorted(names.items(), key=lambda item: item[0].lower()))
 
 
 def upscaler_names(folders: Folders) -> list[str]:

@@ -6,7 +6,9 @@ workflow shows what ran and its infotext (read off the workflow, nodes/formats/p
 names them as A1111 does:
 
   hires fix   sampler 3 -> LatentUpscaleBy (a "Latent" upscaler) or VAEDecode -> ImageScaleBy -> VAEEncode
-              (a pixel one; LatentUpscale / ImageScale for a "resize to") -> KSampler 17 at the hires
+              (a pixel one; LatentUpscale / ImageScale for a "resize to"; an upscale model runs
+              UpscaleModelLoader 20 -> ImageUpscaleWithModel 21 before a Lanczos ImageScale to the hires
+              size, as A1111) -> KSampler 17 at the hires
               steps and denoising strength -> the decoder. workflows/txt2img_hires.json is what it builds.
   refiner     a KSampler becomes a KSamplerAdvanced pair: the base model from its first step to the
               switch, handing over its leftover noise, then the refiner (CLIPTextEncodeSDXLRefiner
@@ -26,6 +28,7 @@ from .parameters import hires_size
 # Node ids of what the passes add.
 HIRES_UPSCALE, HIRES_DECODE, HIRES_ENCODE, HIRES_SAMPLER = "14", "15", "16", "17"
 HIRES_POSITIVE, HIRES_NEGATIVE = "18", "19"
+HIRES_MODEL_LOADER, HIRES_MODEL_UPSCALE = "20", "21"
 REFINER_LOADER, REFINER_POSITIVE, REFINER_NEGATIVE, REFINER_SAMPLER, REFINER_CLIP_SKIP = "30", "31", "32", "33", "34"
 VAE_LOADER = "40"
 REFINER_SCORES = (6.0, 2.5)  # A1111's default aesthetic scores for the positive and negative prompt
@@ -52,7 +55,8 @@ def add_hires_pass(workflow: dict, params, sampler: str = "3", decoder: str = "8
     """A1111's hires fix after `sampler`: upscale its latent (or its decoded image) and sample again
     at params.denoising_strength; `decoder` then decodes the second pass."""
     first = workflow[sampler]["inputs"]
-    space, method = HIRES_UPSCALERS[params.hr_upscaler]
+    model = params.hr_upscaler not in HIRES_UPSCALERS  # an upscale model's file (parameters.resolve found it)
+    space, method = ("pixel", "lanczos") if model else HIRES_UPSCALERS[params.hr_upscaler]
     resize = params.hr_resize_x or params.hr_resize_y
     if resize:
         scaling = {"width": params.hr_resize_x, "height": params.hr_resize_y,
@@ -66,8 +70,19 @@ def add_hires_pass(workflow: dict, params, sampler: str = "3", decoder: str = "8
     else:
         vae = workflow[decoder]["inputs"]["vae"]
         workflow[HIRES_DECODE] = _node("VAEDecode", "Hires fix: first pass image", samples=[sampler, 0], vae=vae)
+        image = [HIRES_DECODE, 0]
+        if model:  # as A1111: the model's own upscale, then Lanczos to the hires size exactly
+            workflow[HIRES_MODEL_LOADER] = _node("UpscaleModelLoader", "Hires fix upscale model",
+                                                 model_name=params.hr_upscaler)
+            workflow[HIRES_MODEL_UPSCALE] = _node("ImageUpscaleWithModel", "Hires fix model upscale",
+                                                  upscale_model=[HIRES_MODEL_LOADER, 0], image=image)
+            image = [HIRES_MODEL_UPSCALE, 0]
+            width, height = hires_size(params.width, params.height, params.hr_scale, params.hr_resize_x,
+                                       params.hr_resize_y)
+            resize, scaling = True, {"width": width, "height": height,
+                                     "crop": "center" if params.hr_resize_x and params.hr_resize_y else "disabled"}
         workflow[HIRES_UPSCALE] = _node("ImageScale" if resize else "ImageScaleBy", "Hires fix upscale",
-                                        image=[HIRES_DECODE, 0], upscale_method=method, **scaling)
+                                        image=image, upscale_method=method, **scaling)
         workflow[HIRES_ENCODE] = _node("VAEEncode", "Hires fix: upscaled latent", pixels=[HIRES_UPSCALE, 0], vae=vae)
         upscaled = [HIRES_ENCODE, 0]
     second = {**copy.deepcopy(first), "latent_image": upscaled, "denoise": params.denoising_strength,

@@ -12,6 +12,7 @@ pixel limit, the checkpoint, VAE, refiner and LoRA files, hires fix's size.
 from __future__ import annotations
 
 import math
+import os
 import random
 from typing import Annotated, Any
 
@@ -138,7 +139,8 @@ class GenerationParams(BaseModel):
     refiner_switch_at: Strength = Field(0.8, json_schema_extra=_ui(minimum=0.01, step=0.01))
     enable_hr: bool = False  # hires fix (txt2img): upscale, then a second pass at denoising_strength
     hr_scale: HiresScale = 2.0
-    hr_upscaler: str = "Latent"  # a name of png_metadata.HIRES_UPSCALERS (checked with enable_hr)
+    hr_upscaler: str = "Latent"  # png_metadata.HIRES_UPSCALERS or an upscale model's A1111 name (resolved
+    # with enable_hr: the model's file name in models/upscale_models)
     hr_second_pass_steps: HiresSteps = 0  # 0: as many as the first pass
     hr_resize_x: HiresSize = 0  # a size to resize to instead of hr_scale (a 0 keeps the aspect ratio)
     hr_resize_y: HiresSize = 0
@@ -161,9 +163,6 @@ class GenerationParams(BaseModel):
             raise BadRequest("mask", "a mask needs an init image")
         if self.mask is not None and self.resize_mode == 3:
             raise BadRequest("resize_mode", "resize mode 3 (latent upscale) can't be combined with a mask")
-        if self.enable_hr and (self.hr_upscaler or "Latent") not in HIRES_UPSCALERS:
-            raise BadRequest("hr_upscaler", f"unknown upscaler {self.hr_upscaler!r}; "
-                             f"available: {', '.join(HIRES_UPSCALERS)}")
         return self
 
     def replace(self, **changes: Any) -> GenerationParams:
@@ -322,11 +321,14 @@ def resolve(params: GenerationParams, folders: Folders | None = None,
     if refiner is not None and params.mask is not None:
         raise BadRequest("refiner_checkpoint", "the refiner can't be combined with an inpainting mask")
     resolved = params.replace(sampler_name=sampler, scheduler=scheduler, seed=seed, vae=vae, refiner_checkpoint=refiner)
-    return _resolve_hires(resolved, params, max_pixels) if resolved.enable_hr else resolved
+    return _resolve_hires(resolved, params, folders, max_pixels) if resolved.enable_hr else resolved
 
 
-def _resolve_hires(resolved: GenerationParams, params: GenerationParams, max_pixels: int | None) -> GenerationParams:
-    """Hires fix's sampler in ComfyUI names and its size checked against the limits."""
+def _resolve_hires(resolved: GenerationParams, params: GenerationParams, folders: Folders | None,
+                   max_pixels: int | None) -> GenerationParams:
+    """Hires fix's sampler in ComfyUI names, its upscaler (a built-in, or an upscale model's file) and
+    its size checked against the limits."""
+    upscaler = hires_upscaler(resolved.hr_upscaler or "Latent", folders or current_folders())
     hr_sampler, hr_scheduler = (None if v in SAME_AS_FIRST_PASS else v
                                 for v in (params.hr_sampler_name, params.hr_scheduler))
     if hr_sampler is not None or hr_scheduler is not None:
@@ -343,8 +345,29 @@ def _resolve_hires(resolved: GenerationParams, params: GenerationParams, max_pix
     if max_pixels is not None and width * height * resolved.batch_size > max_pixels:
         raise BadRequest("hr_scale", f"the hires fix size {width}x{height} x {resolved.batch_size} images is "
                          f"over the limit of {max_pixels} pixels")
-    return resolved.replace(hr_sampler_name=hr_sampler, hr_scheduler=hr_scheduler,
-                            hr_upscaler=resolved.hr_upscaler or "Latent")
+    return resolved.replace(hr_sampler_name=hr_sampler, hr_scheduler=hr_scheduler, hr_upscaler=upscaler)
+
+
+def hires_upscaler(name: Any, folders: Folders) -> str:
+    """A hires upscaler as the workflow takes it: a built-in's name (png_metadata.HIRES_UPSCALERS) as
+    it is, an upscale model's A1111 name (as /sdapi/v1/upscalers lists it) or file name as its file name."""
+    if isinstance(name, str) and name in HIRES_UPSCALERS:
+        return name
+    models = model_upscalers(folders)
+    if isinstance(name, str) and name in models:
+        return models[name]
+    if name in models.values():  # already a file name (resolved once)
+        return name
+    raise BadRequest("hr_upscaler", f"unknown upscaler {name!r}; available: {', '.join([*HIRES_UPSCALERS, *models])}")
+
+
+def model_upscalers(folders: Folders) -> dict[str, str]:
+    """{A1111 name: upscale_models file name}, as the Extras tab and /sdapi/v1/upscalers name them: the
+    file's path without its extension (a .safetensors wins over a pickle of the same name)."""
+    names: dict[str, str] = {}
+    for filename in sorted(folders.list("upscale_models"), key=lambda f: not f.endswith(".safetensors")):
+        names.setdefault(os.path.splitext(filename)[0], filename)
+    return dict(sorted(names.items(), key=lambda item: item[0].lower()))
 
 
 def prompt_lora_tags(prompt: str, folders: Folders | None) -> tuple[str, list[prompt_loras.LoraTag], list[str]]:

@@ -457,10 +457,23 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+_known_short_hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> short hash, once computed
+
+
 def short_hash(path: str | Path) -> str:
     """A1111's model hash: the first 10 hex digits of the file's sha256 (remembered per size and mtime)."""
     stat = os.stat(path)
-    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)[:10]
+    signature = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    short = _sha256_of(*signature)[:10]
+    _known_short_hashes[signature] = short
+    return short
+
+
+def known_short_hash(path: str | Path) -> str | None:
+    """The short hash if `short_hash` already computed it for the file as it is now; None otherwise
+    (never reads the file: for listings of files too big to hash on the spot)."""
+    stat = os.stat(path)
+    return _known_short_hashes.get((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
 
 
 # -- PNG text chunks ------------------------------------------------------------------------------------

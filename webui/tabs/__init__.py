@@ -7,14 +7,14 @@ from pathlib import Path
 import gradio as gr
 
 from ..context import ServerContext
-from . import depth2img, extras, history, img2img, inpaint, pnginfo, txt2img, workflows
+from . import depth2img, extras, history, img2img, inpaint, models, pnginfo, txt2img, workflows
 from .common import GenerationTab
 from .generate import send_image
 from .page_script import PAGE_SCRIPT
 from .running import refused
 
 GRAPH_EDITOR_URL = "/graph/"
-TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "extras", "workflows", "pnginfo", "history")
+TAB_IDS = ("txt2img", "img2img", "inpaint", "depth2img", "extras", "workflows", "pnginfo", "history", "models")
 
 
 def allowed_paths(ctx: ServerContext) -> list[str]:
@@ -42,6 +42,8 @@ def build_ui(ctx: ServerContext) -> gr.Blocks:
                 png_tab = pnginfo.build()
             with gr.Tab("Queue & history", id="history"):
                 history_tab = history.build(ctx)
+            with gr.Tab("Models", id="models"):
+                models.build(ctx)
         _wire_send_to(generation, tabs)
         _wire_png_info(ctx, png_tab, generation, workflows_tab, tabs)
         _wire_reopen(ctx, history_tab, workflows_tab, tabs)

@@ -113,7 +113,7 @@ def generation_tab(ctx: ServerContext, mode: str,
                 inputs["seed"] = gr.Number(-1, precision=0, label="Seed (-1: random)", scale=4)
                 reuse_seed = gr.Button("Reuse seed", scale=0, min_width=110)
             if hires:
-                inputs.update(pass_inputs.hires_inputs())
+                inputs.update(pass_inputs.hires_inputs(ctx))
             if refiner:
                 inputs.update(pass_inputs.refiner_inputs(ctx))
         with gr.Column(scale=1):
@@ -157,7 +157,7 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
                                show_progress="hidden", concurrency_limit=None, api_name=False)
     tab.interrupt.click(lambda results: handlers.interrupt(ctx, results), inputs=[tab.results], outputs=None,
                         queue=False)
-    models = [name for name in ("checkpoint", "vae", "refiner_checkpoint") if name in tab.inputs]
+    models = [name for name in ("checkpoint", "vae", "refiner_checkpoint", "hr_upscaler") if name in tab.inputs]
 
     def refresh(*current):
         return tuple(refresh_checkpoints(ctx, value) if name == "checkpoint" else pass_inputs.refreshed(ctx, name, value)

@@ -7,9 +7,9 @@ import gradio as gr
 from gradio.components import Component
 
 from ...nodes.formats.png_metadata import HIRES_UPSCALERS
-from ...nodes.formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
+from ...nodes.formats.sampler_names import A1111_SAMPLERS, A1111_SCHEDULES
 from ..context import ServerContext
-from ..parameters import slider
+from ..parameters import model_upscalers, slider
 
 AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
 NO_REFINER = "None"
@@ -25,6 +25,11 @@ def refiner_choices(ctx: ServerContext) -> list[str]:
     return [NO_REFINER, *ctx.folders.list("checkpoints")]
 
 
+def hires_upscaler_choices(ctx: ServerContext) -> list[str]:
+    """The built-in upscalers, then the upscale model files by their A1111 names (as the Extras tab)."""
+    return [*HIRES_UPSCALERS, *model_upscalers(ctx.folders)]
+
+
 def model_inputs(ctx: ServerContext) -> dict[str, Component]:
     """VAE and clip skip (in the current row)."""
     return {"vae": gr.Dropdown(vae_choices(ctx), value=AUTOMATIC_VAE, label="VAE", scale=2),
@@ -37,12 +42,12 @@ def refiner_inputs(ctx: ServerContext) -> dict[str, Component]:
                 "refiner_switch_at": gr.Slider(**slider("refiner_switch_at"), value=0.8, label="Switch at", scale=2)}
 
 
-def hires_inputs() -> dict[str, Component]:
+def hires_inputs(ctx: ServerContext) -> dict[str, Component]:
     inputs: dict[str, Component] = {}
     with gr.Accordion("Hires. fix", open=False):
         inputs["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix")
         with gr.Row():
-            inputs["hr_upscaler"] = gr.Dropdown(list(HIRES_UPSCALERS), value="Latent", label="Upscaler")
+            inputs["hr_upscaler"] = gr.Dropdown(hires_upscaler_choices(ctx), value="Latent", label="Upscaler")
             inputs["hr_second_pass_steps"] = gr.Slider(**slider("hr_second_pass_steps"), value=0, label="Hires steps (0: same)")
             inputs["denoising_strength"] = gr.Slider(**slider("denoising_strength"), value=HIRES_DENOISE,
                                                      label="Denoising strength")
@@ -50,10 +55,10 @@ def hires_inputs() -> dict[str, Component]:
             inputs["hr_scale"] = gr.Slider(**slider("hr_scale"), value=2, label="Upscale by")
             inputs["hr_resize_x"] = gr.Slider(**slider("hr_resize_x"), value=0, label="Resize width to")
             inputs["hr_resize_y"] = gr.Slider(**slider("hr_resize_y"), value=0, label="Resize height to")
-        with gr.Row():
-            inputs["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *SAMPLER_NAMES], value=SAME_SAMPLER,
+        with gr.Row():  # A1111's names, as the main sampler dropdown (generation resolves them)
+            inputs["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *A1111_SAMPLERS], value=SAME_SAMPLER,
                                                     label="Hires sampler")
-            inputs["hr_scheduler"] = gr.Dropdown([SAME_SCHEDULER, *SCHEDULER_NAMES], value=SAME_SCHEDULER,
+            inputs["hr_scheduler"] = gr.Dropdown([SAME_SCHEDULER, *A1111_SCHEDULES], value=SAME_SCHEDULER,
                                                  label="Hires schedule type")
         inputs["hr_prompt"] = gr.Textbox(label="Hires prompt (empty: the same)", lines=1)
         inputs["hr_negative_prompt"] = gr.Textbox(label="Hires negative prompt (empty: the same)", lines=1)
@@ -61,6 +66,6 @@ def hires_inputs() -> dict[str, Component]:
 
 
 def refreshed(ctx: ServerContext, name: str, current: str | None) -> gr.Dropdown:
-    """A model dropdown ("vae" or "refiner_checkpoint") with the folder read again."""
-    choices = vae_choices(ctx) if name == "vae" else refiner_choices(ctx)
+    """A model dropdown ("vae", "refiner_checkpoint" or "hr_upscaler") with the folder read again."""
+    choices = {"vae": vae_choices, "hr_upscaler": hires_upscaler_choices}.get(name, refiner_choices)(ctx)
     return gr.Dropdown(choices=choices, value=current if current in choices else choices[0])
