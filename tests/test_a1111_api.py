@@ -345,7 +345,6 @@ def test_the_endpoints_clients_probe_answer(client, folders, ctx):
                             ("hypernetworks", []), ("scripts", {"txt2img": [], "img2img": []})):
         response = client.get(f"/sdapi/v1/{route}")
         assert response.status_code == 200 and response.json() == expected, route
-    assert client.get("/sdapi/v1/upscalers").status_code == 200
     for route in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):
         response = client.post(f"/sdapi/v1/{route}")
         assert response.status_code == 200 and response.json() is None, route

@@ -16,6 +16,7 @@ from inkwash.nodes.core.latent import LatentUpscaleBy
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.registry import object_info
 from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext, read_png_metadata
+from inkwash.webui import a1111_extras
 from inkwash.webui import generation as gen
 from inkwash.webui import generation_passes as passes
 from inkwash.webui.a1111_api import router
@@ -39,6 +40,7 @@ def a1111_client(folders, checkpoint, registry, tmp_path):
     ctx = ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=tmp_path,
                         max_upload_bytes=2**21, max_pixels=512 * 512)
     app = FastAPI()
+    app.include_router(a1111_extras.router(ctx))  # /upscalers
     app.include_router(router(ctx))
     with TestClient(app) as client:
         yield client

@@ -811,11 +811,7 @@ def router(ctx: ServerContext) -> APIRouter:
     def sd_vae():
         return [{"model_name": name, "filename": name} for name in ctx.folders.list("vae")]
 
-    @routes.get("/upscalers")
-    def upscalers():  # hires fix's pixel upscalers; A1111 lists "None" first
-        names = sorted((n for n, (space, _) in png_metadata.HIRES_UPSCALERS.items() if space == "pixel"),
-                       key=lambda n: n != "None")
-        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4} for n in names]
+    # /upscalers (the built-in pixel upscalers and the model files) is webui/a1111_extras.py's
 
     @routes.get("/latent-upscale-modes")
     def latent_upscale_modes():
