@@ -5,14 +5,33 @@ nodes/runtime/schedulers.py maps each ComfyUI name onto a diffusers scheduler.
 """
 from __future__ import annotations
 
-# ComfyUI's sampler and scheduler names that Inkwash runs, in ComfyUI's order. The *_gpu names only
-# move ComfyUI's noise to the GPU; here noise is always drawn on the CPU, so they are the same samplers.
+# ComfyUI's KSampler sampler and scheduler names, in ComfyUI's order. The *_gpu names only move
+# ComfyUI's noise to the GPU; here noise is always drawn on the CPU, so they are the same samplers.
 SAMPLER_NAMES: list[str] = [
-    "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_sde", "dpmpp_sde_gpu",
-    "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "lcm", "deis", "ddim",
-    "uni_pc", "uni_pc_bh2",
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm",
+    "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "ddim", "uni_pc", "uni_pc_bh2",
 ]
-SCHEDULER_NAMES: list[str] = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal"]
+SCHEDULER_NAMES: list[str] = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                              "linear_quadratic", "kl_optimal"]
+
+# ComfyUI's names that Inkwash does not run, so a workflow using one is refused naming it
+NOT_AVAILABLE: dict[str, str] = {
+    "sa_solver": "the stochastic Adams solver is not implemented",
+    "sa_solver_pece": "the stochastic Adams solver is not implemented",
+}
+
+
+def check_sampler(name: str) -> None:
+    """Raise ValueError naming the known samplers unless `name` is one Inkwash runs."""
+    if name in SAMPLER_NAMES:
+        return
+    why = f" ({NOT_AVAILABLE[name]})" if name in NOT_AVAILABLE else ""
+    raise ValueError(f"unknown sampler {name!r}{why}; known: {', '.join(SAMPLER_NAMES)}")
 
 
 # -- A1111 names ---------------------------------------------------------------------------------------
