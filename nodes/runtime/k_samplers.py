@@ -744,6 +744,50 @@ def dpmpp_2m_cfg_pp(model, x, sigmas, noise, callback):
     return x
 
 
+# -- A1111's Restart (arXiv 2306.14878) ----------------------------------------------------------------------
+
+def _karras(n, sigma_min, sigma_max, rho=7.0):
+    ramp = torch.linspace(0, 1, n)
+    sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def restart(model, x, sigmas, noise, callback):
+    """Heun steps down a Karras schedule; from 20 steps on, part of the steps go back up from sigma 0.1 to
+    2 (re-noised) and down again, as AUTOMATIC1111's restart_sampler chooses them."""
+    steps = len(sigmas) - 1
+    restarts: dict = {}
+    if steps >= 20:
+        restart_steps, restart_times = (steps // 4, 2) if steps >= 36 else (9, 1)
+        sigmas = _karras(steps - restart_steps * restart_times, float(sigmas[-2]), float(sigmas[0]))
+        restarts = {0.1: [restart_steps + 1, restart_times, 2]}
+    restarts = {int(torch.argmin(abs(sigmas - key), dim=0)): value for key, value in restarts.items()}
+    pairs = []
+    for i in range(len(sigmas) - 1):
+        pairs.append((sigmas[i], sigmas[i + 1]))
+        if i + 1 in restarts:
+            restart_steps, restart_times, restart_max = restarts[i + 1]
+            max_index = int(torch.argmin(abs(sigmas - restart_max), dim=0))
+            if max_index < i + 1:
+                back = _karras(restart_steps, float(sigmas[i + 1]), float(sigmas[max_index]))[:-1]
+                pairs.extend(list(zip(back[:-1], back[1:])) * restart_times)
+    last_sigma = None
+    for i, (old_sigma, new_sigma) in enumerate(pairs):
+        if last_sigma is not None and last_sigma < old_sigma:
+            x = x + noise(old_sigma, new_sigma) * (old_sigma ** 2 - last_sigma ** 2) ** 0.5
+        denoised = model(x, old_sigma)
+        d = to_d(x, old_sigma, denoised)
+        callback(i, denoised)
+        dt = new_sigma - old_sigma
+        if new_sigma == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            x = x + (d + to_d(x_2, new_sigma, model(x_2, new_sigma))) / 2 * dt
+        last_sigma = new_sigma
+    return x
+
+
 SAMPLERS: dict[str, Sampler] = {
     "euler": Sampler(euler),
     "euler_cfg_pp": Sampler(euler_cfg_pp, cfg_pp=True),
@@ -787,4 +831,5 @@ SAMPLERS: dict[str, Sampler] = {
     "seeds_2": Sampler(seeds_2, "randn"),
     "seeds_3": Sampler(seeds_3, "randn"),
     "ddim": Sampler(euler),  # DDIM with eta 0 is Euler's method in sigma; ComfyUI runs it as euler
+    "restart": Sampler(restart, "randn"),
 }

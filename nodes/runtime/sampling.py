@@ -101,11 +101,14 @@ def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], la
 
     # 5. the sampler, with the model's LoRA weights (if any) in place
     def callback(i: int, denoised: torch.Tensor) -> None:
-        if progress is not None:
-            progress(i + 1, len(sigmas) - 1, preview_image(denoised[0], model.family))
+        if progress is not None:  # (Restart walks back up: its extra steps report the last one again)
+            total_steps = len(sigmas) - 1
+            progress(min(i + 1, total_steps), total_steps, preview_image(denoised[0], model.family))
 
     with torch.no_grad(), lora.applied(model):
         x = spec.run(denoiser, x, sigmas, step_noise, callback)
+    if mask is not None and sigmas[-1] == 0:
+        x = x * mask + clean * (1 - mask)  # the unmasked region exactly as it came (ComfyUI: within rounding)
     return {**latent, "samples": x}
 
 

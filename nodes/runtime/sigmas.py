@@ -13,8 +13,8 @@ import numpy as np
 import scipy.stats
 import torch
 
-SCHEDULER_NAMES = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
-                   "linear_quadratic", "kl_optimal")
+from ..formats.sampler_names import SCHEDULER_NAMES
+
 
 
 class DiscreteSchedule:
