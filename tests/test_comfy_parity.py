@@ -1,4 +1,4 @@
-"""Every sampler against ComfyUI's own definitions, on a tiny SD1-shaped model.
+"""Every sampler against ComfyUI's own definitions (Restart: AUTOMATIC1111's), on a tiny SD1-shaped model.
 
 The reference below is written from ComfyUI's comfy/k_diffusion/sampling.py (the sampler functions),
 comfy/samplers.py (schedules, KSampler's denoise and step cuts, noise scaling, the inpaint wrapper),
@@ -807,6 +807,44 @@ def _dpm_solver(model, x, sigmas, adaptive):
     return x
 
 
+def restart_sampler(model, x, sigmas, ns, s_noise=1.):  # AUTOMATIC1111's modules/sd_samplers_extra.py
+    step_list = []
+    steps = sigmas.shape[0] - 1
+    restart_list = {}
+    if steps >= 20:
+        restart_steps, restart_times = 9, 1
+        if steps >= 36:
+            restart_steps, restart_times = steps // 4, 2
+        sigmas = get_sigmas_karras(steps - restart_steps * restart_times, sigmas[-2].item(), sigmas[0].item())
+        restart_list = {0.1: [restart_steps + 1, restart_times, 2]}
+    restart_list = {int(torch.argmin(abs(sigmas - key), dim=0)): value for key, value in restart_list.items()}
+    for i in range(len(sigmas) - 1):
+        step_list.append((sigmas[i], sigmas[i + 1]))
+        if i + 1 in restart_list:
+            restart_steps, restart_times, restart_max = restart_list[i + 1]
+            min_idx, max_idx = i + 1, int(torch.argmin(abs(sigmas - restart_max), dim=0))
+            if max_idx < min_idx:
+                sigma_restart = get_sigmas_karras(restart_steps, sigmas[min_idx].item(), sigmas[max_idx].item())[:-1]
+                while restart_times > 0:
+                    restart_times -= 1
+                    step_list.extend(zip(sigma_restart[:-1], sigma_restart[1:]))
+    last_sigma = None
+    for old_sigma, new_sigma in step_list:
+        if last_sigma is None:
+            last_sigma = old_sigma
+        elif last_sigma < old_sigma:
+            x = x + ns(old_sigma, new_sigma) * s_noise * (old_sigma ** 2 - last_sigma ** 2) ** 0.5
+        d = to_d(x, old_sigma, model(x, old_sigma))
+        dt = new_sigma - old_sigma
+        if new_sigma == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            x = x + (d + to_d(x_2, new_sigma, model(x_2, new_sigma))) / 2 * dt
+        last_sigma = new_sigma
+    return x
+
+
 REFERENCE = {
     "euler": (sample_euler, None), "ddim": (sample_euler, None),
     "euler_cfg_pp": (partial(sample_euler_ancestral_cfg_pp, eta=0.0, s_noise=0.0), None),
@@ -829,18 +867,20 @@ REFERENCE = {
     "dpmpp_3m_sde": (sample_dpmpp_3m_sde, "brownian"), "dpmpp_3m_sde_gpu": (sample_dpmpp_3m_sde, "brownian"),
     "ddpm": (sample_ddpm, "randn"), "lcm": (sample_lcm, "randn"),
     "ipndm": (sample_ipndm, None), "ipndm_v": (sample_ipndm_v, None), "deis": (sample_deis, None),
-    "res_multistep": (partial(res_multistep, eta=0.0), None),
-    "res_multistep_cfg_pp": (partial(res_multistep, eta=0.0, cfg_pp=True), None),
+    "res_multistep": (partial(res_multistep, eta=0.0), "randn"),  # ComfyUI draws, and scales by 0
+    "res_multistep_cfg_pp": (partial(res_multistep, eta=0.0, cfg_pp=True), "randn"),
     "res_multistep_ancestral": (res_multistep, "randn"),
     "res_multistep_ancestral_cfg_pp": (partial(res_multistep, cfg_pp=True), "randn"),
     "gradient_estimation": (sample_gradient_estimation, None),
     "gradient_estimation_cfg_pp": (partial(sample_gradient_estimation, cfg_pp=True), None),
     "er_sde": (sample_er_sde, "randn"), "seeds_2": (sample_seeds_2, "randn"), "seeds_3": (sample_seeds_3, "randn"),
+    "restart": (restart_sampler, "randn"),
 }
 # ComfyUI's uni_pc is its own 700-line module (comfy/extra_samplers/uni_pc.py), not written out here
 NOT_COMPARED = {"uni_pc", "uni_pc_bh2"}
 SCHEDULER_FOR = {"lms": "normal", "dpm_2": "normal", "heunpp2": "simple", "dpmpp_2m_sde": "beta",
                  "res_multistep": "kl_optimal", "er_sde": "sgm_uniform", "deis": "exponential"}
+STEPS_FOR = {"restart": 20}  # Restart walks back up from 20 steps on
 
 
 def comfyui_ksampler(ref, sampler, scheduler, steps, latent, seed=SEED, denoise=1.0, start=None, last=None,
@@ -894,7 +934,7 @@ def relative_difference(a, b):
 @pytest.mark.parametrize("sampler", [s for s in SAMPLER_NAMES if s not in NOT_COMPARED])
 def test_sampler_matches_comfyui(sd1, reference, sampler):
     scheduler = SCHEDULER_FOR.get(sampler, "karras")
-    steps = 5
+    steps = STEPS_FOR.get(sampler, 5)
     theirs = comfyui_ksampler(reference, sampler, scheduler, steps, torch.zeros(SHAPE))
     mine = ours(sd1, sampler, scheduler, steps, torch.zeros(SHAPE))
     # float32 against float64: rounding only (the adaptive solver's step choices amplify it a little)
@@ -950,12 +990,14 @@ def main():
     sd = (model, text_encode.encode(clip, PROMPT), text_encode.encode(clip, NEGATIVE))
     ref_model, ref_clip, _ = tiny_sd1()
     ref = Reference(ref_model, text_encode.encode(ref_clip, PROMPT), text_encode.encode(ref_clip, NEGATIVE))
-    for sampler in SAMPLER_NAMES:
+    names = SAMPLER_NAMES[SAMPLER_NAMES.index(sys.argv[1]):] if len(sys.argv) > 1 else SAMPLER_NAMES
+    for sampler in names:
         if sampler in NOT_COMPARED:
             continue
         scheduler = SCHEDULER_FOR.get(sampler, "karras")
-        diff = relative_difference(ours(sd, sampler, scheduler, 5, torch.zeros(SHAPE)),
-                                   comfyui_ksampler(ref, sampler, scheduler, 5, torch.zeros(SHAPE)))
+        steps = STEPS_FOR.get(sampler, 5)
+        diff = relative_difference(ours(sd, sampler, scheduler, steps, torch.zeros(SHAPE)),
+                                   comfyui_ksampler(ref, sampler, scheduler, steps, torch.zeros(SHAPE)))
         print(f"| {sampler} | {scheduler} | {diff:.1e} |", flush=True)
 
 

@@ -551,7 +551,7 @@ def res_multistep(model, x, sigmas, noise, callback, eta=0.0, cfg_pp=False):
             if cfg_pp:
                 x = x + (denoised - uncond)
             x = _sigma(h) * x + h * (b1 * uncond + b2 * old_denoised)
-        if sigmas[i + 1] > 0:
+        if sigmas[i + 1] > 0 and eta > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * sigma_up
         old_denoised, old_sigma_down = uncond, sigma_down
     return x
