@@ -108,6 +108,19 @@ def test_name_lists_follow_comfyui():
     (("k_euler_a",), ("euler_ancestral", "normal")),
     (("DDIM",), ("ddim", "ddim_uniform")),
     (("Euler", "SGM Uniform"), ("euler", "sgm_uniform")),
+    (("DPM++ 2S a Karras",), ("dpmpp_2s_ancestral", "karras")),
+    (("DPM++ 2S a",), ("dpmpp_2s_ancestral", "karras")),
+    (("DPM++ 2M SDE Heun",), ("dpmpp_2m_sde_heun", "exponential")),
+    (("DPM++ 3M SDE Karras",), ("dpmpp_3m_sde", "karras")),
+    (("LMS Karras",), ("lms", "karras")),
+    (("DPM fast",), ("dpm_fast", "normal")),
+    (("k_dpm_ad",), ("dpm_adaptive", "normal")),
+    (("Restart",), ("restart", "karras")),
+    (("DDIM CFG++",), ("euler_cfg_pp", "ddim_uniform")),
+    (("PLMS",), ("ipndm", "ddim_uniform")),
+    (("UniPC",), ("uni_pc", "normal")),
+    (("Euler", "Polyexponential"), ("euler", "exponential")),
+    (("Euler", "KL Optimal"), ("euler", "kl_optimal")),
 ])
 def test_a1111_names(a1111, expected):
     assert sampler_names.from_a1111(*a1111) == expected
@@ -116,6 +129,8 @@ def test_a1111_names(a1111, expected):
 def test_unknown_names_are_clear_errors():
     with pytest.raises(ValueError, match="unsupported A1111 sampler 'Nope'; supported: .*Euler a"):
         sampler_names.from_a1111("Nope")
+    with pytest.raises(ValueError, match="unsupported A1111 schedule type 'Align Your Steps'; supported: Automatic"):
+        sampler_names.from_a1111("Euler", "Align Your Steps")
     with pytest.raises(ValueError, match="unknown sampler 'nope'"):
         sampler_names.check_sampler("nope")
     with pytest.raises(ValueError, match="unknown scheduler 'nope'"):
