@@ -7,7 +7,7 @@ from .declare import Node
 
 # Modules under nodes/core; each exports NODES = {class_type: NodeClass}.
 CORE_MODULES = ("loaders", "lora", "conditioning", "latent", "sampling", "vae", "image", "controlnet",
-                "preprocessors")
+                "preprocessors", "custom_sampling")
 
 
 def core_nodes() -> dict[str, type[Node]]:

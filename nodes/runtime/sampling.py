@@ -60,12 +60,6 @@ def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], la
     cut the schedule further (KSamplerAdvanced); unless `return_with_leftover_noise`, a run that stops
     early steps down to sigma 0. `progress(step, total, preview)` is called after each step, with a
     small PIL preview."""
-    spec = sampler_spec(sampler_name)
-    unet = model.unet
-    device = unet.device
-    clean = latent["samples"].to(device, torch.float32)
-
-    # 1. the schedule
     table = sigma_schedules.DiscreteSchedule(model.scheduler_config)
     sigmas, first, total = run_sigmas(table, sampler_name, scheduler, steps, denoise, noise_rule)
     if end_step is not None and end_step < len(sigmas) - 1:
@@ -76,40 +70,60 @@ def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], la
         if start_step >= len(sigmas) - 1:
             return dict(latent)  # an empty step range
         sigmas, first = sigmas[start_step:], first + start_step
-    if len(sigmas) <= 1:
-        return dict(latent)  # no steps to run: denoise 0
+    return sample_sigmas(model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise=add_noise,
+                         progress=progress, noise_rule=noise_rule, first_step=first, total_steps=total)[0]
 
-    # 2. noise: the starting noise and the sampler's step noise, drawn on the CPU by the rule
+
+def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Cond] | None, latent: dict, seed: int,
+                  sigmas: torch.Tensor, cfg: float, sampler_name: str, add_noise: bool = True,
+                  progress: Progress | None = None, noise_rule: str = "comfyui", first_step: int = 0,
+                  total_steps: int | None = None) -> tuple[dict, dict]:
+    """Walk `sigmas` (ComfyUI's SIGMAS: descending, usually ending in 0) from `latent`; (the LATENT, the
+    LATENT of the last step's clean prediction). `first_step` of `total_steps` is where the sigmas start in
+    the whole schedule (for prompt editing and ControlNet step ranges)."""
+    if len(sigmas) <= 1:
+        return dict(latent), dict(latent)  # no steps to run: denoise 0
+    spec = sampler_spec(sampler_name)
+    device = model.unet.device
+    clean = latent["samples"].to(device, torch.float32)
+    sigmas = sigmas.detach().float().cpu()
+    total = total_steps if total_steps is not None else len(sigmas) - 1
+    table = sigma_schedules.DiscreteSchedule(model.scheduler_config)
+
+    # 1. noise: the starting noise and the sampler's step noise, drawn on the CPU by the rule
     seeded = noise.SeededNoise(noise_rule, seed, clean.shape, latent.get("batch_index"))
     eps = seeded.initial.to(device) if add_noise else torch.zeros_like(clean)
     step_noise = seeded.step_noise(spec.noise, sigmas, device)
 
-    # 3. everything the UNet sees besides x
+    # 2. everything the UNet sees besides x
     mask = _latent_mask(latent.get("noise_mask"), clean.shape, device)
-    guide = _guide(model, positive, negative, cfg, clean, mask, keep_negative=spec.cfg_pp)
+    guide = _guide(model, positive, negative or [], cfg, clean, mask, keep_negative=spec.cfg_pp)
     hint_images = control.hint_images([h for row in guide.hints for h in row], clean.shape[0],
                                       clean.shape[2] * 8, clean.shape[3] * 8, device)
     # outside the mask the input is put back at each call, noised with this (ddim draws its own, as ComfyUI)
     mask_noise = eps if sampler_name != "ddim" else torch.randn(
         clean.shape, generator=torch.Generator().manual_seed((seed + 1) % 2 ** 64)).to(device)
-    denoiser = Denoiser(model, guide, cfg, hint_images, table, sigmas, first, total, mask, clean, mask_noise)
+    denoiser = Denoiser(model, guide, cfg, hint_images, table, sigmas, first_step, total, mask, clean, mask_noise)
 
-    # 4. the starting sample: ComfyUI scales full-denoise noise by sqrt(1 + sigma^2), A1111 by sigma
+    # 3. the starting sample: ComfyUI scales full-denoise noise by sqrt(1 + sigma^2), A1111 by sigma
     s0 = float(sigmas[0])
     full = noise_rule == "comfyui" and (math.isclose(s0, table.sigma_max, rel_tol=1e-5) or s0 > table.sigma_max)
     x = clean + eps * (math.sqrt(1.0 + s0 ** 2) if full else s0)
 
-    # 5. the sampler, with the model's LoRA weights (if any) in place
+    # 4. the sampler, with the model's LoRA weights (if any) in place
+    last = {}
+
     def callback(i: int, denoised: torch.Tensor) -> None:
+        last["denoised"] = denoised
         if progress is not None:  # (Restart walks back up: its extra steps report the last one again)
-            total_steps = len(sigmas) - 1
-            progress(min(i + 1, total_steps), total_steps, preview_image(denoised[0], model.family))
+            steps_run = len(sigmas) - 1
+            progress(min(i + 1, steps_run), steps_run, preview_image(denoised[0], model.family))
 
     with torch.no_grad(), lora.applied(model):
         x = spec.run(denoiser, x, sigmas, step_noise, callback)
     if mask is not None and sigmas[-1] == 0:
         x = x * mask + clean * (1 - mask)  # the unmasked region exactly as it came (ComfyUI: within rounding)
-    return {**latent, "samples": x}
+    return {**latent, "samples": x}, {**latent, "samples": last.get("denoised", x)}
 
 
 # -- the schedule ------------------------------------------------------------------------------------------
