@@ -4,6 +4,7 @@ import torch
 
 from inkwash.nodes.core import custom_sampling as cs
 from inkwash.nodes.core.sampling import KSampler, KSamplerAdvanced
+from inkwash.nodes.declare import Input, Node, Output, Result
 from inkwash.nodes.executor import Executor
 from inkwash.nodes.registry import core_nodes
 from inkwash.nodes.runtime import sampling, sigmas, text_encode
@@ -88,7 +89,7 @@ def test_schedulers(sd1):
     assert len(karras) == 6 and karras[0] == pytest.approx(14.614642) and karras[-2] == pytest.approx(0.0291675)
     assert expo[-1] == 0 and torch.allclose(expo[:-1].log().diff(), torch.full((4,), (0.1 / 10.0) ** 0.25).log())
     (turbo,) = cs.SDTurboScheduler().run(model, 1, 1.0)
-    assert torch.equal(turbo, torch.stack([table.sigmas[999], torch.tensor(0.0)]))
+    torch.testing.assert_close(turbo, torch.stack([table.sigmas[999], torch.tensor(0.0)]))
     (turbo,) = cs.SDTurboScheduler().run(model, 2, 0.5)  # starts at 499, then 399
     assert torch.allclose(turbo[:2], table.sigmas[[499, 399]]) and turbo[-1] == 0
     (none,) = cs.BasicScheduler().run(model, "normal", 4, 0.0)
@@ -97,16 +98,24 @@ def test_schedulers(sd1):
                        torch.ones(1, 4, 8, 8))
 
 
-def test_custom_sampling_graph_runs(tmp_path, sd1):
+def test_custom_sampling_graph_runs(sd1):
     model, pos, neg = sd1
 
-    class Constant(cs.Node):
-        outputs = (cs.Output("MODEL"), cs.Output("CONDITIONING"), cs.Output("CONDITIONING"), cs.Output("LATENT"))
+    class Constant(Node):
+        outputs = (Output("MODEL"), Output("CONDITIONING"), Output("CONDITIONING"), Output("LATENT"))
 
         def run(self):
             return model, pos, neg, empty(1)
 
-    registry = {**core_nodes(), "Constant": Constant}
+    class Collect(Node):
+        inputs = (Input("samples", "LATENT"), Input("denoised", "LATENT"))
+        output_node = True
+
+        def run(self, samples, denoised):
+            return Result(ui={"finite": bool(torch.isfinite(samples["samples"]).all()),
+                              "shape": list(denoised["samples"].shape)})
+
+    registry = {**core_nodes(), "Constant": Constant, "Collect": Collect}
     workflow = {
         "1": {"class_type": "Constant", "inputs": {}},
         "2": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m_sde"}},
@@ -117,8 +126,10 @@ def test_custom_sampling_graph_runs(tmp_path, sd1):
         "6": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["4", 0], "guider": ["5", 0],
                                                                "sampler": ["2", 0], "sigmas": ["3", 0],
                                                                "latent_image": ["1", 3]}},
+        "7": {"class_type": "Collect", "inputs": {"samples": ["6", 0], "denoised": ["6", 1]}},
     }
     events = []
     result = Executor(registry).execute(workflow, on_event=lambda kind, data: events.append((kind, data)))
     assert result.status == "success", result.error
+    assert result.outputs["7"] == {"finite": True, "shape": [1, 4, 8, 8]}
     assert [(d["value"], d["max"]) for kind, d in events if kind == "progress"] == [(1, 3), (2, 3), (3, 3)]

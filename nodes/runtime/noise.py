@@ -114,8 +114,8 @@ class _BrownianTrees:
         sign = 1
         if t0 > t1:
             t0, t1, sign = t1, t0, -1
-        with warnings.catch_warnings():  # float32 sigma_max read back as a double is "past" the tree's end
-            warnings.filterwarnings("ignore", message="Should have tb<=t1")
+        with warnings.catch_warnings():  # float32 end points read back as doubles are "past" the tree's ends
+            warnings.filterwarnings("ignore", message="Should have t[ab]")
             w = torch.stack([tree(t0, t1) for tree in self.trees]) * sign
         w = w if self.batched else w[0]
         return w / (t1 - t0).abs().sqrt()
