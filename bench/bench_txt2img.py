@@ -1,8 +1,9 @@
 """txt2img through the executor vs diffusers' StableDiffusionPipeline on the same components.
 
 Prints, from one run:
-  1. time ratio (executor / pipeline) for the same scheduler, steps and seed, and the largest pixel
-     difference between the two images;
+  1. time ratio (executor / pipeline) for the same steps and seed, and the largest pixel difference
+     between the two images (Euler on ComfyUI's "simple" schedule, which is diffusers' Euler with
+     "trailing" timesteps);
   2. a second executor run with only the seed changed vs the first (models already loaded): time ratio
      and which nodes ran.
 
@@ -29,7 +30,7 @@ from bench_models import write_checkpoint  # noqa: E402
 from inkwash.nodes import folders as folders_module  # noqa: E402
 from inkwash.nodes.executor import Executor  # noqa: E402
 from inkwash.nodes.registry import core_nodes  # noqa: E402
-from inkwash.nodes.runtime import noise, schedulers  # noqa: E402
+from inkwash.nodes.runtime import noise, sigmas  # noqa: E402
 
 PROMPT, NEGATIVE = "a red circle on a blue background", "blurry"
 
@@ -68,8 +69,6 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=7.0)
-    parser.add_argument("--sampler", default="euler")
-    parser.add_argument("--scheduler", default="normal")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -80,7 +79,7 @@ def main() -> None:
         registry = core_nodes()
         executor = Executor(registry)
         seed = 1234
-        wf = workflow(ckpt.name, args.size, args.steps, seed, args.sampler, args.scheduler, args.cfg)
+        wf = workflow(ckpt.name, args.size, args.steps, seed, "euler", "simple", args.cfg)
 
         # Load once (and warm up) through the executor; the pipeline gets the very same modules.
         first = executor.execute(copy.deepcopy(wf))
@@ -89,24 +88,26 @@ def main() -> None:
         model, clip, vae = registry["CheckpointLoaderSimple"]().run(ckpt_name=ckpt.name)
         device = str(model.unet.device)
 
-        from diffusers import StableDiffusionPipeline
+        from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+        scheduler = EulerDiscreteScheduler.from_config(model.scheduler_config, timestep_spacing="trailing")
         pipe = StableDiffusionPipeline(vae=vae.vae, text_encoder=clip.encoders[0], tokenizer=clip.tokenizers[0],
-                                       unet=model.unet, scheduler=schedulers.build(model.scheduler_config,
-                                                                                   args.sampler, args.scheduler),
+                                       unet=model.unet, scheduler=scheduler,
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         latent_shape = (4, args.size // 8, args.size // 8)
 
         def run_pipeline():
-            gens = noise.generators(seed, 1)
-            start = noise.gaussian(gens, latent_shape, device, model.unet.dtype)
+            # ComfyUI's starting noise; diffusers scales it by sigma_max, ComfyUI by sqrt(1 + sigma_max^2)
+            sigma_max = sigmas.DiscreteSchedule(model.scheduler_config).sigma_max
+            start = noise.batch_noise(seed, (1, *latent_shape)) * (1 + sigma_max ** 2) ** 0.5 / sigma_max
+            start = start.to(device, model.unet.dtype)
             return pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=args.steps, guidance_scale=args.cfg,
-                        height=args.size, width=args.size, latents=start, generator=gens, output_type="np").images[0]
+                        height=args.size, width=args.size, latents=start, output_type="np").images[0]
 
         def run_executor(run_seed: int):
             executor.clear_cache()  # everything re-runs; the model cache keeps the weights loaded
-            return executor.execute(workflow(ckpt.name, args.size, args.steps, run_seed, args.sampler,
-                                             args.scheduler, args.cfg))
+            return executor.execute(workflow(ckpt.name, args.size, args.steps, run_seed, "euler",
+                                             "simple", args.cfg))
 
         run_pipeline()  # warm-up
         pipe_times, exec_times = [], []
@@ -120,7 +121,7 @@ def main() -> None:
         theirs = np.round(np.clip(pipe_image, 0, 1) * 255).astype(np.int16)
         t_pipe, t_exec = statistics.median(pipe_times), statistics.median(exec_times)
 
-        print(f"model={args.model} size={args.size} steps={args.steps} sampler={args.sampler}/{args.scheduler} "
+        print(f"model={args.model} size={args.size} steps={args.steps} sampler=euler/simple "
               f"device={device} dtype={model.unet.dtype}")
         print(f"[1] txt2img  pipeline {t_pipe:.3f}s ({args.steps / t_pipe:.2f} it/s)   "
               f"executor {t_exec:.3f}s ({args.steps / t_exec:.2f} it/s)   ratio executor/pipeline "
@@ -130,7 +131,7 @@ def main() -> None:
         base_times, seed_times, ran = [], [], []
         for i in range(args.repeats):
             t_first, _ = timed(lambda: run_executor(seed), device)
-            changed = workflow(ckpt.name, args.size, args.steps, seed + 1 + i, args.sampler, args.scheduler,
+            changed = workflow(ckpt.name, args.size, args.steps, seed + 1 + i, "euler", "simple",
                                args.cfg)
             t_second, second = timed(lambda: executor.execute(changed), device)
             base_times.append(t_first)

@@ -8,7 +8,8 @@ from .declare import Node
 # Modules under nodes/core; each exports NODES = {class_type: NodeClass}.
 CORE_MODULES = ("loaders", "lora", "conditioning", "latent", "sampling", "vae", "image", "controlnet",
                 "preprocessors", "conditioning_ops", "latent_ops", "image_ops", "masks", "latent_files",
-                "model_merge", "hypernetwork", "websocket_output", "upscale")
+                "model_merge", "hypernetwork", "websocket_output", "upscale",
+                "custom_sampling")
 
 
 def core_nodes() -> dict[str, type[Node]]:

@@ -4,7 +4,7 @@ import torch
 
 from inkwash.nodes.core.conditioning import CLIPSetLastLayer, CLIPTextEncode
 from inkwash.nodes.formats import sampler_names
-from inkwash.nodes.runtime import schedulers, text_encode
+from inkwash.nodes.runtime import sampling, sigmas, text_encode
 from tiny_models import tiny_sd1, tiny_sd2, tiny_sdxl
 
 # diffusers' schedulers call np.array() on tensors, which numpy 2 deprecates
@@ -88,11 +88,13 @@ def test_weighted_segments_scale_their_tokens(clip):
 # -- sampler and scheduler names --------------------------------------------------------------------------
 
 def test_name_lists_follow_comfyui():
-    assert sampler_names.SAMPLER_NAMES[:6] == ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms"]
-    for name in ("dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "lcm"):
+    assert sampler_names.SAMPLER_NAMES[:6] == ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp",
+                                               "heun", "heunpp2"]
+    for name in ("dpmpp_2s_ancestral", "ddpm", "dpmpp_3m_sde", "res_multistep", "er_sde", "seeds_3", "ddim",
+                 "uni_pc", "uni_pc_bh2", "lcm", "deis", "ipndm_v", "dpm_adaptive"):
         assert name in sampler_names.SAMPLER_NAMES
-    assert set(sampler_names.SCHEDULER_NAMES) == {"normal", "karras", "exponential", "sgm_uniform", "simple",
-                                               "ddim_uniform", "beta"}
+    assert sampler_names.SCHEDULER_NAMES == ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform",
+                                             "beta", "normal", "linear_quadratic", "kl_optimal"]
 
 
 @pytest.mark.parametrize("a1111,expected", [
@@ -106,37 +108,51 @@ def test_name_lists_follow_comfyui():
     (("k_euler_a",), ("euler_ancestral", "normal")),
     (("DDIM",), ("ddim", "ddim_uniform")),
     (("Euler", "SGM Uniform"), ("euler", "sgm_uniform")),
+    (("DPM++ 2S a Karras",), ("dpmpp_2s_ancestral", "karras")),
+    (("DPM++ 2S a",), ("dpmpp_2s_ancestral", "karras")),
+    (("DPM++ 2M SDE Heun",), ("dpmpp_2m_sde_heun", "exponential")),
+    (("DPM++ 3M SDE Karras",), ("dpmpp_3m_sde", "karras")),
+    (("LMS Karras",), ("lms", "karras")),
+    (("DPM fast",), ("dpm_fast", "normal")),
+    (("k_dpm_ad",), ("dpm_adaptive", "normal")),
+    (("Restart",), ("restart", "karras")),
+    (("DDIM CFG++",), ("euler_cfg_pp", "ddim_uniform")),
+    (("PLMS",), ("ipndm", "ddim_uniform")),
+    (("UniPC",), ("uni_pc", "normal")),
+    (("Euler", "Polyexponential"), ("euler", "exponential")),
+    (("Euler", "KL Optimal"), ("euler", "kl_optimal")),
 ])
 def test_a1111_names(a1111, expected):
     assert sampler_names.from_a1111(*a1111) == expected
 
 
 def test_unknown_names_are_clear_errors():
-    with pytest.raises(ValueError, match="PLMS"):
-        sampler_names.from_a1111("PLMS")
-    with pytest.raises(ValueError, match="unknown sampler"):
-        schedulers.build({}, "nope", "normal")
-    with pytest.raises(ValueError, match="unknown scheduler"):
-        schedulers.build({}, "euler", "nope")
+    with pytest.raises(ValueError, match="unsupported A1111 sampler 'Nope'; supported: .*Euler a"):
+        sampler_names.from_a1111("Nope")
+    with pytest.raises(ValueError, match="unsupported A1111 schedule type 'Align Your Steps'; supported: Automatic"):
+        sampler_names.from_a1111("Euler", "Align Your Steps")
+    with pytest.raises(ValueError, match="unknown sampler 'nope'"):
+        sampler_names.check_sampler("nope")
+    with pytest.raises(ValueError, match="unknown scheduler 'nope'"):
+        sigmas.build(sigmas.DiscreteSchedule({}), "nope", 4)
 
 
-def test_scheduler_is_built_from_the_model_config():
-    config = {**tiny_sd1()[0].scheduler_config, "prediction_type": "v_prediction"}
-    built = schedulers.build(config, "dpmpp_2m", "karras")
-    assert built.config.prediction_type == "v_prediction"
-    assert built.config.beta_schedule == "scaled_linear" and built.config.use_karras_sigmas
-    assert built.config.timestep_spacing == "linspace"
+def test_noise_levels_come_from_the_model_config():
+    sd = sigmas.DiscreteSchedule(tiny_sd1()[0].scheduler_config)
+    assert sd.sigma_min == pytest.approx(0.0292, abs=1e-4) and sd.sigma_max == pytest.approx(14.6146, abs=1e-4)
+    zsnr = sigmas.DiscreteSchedule({**tiny_sd1()[0].scheduler_config, "rescale_betas_zero_snr": True})
+    assert zsnr.sigma_max > 4000 and zsnr.sigma_min == pytest.approx(sd.sigma_min)  # only the end moves
+    linear = sigmas.DiscreteSchedule({"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
+    assert linear.sigma_max > 150
+    # the UNet is called at the trained timestep nearest in log sigma
+    assert float(sd.timestep(sd.sigmas[500] * 1.0001)) == 500.0 and float(sd.timestep(100.0)) == 999.0
 
 
-def test_euler_ancestral_gets_karras_sigmas():
-    config = tiny_sd1()[0].scheduler_config
-    shaped, euler = schedulers.build(config, "euler_ancestral", "karras"), schedulers.build(config, "euler", "karras")
-    shaped.set_timesteps(6)
-    euler.set_timesteps(6)
-    assert torch.equal(shaped.sigmas, euler.sigmas) and torch.equal(shaped.timesteps, euler.timesteps)
-
-
-def test_ddim_on_sigma_shaped_schedules_runs_as_euler():
-    config = tiny_sd1()[0].scheduler_config
-    assert type(schedulers.build(config, "ddim", "ddim_uniform")).__name__ == "DDIMScheduler"
-    assert type(schedulers.build(config, "ddim", "karras")).__name__ == "EulerDiscreteScheduler"
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoiser_turns_the_prediction_into_the_clean_latent(prediction_type):
+    table = sigmas.DiscreteSchedule({**tiny_sd1()[0].scheduler_config, "prediction_type": prediction_type})
+    denoiser = sampling.Denoiser(None, None, 1.0, {}, table, torch.tensor([3.0, 0.0]), 0, 1, None, None, None)
+    x0, eps, sigma = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2), 3.0
+    alpha, sigma_vp = (1 + sigma ** 2) ** -0.5, sigma * (1 + sigma ** 2) ** -0.5
+    prediction = eps if prediction_type == "epsilon" else alpha * eps - sigma_vp * x0
+    torch.testing.assert_close(denoiser._to_clean(x0 + sigma * eps, prediction, sigma), x0)

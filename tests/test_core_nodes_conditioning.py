@@ -40,10 +40,10 @@ def test_combine_is_both_lists_and_the_sampler_averages_them(sd1):
     (both,) = run("ConditioningCombine", conditioning_1=fox, conditioning_2=owl)
     assert [c.embeds for c in both] == [fox[0].embeds, owl[0].embeds]
     (same,) = run("ConditioningCombine", conditioning_1=fox, conditioning_2=fox)
-    assert torch.allclose(sample(model, same, empty), sample(model, fox, empty), atol=1e-5)
+    assert torch.allclose(sample(model, same, empty), sample(model, fox, empty), atol=1e-4)  # float rounding of values up to ~40
     combined = sample(model, both, empty)
     (reversed_,) = run("ConditioningCombine", conditioning_1=owl, conditioning_2=fox)
-    assert torch.allclose(combined, sample(model, reversed_, empty), atol=1e-5)  # an average: order-free
+    assert torch.allclose(combined, sample(model, reversed_, empty), atol=1e-4)  # an average: order-free
     assert not torch.allclose(combined, sample(model, fox, empty), atol=1e-3)
     assert not torch.allclose(combined, sample(model, owl, empty), atol=1e-3)
 
@@ -146,6 +146,20 @@ def test_controlnet_apply_changes_sampling(sd1):
     (guided,) = run("ControlNetApply", conditioning=fox, control_net=tiny_controlnet(),
                     image=torch.rand(1, 32, 32, 3), strength=1.0)
     assert not torch.allclose(sample(model, guided, empty), sample(model, fox, empty), atol=1e-4)
+
+
+def test_controlnet_apply_guides_the_negative_as_advanced_on_both_does(sd1):
+    """ComfyUI's sampler gives ControlNetApply's hint to a negative without hints of its own: the same
+    image as ControlNetApplyAdvanced over the whole schedule on both conditionings."""
+    model, clip, _ = sd1
+    fox, empty = text_encode.encode(clip, "a red fox"), text_encode.encode(clip, "")
+    net, image = tiny_controlnet(), torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(5))
+    (guided,) = run("ControlNetApply", conditioning=fox, control_net=net, image=image, strength=1.0)
+    both = control.apply(fox, empty, net, image, 1.0, 0.0, 1.0)
+    only_positive = control.apply(fox, empty, net, image, 1.0, 0.0, 1.0)[0], empty
+    ours = sample(model, guided, empty)
+    assert torch.allclose(ours, sample(model, *both), atol=1e-5)
+    assert not torch.allclose(ours, sample(model, *only_positive), atol=1e-4)
 
 
 def test_controlnet_apply_declaration_matches_comfyui():

@@ -38,6 +38,11 @@ def test_declarations_match_comfyui():
         "latent_image", "start_at_step", "end_at_step", "return_with_leftover_noise"]
     assert advanced["input"]["required"]["end_at_step"][1]["default"] == 10000
     assert advanced["input"]["required"]["return_with_leftover_noise"][0] == ["disable", "enable"]
+    # Inkwash's one addition, optional so ComfyUI's workflows run unchanged: how the seed becomes noise
+    for node in (ksampler, advanced):
+        assert node["input_order"]["optional"] == ["noise_rule"]
+        assert node["input"]["optional"]["noise_rule"][0] == ["comfyui", "a1111"]
+        assert node["input"]["optional"]["noise_rule"][1]["default"] == "comfyui"
 
     empty = info("EmptyLatentImage")["input"]["required"]
     assert empty["width"][1] == {"default": 512, "min": 16, "max": 16384, "step": 8}
@@ -186,7 +191,8 @@ def test_graph_runs_and_reports_progress_with_previews():
     assert result.status == "success", result.error
     assert result.outputs["13"]["shape"] == [2, 96, 96, 3]
     progress = [(d["node"], d["value"], d["max"]) for kind, d in events if kind == "progress"]
-    assert progress == [("9", 1, 2), ("9", 2, 2), ("11", 1, 2), ("11", 2, 2)]
+    # KSampler 11 at denoise 0.5 runs its 4 steps, the last of an 8-step schedule (ComfyUI's rule)
+    assert progress == [("9", 1, 2), ("9", 2, 2)] + [("11", i, 4) for i in range(1, 5)]
     assert all(d["preview"] is not None for kind, d in events if kind == "progress")
 
 
@@ -203,3 +209,16 @@ def test_conditioning_set_depth_feeds_a_depth_unet():
     (flipped,) = conditioning.ConditioningSetDepth().run(positive, 1 - depth)
     second = run(model, 1, 2, 7.0, "euler", "normal", flipped, negative, empty, 1.0)[0]["samples"]
     assert torch.isfinite(first).all() and not torch.allclose(first, second)
+
+
+def test_ksampler_noise_rule_input_picks_the_seeds_of_a_batch():
+    model, clip, _ = tiny_sd1()
+    encode = conditioning.CLIPTextEncode().run
+    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+    two, one = latent.EmptyLatentImage().run(64, 64, 2)[0], latent.EmptyLatentImage().run(64, 64, 1)[0]
+    run = sampling.KSampler().run
+    comfy = run(model, 3, 2, 7.0, "euler", "normal", positive, negative, two, 1.0)[0]["samples"]
+    a1111 = run(model, 3, 2, 7.0, "euler", "normal", positive, negative, two, 1.0, "a1111")[0]["samples"]
+    next_seed = run(model, 4, 2, 7.0, "euler", "normal", positive, negative, one, 1.0, "a1111")[0]["samples"]
+    torch.testing.assert_close(a1111[1], next_seed[0], rtol=1e-5, atol=1e-4)  # A1111: image 1 is seed + 1
+    assert not torch.allclose(comfy[1], a1111[1], atol=1e-2)  # ComfyUI: one draw for the batch

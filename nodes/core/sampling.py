@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..declare import Combo, Float, Input, Int, Node, Output
-from ..runtime import sampling, schedulers
+from ..formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
+from ..runtime import noise, sampling
 
 MAX_SEED = 2 ** 64 - 1
 
@@ -11,24 +12,32 @@ def _common_inputs(seed_name: str) -> tuple:
     return (Int(seed_name, default=0, min=0, max=MAX_SEED, control_after_generate=True),
             Int("steps", default=20, min=1, max=10000),
             Float("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01),
-            Combo("sampler_name", choices=schedulers.SAMPLER_NAMES),
-            Combo("scheduler", choices=schedulers.SCHEDULER_NAMES),
+            Combo("sampler_name", choices=SAMPLER_NAMES),
+            Combo("scheduler", choices=SCHEDULER_NAMES),
             Input("positive", "CONDITIONING"), Input("negative", "CONDITIONING"),
             Input("latent_image", "LATENT"))
+
+
+# How the seed becomes noise and how denoise counts img2img steps: ComfyUI's (the default, so shared
+# workflows reproduce their images) or A1111's (per-image seeds seed + i; what the tabs and /sdapi write).
+NOISE_RULE = Combo("noise_rule", choices=noise.NOISE_RULES, default="comfyui", optional=True,
+                   tooltip="comfyui: one noise tensor per batch from the seed, ComfyUI's step noise and denoise "
+                           "schedule. a1111: image i from seed + i, A1111's img2img steps.")
 
 
 class KSampler(Node):
     """Denoises a latent guided by the conditioning; denoise < 1 keeps part of the input (img2img)."""
 
     inputs = (Input("model", "MODEL"), *_common_inputs("seed"),
-              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01))
+              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01), NOISE_RULE)
     outputs = (Output("LATENT"),)
     category = "sampling"
     display_name = "KSampler"
 
-    def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
+    def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
+            noise_rule="comfyui"):
         return (sampling.sample(model, positive, negative, latent_image, seed, steps, cfg, sampler_name,
-                                scheduler, denoise=denoise, progress=self.ctx.progress),)
+                                scheduler, denoise=denoise, progress=self.ctx.progress, noise_rule=noise_rule),)
 
 
 class KSamplerAdvanced(Node):
@@ -38,18 +47,18 @@ class KSamplerAdvanced(Node):
               *_common_inputs("noise_seed"),
               Int("start_at_step", default=0, min=0, max=10000),
               Int("end_at_step", default=10000, min=0, max=10000),
-              Combo("return_with_leftover_noise", choices=("disable", "enable")))
+              Combo("return_with_leftover_noise", choices=("disable", "enable")), NOISE_RULE)
     outputs = (Output("LATENT"),)
     category = "sampling"
     display_name = "KSampler (Advanced)"
 
     def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
-            latent_image, start_at_step, end_at_step, return_with_leftover_noise):
+            latent_image, start_at_step, end_at_step, return_with_leftover_noise, noise_rule="comfyui"):
         return (sampling.sample(model, positive, negative, latent_image, noise_seed, steps, cfg, sampler_name,
                                 scheduler, start_step=start_at_step, end_step=end_at_step,
                                 add_noise=add_noise == "enable",
                                 return_with_leftover_noise=return_with_leftover_noise == "enable",
-                                progress=self.ctx.progress),)
+                                progress=self.ctx.progress, noise_rule=noise_rule),)
 
 
 NODES = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced}

@@ -1,15 +1,32 @@
-"""Seeded noise: one CPU generator per image, so a seed gives the same image alone, in a batch, on any GPU.
+"""Seeded noise, always drawn on the CPU so that a seed gives the same image on any device.
 
-Image i of a batch uses seed + i (A1111's "correct seeds for batches"). The same generators go on to
-feed the noise that ancestral and SDE samplers add at each step, so that noise is per image too.
+Two rules, one per program people bring their seeds from (a sampler node's `noise_rule` input):
+
+  "comfyui"  the starting noise of a batch is ONE tensor [B, C, H, W] drawn from a generator seeded with
+             the seed (ComfyUI's prepare_noise, honouring a LATENT's batch_index as it does); step noise
+             of ancestral samplers comes from a second generator seeded with seed + 1, one draw of the
+             whole batch's shape per call (ComfyUI's default_noise_sampler on the CPU); SDE samplers
+             read one Brownian tree seeded with the seed.
+  "a1111"    image i has its own generator seeded with seed + i (A1111's "correct seeds for batches"),
+             which draws its starting noise and then, continuing, its step noise; SDE samplers read one
+             Brownian tree per image seeded with its seed. An image's result does not depend on its batch.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
+NOISE_RULES = ("comfyui", "a1111")
 _SEED_SPACE = 2 ** 64  # seeds are unsigned 64-bit, as ComfyUI's seed widget
+
+StepNoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(seed % _SEED_SPACE)
 
 
 def generators(seed: int, count: int, batch_index: Sequence[int] | None = None) -> list[torch.Generator]:
@@ -18,7 +35,7 @@ def generators(seed: int, count: int, batch_index: Sequence[int] | None = None) 
     offsets = list(batch_index) if batch_index is not None else list(range(count))
     if len(offsets) != count:
         raise ValueError(f"batch_index has {len(offsets)} entries for a batch of {count}")
-    return [torch.Generator("cpu").manual_seed((seed + offset) % _SEED_SPACE) for offset in offsets]
+    return [_generator(seed + offset) for offset in offsets]
 
 
 def gaussian(gens: Sequence[torch.Generator], shape: Sequence[int], device=None,
@@ -26,3 +43,79 @@ def gaussian(gens: Sequence[torch.Generator], shape: Sequence[int], device=None,
     """Standard normal noise [len(gens), *shape], image i drawn from gens[i] on the CPU."""
     noise = torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in gens])
     return noise.to(device=device, dtype=dtype)
+
+
+def batch_noise(seed: int, shape: Sequence[int], batch_index: Sequence[int] | None = None) -> torch.Tensor:
+    """ComfyUI's prepare_noise: one draw of the whole batch; with batch_index, the images of the larger
+    batch they were cut from (every image up to the highest index is drawn, in order)."""
+    generator = _generator(seed)
+    if batch_index is None:
+        return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+    if len(batch_index) != shape[0]:
+        raise ValueError(f"batch_index has {len(batch_index)} entries for a batch of {shape[0]}")
+    unique, inverse = np.unique(np.asarray(batch_index), return_inverse=True)
+    drawn = [torch.randn((1, *shape[1:]), generator=generator, dtype=torch.float32) for _ in range(int(unique[-1]) + 1)]
+    kept = [drawn[int(i)] for i in unique]
+    return torch.cat([kept[int(i)] for i in np.ravel(inverse)])
+
+
+class SeededNoise:
+    """The starting noise of a sampling run and the source of its step noise, under one rule."""
+
+    def __init__(self, rule: str, seed: int, shape: Sequence[int], batch_index: Sequence[int] | None = None):
+        if rule not in NOISE_RULES:
+            raise ValueError(f"unknown noise_rule {rule!r}; known: {', '.join(NOISE_RULES)}")
+        self.rule, self.seed, self.shape = rule, seed, tuple(shape)
+        self.batch_index = list(batch_index) if batch_index is not None else None
+        if rule == "comfyui":
+            self.initial = batch_noise(seed, shape, self.batch_index)
+        else:
+            self._gens = generators(seed, shape[0], self.batch_index)
+            self.initial = gaussian(self._gens, shape[1:])
+
+    def _seeds(self) -> list[int]:
+        offsets = self.batch_index if self.batch_index is not None else range(self.shape[0])
+        return [(self.seed + o) % _SEED_SPACE for o in offsets]
+
+    def step_noise(self, kind: str, sigmas: torch.Tensor, device) -> StepNoise | None:
+        """noise(sigma, sigma_next) for a sampler that adds noise of `kind` ("randn" or "brownian")."""
+        if kind == "none":
+            return None
+        if kind == "brownian":
+            positive = sigmas[sigmas > 0]
+            sigma_min, sigma_max = float(positive.min()), float(sigmas.max())
+            if self.rule == "comfyui":
+                trees = _BrownianTrees(self.shape, sigma_min, sigma_max, [self.seed % _SEED_SPACE], batched=False)
+            else:
+                trees = _BrownianTrees(self.shape, sigma_min, sigma_max, self._seeds(), batched=True)
+            return lambda sigma, sigma_next: trees(sigma, sigma_next).to(device)
+        if self.rule == "comfyui":
+            generator = _generator(self.seed + 1)  # ComfyUI's default_noise_sampler draws from seed + 1 on the CPU
+            return lambda sigma, sigma_next: torch.randn(self.shape, generator=generator).to(device)
+        gens = self._gens
+        return lambda sigma, sigma_next: gaussian(gens, self.shape[1:], device)
+
+
+class _BrownianTrees:
+    """Brownian motion over [sigma_min, sigma_max] from torchsde's BrownianTree, so an SDE sampler's noise
+    depends on the noise levels it steps between, not on how many steps it takes. The increment between
+    two sigmas is scaled to unit variance (ComfyUI's and k-diffusion's BrownianTreeNoiseSampler)."""
+
+    def __init__(self, shape, sigma_min: float, sigma_max: float, seeds: list[int], batched: bool):
+        import torchsde  # only the SDE samplers need it
+
+        self.batched = batched
+        t0, t1 = torch.tensor(sigma_min), torch.tensor(sigma_max)
+        w0 = torch.zeros(shape[1:] if batched else shape)
+        self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=seed) for seed in seeds]
+
+    def __call__(self, sigma, sigma_next) -> torch.Tensor:
+        t0, t1 = torch.as_tensor(sigma).float().cpu(), torch.as_tensor(sigma_next).float().cpu()
+        sign = 1
+        if t0 > t1:
+            t0, t1, sign = t1, t0, -1
+        with warnings.catch_warnings():  # float32 end points read back as doubles are "past" the tree's ends
+            warnings.filterwarnings("ignore", message="Should have t[ab]")
+            w = torch.stack([tree(t0, t1) for tree in self.trees]) * sign
+        w = w if self.batched else w[0]
+        return w / (t1 - t0).abs().sqrt()

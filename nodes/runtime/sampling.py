@@ -1,11 +1,15 @@
-"""The denoising loop: diffusers UNet and schedulers, with each step of a generation named.
+"""The denoising loop: ComfyUI's KSampler on diffusers components, with each step of a generation named.
 
-    clean latent --add noise--> x --(UNet with CFG, ControlNet, inpaint/depth channels)--> scheduler step --> x ...
+    schedule (sigmas) --> starting sample x = latent + noise * sigma_0 --> sampler (k_samplers.py), which
+    calls the denoiser: UNet with CFG, ControlNet, inpaint/depth channels -> the predicted clean latent
 
 LATENT["samples"] is in UNet space (VAE latent times the VAE's scaling factor); EmptyLatentImage gives
-zeros. A latent handed from one sampler to the next with leftover noise is x0 + sigma * noise
-(k-diffusion's form, as ComfyUI's), whichever scheduler made it; schedulers that keep the
-variance-preserving form sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * noise are converted at the edges.
+zeros. Samples are x0 + sigma * noise (k-diffusion's form, as ComfyUI's), so a latent handed from one
+sampler to the next with leftover noise needs no conversion.
+
+The noise rule (noise.py) decides how the seed becomes noise and how img2img counts its steps:
+  "comfyui"  denoise d runs `steps` steps: the last steps of a schedule built for int(steps / d) steps
+  "a1111"    denoise d runs int(min(d, 0.999) * steps) + 1 steps: the end of the `steps`-step schedule
 
 What the loop reads from each Cond besides `embeds` and `controls`:
   pooled                     SDXL pooled text embedding (required for SDXL)
@@ -18,7 +22,6 @@ What the loop reads from each Cond besides `embeds` and `controls`:
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -27,137 +30,178 @@ import torch
 import torch.nn.functional as F
 
 from ..formats import prompt_syntax
-from . import control, lora, noise, schedulers
+from ..formats.sampler_names import SAMPLER_NAMES, check_sampler
+from . import control, diffusers_solvers, k_samplers, lora, noise, sigmas as sigma_schedules
 from .latent_preview import preview_image
 from .model_types import SDXL_REFINER, Cond, ControlHint, DiffusionModel
 
 Progress = Callable[[int, int, object], None]
 
+# ComfyUI builds these samplers' schedules one step longer and drops the next-to-last sigma
+DISCARD_PENULTIMATE_SIGMA = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
+
+
+_SAMPLERS = {**k_samplers.SAMPLERS, **diffusers_solvers.SAMPLERS}
+assert set(_SAMPLERS) == set(SAMPLER_NAMES), "one name table"
+
+
+def sampler_spec(sampler_name: str) -> k_samplers.Sampler:
+    check_sampler(sampler_name)
+    return _SAMPLERS[sampler_name]
+
 
 def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], latent: dict, seed: int, steps: int,
            cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0, start_step: int | None = None,
            end_step: int | None = None, add_noise: bool = True, return_with_leftover_noise: bool = False,
-           progress: Progress | None = None) -> dict:
+           progress: Progress | None = None, noise_rule: str = "comfyui") -> dict:
     """Denoise `latent` and return a new LATENT (the input's keys, new "samples").
 
-    `denoise` < 1 runs only the last int(steps * denoise) steps, starting from the input re-noised to
-    that point (img2img). `start_step`/`end_step` cut the schedule further (KSamplerAdvanced); unless
-    `return_with_leftover_noise`, a run that stops early finishes at the clean prediction.
-    `progress(step, total, preview)` is called after each step, with a small PIL preview."""
-    unet = model.unet
-    device = unet.device
+    `denoise` < 1 keeps part of the input (img2img), counted by `noise_rule`. `start_step`/`end_step`
+    cut the schedule further (KSamplerAdvanced); unless `return_with_leftover_noise`, a run that stops
+    early steps down to sigma 0. `progress(step, total, preview)` is called after each step, with a
+    small PIL preview."""
+    table = sigma_schedules.DiscreteSchedule(model.scheduler_config)
+    sigmas, first, total = run_sigmas(table, sampler_name, scheduler, steps, denoise, noise_rule)
+    if end_step is not None and end_step < len(sigmas) - 1:
+        sigmas = sigmas[:end_step + 1].clone()
+        if not return_with_leftover_noise:
+            sigmas[-1] = 0  # ComfyUI's force_full_denoise
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return dict(latent)  # an empty step range
+        sigmas, first = sigmas[start_step:], first + start_step
+    return sample_sigmas(model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise=add_noise,
+                         progress=progress, noise_rule=noise_rule, first_step=first, total_steps=total)[0]
+
+
+def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Cond] | None, latent: dict, seed: int,
+                  sigmas: torch.Tensor, cfg: float, sampler_name: str, add_noise: bool = True,
+                  progress: Progress | None = None, noise_rule: str = "comfyui", first_step: int = 0,
+                  total_steps: int | None = None) -> tuple[dict, dict]:
+    """Walk `sigmas` (ComfyUI's SIGMAS: descending, usually ending in 0) from `latent`; (the LATENT, the
+    LATENT of the last step's clean prediction). `first_step` of `total_steps` is where the sigmas start in
+    the whole schedule (for prompt editing and ControlNet step ranges)."""
+    if len(sigmas) <= 1:
+        return dict(latent), dict(latent)  # no steps to run: denoise 0
+    spec = sampler_spec(sampler_name)
+    device = model.unet.device
     clean = latent["samples"].to(device, torch.float32)
-    batch = clean.shape[0]
-    first, last = _step_range(steps, denoise, start_step, end_step)
-    if first >= last:
-        return dict(latent)  # no steps to run: denoise 0, or an empty step range
+    sigmas = sigmas.detach().float().cpu()
+    total = total_steps if total_steps is not None else len(sigmas) - 1
+    table = sigma_schedules.DiscreteSchedule(model.scheduler_config)
 
-    # 1. schedule: the timesteps of steps first .. last-1 (second-order samplers evaluate twice a step)
-    sched = schedulers.build(model.scheduler_config, sampler_name, scheduler)
-    sched.set_timesteps(steps, device=device)
-    order = sched.order
-    begin = first * order
-    if hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(begin)
-    leftover = last < steps and return_with_leftover_noise
-    finish_clean = last < steps and not leftover  # ComfyUI's force_full_denoise: end on the clean prediction
-    end = (last - 1) * order + 1 if finish_clean else last * order  # schedule index after the last evaluation
-    timesteps = sched.timesteps[begin:end]
+    # 1. noise: the starting noise and the sampler's step noise, drawn on the CPU by the rule
+    seeded = noise.SeededNoise(noise_rule, seed, clean.shape, latent.get("batch_index"))
+    eps = seeded.initial.to(device) if add_noise else torch.zeros_like(clean)
+    step_noise = seeded.step_noise(spec.noise, sigmas, device)
 
-    # 2. noise, one generator per image; the same generators feed ancestral/SDE step noise
-    gens = noise.generators(seed, batch, latent.get("batch_index"))
-    eps = noise.gaussian(gens, clean.shape[1:], device)
-    step_kwargs = {"generator": gens} if "generator" in inspect.signature(sched.step).parameters else {}
-
-    # 3. everything the UNet sees besides x
+    # 2. everything the UNet sees besides x
     mask = _latent_mask(latent.get("noise_mask"), clean.shape, device)
-    guide = _guide(model, positive, negative, cfg, clean, mask)
-    hint_images = control.hint_images([h for row in guide.hints for h in row], batch,
+    negative = control.with_uncond_hints(positive, negative or [])  # ControlNetApply reaches the negative too
+    guide = _guide(model, positive, negative, cfg, clean, mask, keep_negative=spec.cfg_pp)
+    hint_images = control.hint_images([h for row in guide.hints for h in row], clean.shape[0],
                                       clean.shape[2] * 8, clean.shape[3] * 8, device)
+    # outside the mask the input is put back at each call, noised with this (ddim draws its own, as ComfyUI)
+    mask_noise = eps if sampler_name != "ddim" else torch.randn(
+        clean.shape, generator=torch.Generator().manual_seed((seed + 1) % 2 ** 64)).to(device)
+    denoiser = Denoiser(model, guide, cfg, hint_images, table, sigmas, first_step, total, mask, clean, mask_noise)
 
-    # 4. the starting sample
-    x = _starting_sample(sched, clean, eps, begin, timesteps[:1].repeat(batch), add_noise)
+    # 3. the starting sample: ComfyUI scales full-denoise noise by sqrt(1 + sigma^2), A1111 by sigma
+    s0 = float(sigmas[0])
+    full = noise_rule == "comfyui" and (math.isclose(s0, table.sigma_max, rel_tol=1e-5) or s0 > table.sigma_max)
+    x = clean + eps * (math.sqrt(1.0 + s0 ** 2) if full else s0)
 
-    # 5. the loop, with the model's LoRA weights (if any) in place
+    # 4. the sampler, with the model's LoRA weights (if any) in place
+    last = {}
+
+    def callback(i: int, denoised: torch.Tensor) -> None:
+        last["denoised"] = denoised
+        if progress is not None:  # (Restart walks back up: its extra steps report the last one again)
+            steps_run = len(sigmas) - 1
+            progress(min(i + 1, steps_run), steps_run, preview_image(denoised[0], model.family))
+
     with torch.no_grad(), lora.applied(model):
-        for i, t in enumerate(timesteps):
-            index = begin + i
-            step = index // order
-            model_input = sched.scale_model_input(x, t)
-            prediction = _guided_prediction(unet, model_input, t, guide, cfg, hint_images, step, steps)
-            out = sched.step(prediction, t, x, **step_kwargs)
-            x0 = _predicted_x0(sched, out, prediction, x, index)
-            final = i == len(timesteps) - 1
-            x = x0 if final and finish_clean else out.prev_sample
-            if (index + 1) % order and not final:
-                continue  # first half of a second-order step
-            if mask is not None:
-                x = _keep_unmasked(sched, x, clean, eps, mask, index + 1, at_end=final and not leftover)
-            if progress is not None:
-                progress(step - first + 1, last - first, preview_image(x0[0], model.family))
-
-    # 6. hand over leftover noise in sigma form
-    if leftover:
-        x = _from_scheduler_form(sched, x, end)
-    return {**latent, "samples": x}
+        x = spec.run(denoiser, x, sigmas, step_noise, callback)
+    if mask is not None and sigmas[-1] == 0:
+        x = x * mask + clean * (1 - mask)  # the unmasked region exactly as it came (ComfyUI: within rounding)
+    return {**latent, "samples": x}, {**latent, "samples": last.get("denoised", x)}
 
 
 # -- the schedule ------------------------------------------------------------------------------------------
 
-def _step_range(steps: int, denoise: float, start_step: int | None, end_step: int | None) -> tuple[int, int]:
-    """Steps [first, last) of a `steps`-step schedule to run."""
-    first = steps - min(int(steps * denoise), steps)  # diffusers' img2img get_timesteps
-    if start_step is not None:
-        first = max(first, start_step)
-    last = steps if end_step is None else min(end_step, steps)
-    return first, last
+def schedule(table: sigma_schedules.DiscreteSchedule, sampler_name: str, scheduler: str, steps: int) -> torch.Tensor:
+    """ComfyUI's KSampler.calculate_sigmas: steps + 1 sigmas for this sampler and scheduler."""
+    if sampler_name in DISCARD_PENULTIMATE_SIGMA:
+        full = sigma_schedules.build(table, scheduler, steps + 1)
+        return torch.cat([full[:-2], full[-1:]])
+    return sigma_schedules.build(table, scheduler, steps)
 
 
-def _noise_level(sched, index: int) -> float:
-    """k-diffusion sigma of the sample at schedule position `index`."""
-    if hasattr(sched, "sigmas"):
-        return float(sched.sigmas[index])
-    alpha_bar = float(sched.alphas_cumprod[int(sched.timesteps[index])])
-    return math.sqrt((1 - alpha_bar) / alpha_bar)
+def run_sigmas(table, sampler_name: str, scheduler: str, steps: int, denoise: float,
+               rule: str) -> tuple[torch.Tensor, int, int]:
+    """(the sigmas to walk, the step of the first of them, the steps of the whole schedule)."""
+    if rule not in noise.NOISE_RULES:
+        raise ValueError(f"unknown noise_rule {rule!r}; known: {', '.join(noise.NOISE_RULES)}")
+    if denoise <= 0.0:
+        return torch.zeros(0), 0, steps
+    if rule == "comfyui":
+        if denoise > 0.9999:
+            return schedule(table, sampler_name, scheduler, steps), 0, steps
+        longer = int(steps / denoise)
+        return schedule(table, sampler_name, scheduler, longer)[-(steps + 1):], longer - steps, longer
+    encode_steps = int(min(denoise, 0.999) * steps)  # A1111's t_enc
+    first = steps - encode_steps - 1
+    return schedule(table, sampler_name, scheduler, steps)[first:], first, steps
 
 
-def _into_scheduler_form(sched, x: torch.Tensor, index: int) -> torch.Tensor:
-    """x0 + sigma * noise -> the form this scheduler keeps its samples in."""
-    if schedulers.in_sigma_space(sched):
-        return x
-    return x / math.sqrt(1 + _noise_level(sched, index) ** 2)
+# -- the denoiser: x at sigma -> the predicted clean latent ---------------------------------------------
 
+class Denoiser:
+    """ComfyUI's model wrapper: scales x for the UNet, calls it at the trained timestep nearest to sigma,
+    applies classifier-free guidance and turns the prediction into a clean latent. With a noise mask
+    the input's unmasked part is put back around each call (ComfyUI's KSamplerX0Inpaint). `uncond` is
+    the unguided clean latent of the last call (for the CFG++ samplers)."""
 
-def _from_scheduler_form(sched, x: torch.Tensor, index: int) -> torch.Tensor:
-    """This scheduler's form -> x0 + sigma * noise."""
-    if schedulers.in_sigma_space(sched):
-        return x
-    return x * math.sqrt(1 + _noise_level(sched, index) ** 2)
+    def __init__(self, model: DiffusionModel, guide: "_Guide", cfg: float, hint_images, table, sigmas, first: int,
+                 total: int, mask, clean, mask_noise):
+        self.model, self.guide, self.cfg, self.hint_images, self.table = model, guide, cfg, hint_images, table
+        self.run_sigmas, self.first, self.total = sigmas, first, total
+        self.mask, self.clean, self.mask_noise = mask, clean, mask_noise
+        self.uncond: torch.Tensor | None = None
 
+    def step_of(self, sigma) -> int:
+        """The schedule step a call at `sigma` belongs to (a sampler's in-between calls: the step they start)."""
+        later = int((self.run_sigmas[:-1] >= float(sigma) * (1 - 1e-5)).sum()) - 1
+        return self.first + max(later, 0)
 
-def _starting_sample(sched, clean, eps, begin: int, first_t, add_noise: bool) -> torch.Tensor:
-    if not add_noise:  # the latent already holds the noise of this point (a previous sampler's leftover)
-        return _into_scheduler_form(sched, clean, begin)
-    if begin == 0:  # full denoise: noise at the scheduler's starting scale, as the diffusers pipelines
-        return _into_scheduler_form(sched, clean, 0) + eps * sched.init_noise_sigma
-    return sched.add_noise(clean, eps, first_t)  # img2img: re-noise to the first timestep
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        s = float(sigma)
+        if self.mask is not None:
+            x = x * self.mask + (self.clean + self.mask_noise * s) * (1 - self.mask)
+        unet = self.model.unet
+        t = self.table.timestep(sigma).to(unet.device)
+        model_input = x / math.sqrt(s * s + 1.0)
+        cond, uncond = _predictions(unet, model_input, t, self.guide, self.hint_images, self.step_of(s), self.total)
+        to_clean = self._to_clean
+        denoised = to_clean(x, cond, s)
+        if uncond is not None:
+            self.uncond = to_clean(x, uncond, s)
+            denoised = self.uncond + self.cfg * (denoised - self.uncond)
+        else:
+            self.uncond = denoised
+        if self.mask is not None:
+            denoised = denoised * self.mask + self.clean * (1 - self.mask)
+            self.uncond = self.uncond * self.mask + self.clean * (1 - self.mask)
+        return denoised
 
-
-def _predicted_x0(sched, out, prediction, x, index: int) -> torch.Tensor:
-    """The clean latent the model predicts at this evaluation. Most schedulers report it; for the
-    multistep ones that don't (DPM-Solver, UniPC, DEIS: all variance-preserving), it is derived here."""
-    reported = getattr(out, "pred_original_sample", None)
-    if reported is None:
-        reported = getattr(out, "denoised", None)  # LCM
-    if reported is not None:
-        return reported
-    sigma = _noise_level(sched, index)
-    alpha, sigma_vp = 1 / math.sqrt(1 + sigma ** 2), sigma / math.sqrt(1 + sigma ** 2)
-    if sched.config.prediction_type == "v_prediction":
-        return alpha * x - sigma_vp * prediction
-    if sched.config.prediction_type == "sample":
-        return prediction
-    return (x - sigma_vp * prediction) / alpha
+    def _to_clean(self, x: torch.Tensor, prediction: torch.Tensor, s: float) -> torch.Tensor:
+        kind = self.table.prediction_type
+        if kind == "v_prediction":
+            return x / (s * s + 1.0) - prediction * s / math.sqrt(s * s + 1.0)
+        if kind == "sample":
+            return prediction
+        return x - prediction * s
 
 
 # -- inpainting with a noise mask -----------------------------------------------------------------------
@@ -169,13 +213,6 @@ def _latent_mask(noise_mask, shape, device) -> torch.Tensor | None:
     mask = noise_mask.to(device, torch.float32).reshape(-1, 1, *noise_mask.shape[-2:])
     mask = F.interpolate(mask, size=shape[-2:], mode="bilinear")
     return _to_batch(mask, shape[0])
-
-
-def _keep_unmasked(sched, x, clean, eps, mask, index: int, at_end: bool) -> torch.Tensor:
-    """Put the original latent, noised to where x is now (schedule position `index`), back outside the
-    mask (1 = denoise here); at the end it is the original itself, so that region comes out unchanged."""
-    kept = clean if at_end else sched.add_noise(clean, eps, sched.timesteps[index:index + 1].repeat(len(x)))
-    return mask * x + (1 - mask) * kept
 
 
 # -- what the UNet sees ---------------------------------------------------------------------------------
@@ -205,12 +242,14 @@ class _Guide:
                       [self.schedules[r] for r in rows])
 
 
-def _guide(model: DiffusionModel, positive: list[Cond], negative: list[Cond], cfg: float, clean, mask) -> _Guide:
+def _guide(model: DiffusionModel, positive: list[Cond], negative: list[Cond], cfg: float, clean, mask,
+           keep_negative: bool = False) -> _Guide:
+    """At cfg 1 the negative is left out (ComfyUI's shortcut), unless the sampler reads it (CFG++)."""
     if not positive:
         raise ValueError("positive conditioning is empty")
     if cfg != 1.0 and not negative:
         raise ValueError("negative conditioning is empty (needed when cfg is not 1)")
-    negative = list(negative) if cfg != 1.0 else []
+    negative = list(negative) if cfg != 1.0 or keep_negative else []
     conds = negative + list(positive)
     batch, _, height, width = clean.shape
     unet, device, dtype = model.unet, clean.device, model.unet.dtype
@@ -269,10 +308,10 @@ def _extra_channels(model: DiffusionModel, positive: list[Cond], clean, mask) ->
     return None
 
 
-def _guided_prediction(unet, model_input, t, guide: _Guide, cfg: float, hint_images, step: int,
-                       steps: int) -> torch.Tensor:
-    """One batched UNet call over every row active at this step, then classifier-free guidance:
-    uncond + cfg * (cond - uncond), each the mean over its rows."""
+def _predictions(unet, model_input, t, guide: _Guide, hint_images, step: int,
+                 steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batched UNet call over every row active at this step: (cond, uncond) predictions, each the
+    mean over its rows; uncond is None when no negative row takes part."""
     guide = guide.at_step(step, steps)
     rows = len(guide.hints)
     x = model_input.repeat(rows, 1, 1, 1)
@@ -284,9 +323,8 @@ def _guided_prediction(unet, model_input, t, guide: _Guide, cfg: float, hint_ima
     chunks = out.chunk(rows)
     cond = torch.stack(chunks[guide.negatives:]).mean(0)
     if not guide.negatives:
-        return cond
-    uncond = torch.stack(chunks[:guide.negatives]).mean(0)
-    return uncond + cfg * (cond - uncond)
+        return cond, None
+    return cond, torch.stack(chunks[:guide.negatives]).mean(0)
 
 
 def _to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
