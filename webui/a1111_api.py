@@ -64,6 +64,7 @@ from .parameters import (
     Strength,
 )
 from .jobs import InvalidWorkflow
+from .json_errors import Refused
 
 log = logging.getLogger(__name__)
 MAX_INPUT_PIXELS = 4096 * 4096  # an init image or mask larger than this is refused before decoding
@@ -174,10 +175,10 @@ class _A1111Route(APIRoute):
 
 
 def bad_request(exc: BadRequest, status: int = 422) -> JSONResponse:
+    """A1111's answer to parameters it can't generate, naming the field in the request's own terms."""
     field_name = _FIELD_NAMES.get(exc.field, exc.field)
     message = f"{field_name}: {exc.message}"
-    return JSONResponse({"error": "BadRequest", "field": field_name, "detail": message, "errors": message},
-                        status_code=status)
+    return Refused(status, message, a1111="BadRequest", field=field_name, errors=message).response()
 
 
 def decode_base64_image(field_name: str, data: Any, max_bytes: int) -> Image.Image:
@@ -496,7 +497,7 @@ class A1111Api:
         except InvalidWorkflow as exc:  # generation builds valid graphs; a model file may have gone
             for job in jobs:
                 queue.cancel(job.id)
-            return JSONResponse({"error": "InvalidWorkflow", "detail": exc.response()}, status_code=422)
+            return Refused(422, "", a1111="InvalidWorkflow", detail=exc.response()).response()
         ids = [job.id for job in jobs]
         running = {job_id: _Running(index, ids) for index, job_id in enumerate(ids)}
         with self._lock:
@@ -511,7 +512,7 @@ class A1111Api:
                     for rest in ids[index + 1:]:
                         queue.cancel(rest)
                     message = (done.error or {}).get("exception_message", "generation failed")
-                    return JSONResponse({"error": "GenerationFailed", "detail": message}, status_code=500)
+                    return Refused(500, message, a1111="GenerationFailed").response()
                 if done.status in ("interrupted", "cancelled") and job_id not in running[job_id].skipped:
                     for rest in ids[index + 1:]:
                         queue.cancel(rest)

@@ -36,6 +36,7 @@ from ..nodes.runtime.annotators import AnnotatorWeightsMissing
 from ..nodes.runtime.images import pil_to_tensor, tensor_to_pil
 from . import a1111_images, generation, generation_passes
 from .bad_request import BadRequest
+from .json_errors import Refused
 
 API_VERSION = 2  # what the extension's /controlnet/version answers for this API
 
@@ -482,7 +483,7 @@ def router(ctx) -> APIRouter:
     routes = APIRouter(prefix="/controlnet", tags=["A1111 ControlNet"])
 
     def error(exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": "BadRequest", "field": exc.field, "detail": str(exc)}, status_code=422)
+        return Refused(422, str(exc), a1111="BadRequest", field=exc.field, errors=str(exc)).response()
 
     @routes.get("/version")
     def version():

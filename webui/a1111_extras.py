@@ -20,6 +20,7 @@ from .a1111_api import bad_request, decode_base64_image
 from .bad_request import BadRequest
 from .context import ServerContext
 from .jobs import InvalidWorkflow
+from .json_errors import Refused
 
 
 class ExtrasBaseRequest(BaseModel):
@@ -100,11 +101,11 @@ async def _run(ctx: ServerContext, req: ExtrasBaseRequest, fields: list[tuple[st
         try:
             job = ctx.queue.submit(workflow, extra={"source": "a1111"})
         except InvalidWorkflow as exc:
-            return JSONResponse({"error": "InvalidWorkflow", "detail": exc.response()}, status_code=422)
+            return Refused(422, "", a1111="InvalidWorkflow", detail=exc.response()).response()
         done = await run_in_threadpool(ctx.queue.wait, job.id)
         if done.status != "success":
             message = (done.error or {}).get("exception_message") or f"upscale {done.status}"
-            return JSONResponse({"error": "ExtrasFailed", "detail": message}, status_code=500)
+            return Refused(500, message, a1111="ExtrasFailed").response()
         from .tabs.running import output_files
 
         paths = output_files(ctx, done.outputs or {}, savers)
