@@ -1,4 +1,4 @@
-"""The controls every generation tab shares (checkpoint, VAE, clip skip, prompts, sampler, size, seed,
+"""The controls every generation tab shares (checkpoint, VAE, clip skip, prompts and styles, sampler, size, seed,
 batches, the Generate / Interrupt buttons, progress, preview and the result gallery), the refiner and
 hires-fix settings of the tabs that have them, and their wiring."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..context import ServerContext
 from ..parameters import DEFAULT_CHECKPOINT, slider
 from . import defaults as checkpoint_defaults
 from . import generate as handlers
-from . import pass_inputs
+from . import pass_inputs, styles
 from .uploads import refuse_non_images
 from .running import idle_html
 
@@ -86,6 +86,9 @@ def generation_tab(ctx: ServerContext, mode: str,
         with gr.Column(scale=5):
             inputs["prompt"] = gr.Textbox(start["prompt"], label="Prompt", lines=3, placeholder="What to draw")
             inputs["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2)
+            style_controls = styles.style_controls(ctx)
+            inputs["styles"] = style_controls.styles
+            styles.wire(ctx, style_controls, inputs["prompt"], inputs["negative_prompt"], refresh)
             with gr.Accordion("What the demo model can draw", open=False,
                               visible=checkpoint_defaults.is_demo(checkpoint)) as demo_help:
                 gr.Markdown(checkpoint_defaults.vocabulary_markdown())
