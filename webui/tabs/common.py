@@ -86,9 +86,6 @@ def generation_tab(ctx: ServerContext, mode: str,
         with gr.Column(scale=5):
             inputs["prompt"] = gr.Textbox(start["prompt"], label="Prompt", lines=3, placeholder="What to draw")
             inputs["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2)
-            style_controls = styles.style_controls(ctx)
-            inputs["styles"] = style_controls.styles
-            styles.wire(ctx, style_controls, inputs["prompt"], inputs["negative_prompt"], refresh)
             with gr.Accordion("What the demo model can draw", open=False,
                               visible=checkpoint_defaults.is_demo(checkpoint)) as demo_help:
                 gr.Markdown(checkpoint_defaults.vocabulary_markdown())
@@ -97,6 +94,9 @@ def generation_tab(ctx: ServerContext, mode: str,
         with gr.Column(scale=1, min_width=140):
             generate = gr.Button("Generate", variant="primary")
             interrupt = gr.Button("Interrupt", variant="stop")
+            style_controls = styles.style_controls(ctx)  # under the buttons, as A1111's
+            inputs["styles"] = style_controls.styles
+            styles.wire(ctx, style_controls, inputs["prompt"], inputs["negative_prompt"], refresh)
     with gr.Row():
         with gr.Column(scale=1):
             if extra_inputs is not None:

@@ -82,15 +82,13 @@ class StyleControls:
 
 
 def style_controls(ctx: ServerContext) -> StyleControls:
-    """Lay out the Styles row (under the prompts)."""
-    with gr.Row(equal_height=True):
-        styles = gr.Dropdown(style_names(ctx), value=[], multiselect=True, label="Styles", scale=4)
-        apply = gr.Button("Apply styles to prompt", scale=0, min_width=120, size="sm")
+    """Lay out the Styles controls (in the column of the Generate button)."""
+    styles = gr.Dropdown(style_names(ctx), value=[], multiselect=True, label="Styles")
+    apply = gr.Button("Apply styles to prompt", size="sm")
     with gr.Accordion("Save style", open=False):
-        with gr.Row(equal_height=True):
-            name = gr.Textbox(label="Style name", scale=3)
-            replace = gr.Checkbox(label="Replace", value=False, scale=0, min_width=100)
-            save = gr.Button("Save style", scale=0, min_width=100, size="sm")
+        name = gr.Textbox(label="Style name")
+        replace = gr.Checkbox(label="Replace", value=False)
+        save = gr.Button("Save style", size="sm")
     note = gr.Markdown()
     return StyleControls(styles, apply, name, replace, save, note)
 
