@@ -1,4 +1,4 @@
-"""The generation tabs' prompt styles, as A1111's: a Styles multi-select beside the prompts whose styles
+"""The generation tabs' prompt styles, as A1111's: a Styles multi-select under the Generate button whose styles
 are applied at Generate, "Apply styles to prompt" (writes the styled prompts into the boxes and clears
 the selection) and "Save style" (the current prompts under a name) -- over the server's styles.csv
 (webui/prompt_styles.py)."""
