@@ -104,6 +104,7 @@ class Folders:
     input_dir: Path = REPO_ROOT / "input"
     temp_dir: Path = REPO_ROOT / "temp"
     extra: dict[str, list[Path]] = field(default_factory=dict)
+    install_dirs: list[Path] = field(default_factory=list)  # extra_model_paths' base_paths (their styles.csv)
 
     def model_dirs(self, kind: str) -> list[Path]:
         kind = KIND_ALIASES.get(kind, kind)
@@ -150,6 +151,8 @@ class Folders:
             base = Path(os.path.expanduser(str(section.get("base_path", ""))))
             if not base.is_absolute():
                 base = yaml_file.parent / base
+            if section.get("base_path"):
+                self.install_dirs.append(base)
             for kind, value in section.items():
                 if kind in ("base_path", "is_default") or not isinstance(value, str):
                     continue

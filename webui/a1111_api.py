@@ -6,10 +6,11 @@ per batch count; the images returned are the saved PNG files, so they carry A111
 refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
 generation_passes.py. Fields A1111 accepts but this server can't honour (face restoration, tiling,
 variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; the
-always-on scripts of extensions it doesn't have, prompt styles and prompt LoRAs not in the folder are
-left out with a warning in the response's info ("warnings"); other unknown fields are ignored, as A1111
-does. The listings clients probe (/loras, /prompt-styles, /face-restorers, ...) answer with what
-this server has, which may be nothing.
+always-on scripts of extensions it doesn't have, unknown prompt styles and prompt LoRAs not in the folder
+are left out with a warning in the response's info ("warnings"); other unknown fields are ignored, as A1111
+does. A request's `styles` (webui/prompt_styles.py) are applied to its prompts, which the infotext and the
+response then report, as A1111's do. The listings clients probe (/loras, /prompt-styles,
+/face-restorers, ...) answer with what this server has, which may be nothing.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import struct
 import threading
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from ..nodes.formats.sampler_names import (
     A1111_SAMPLERS,
     A1111_SCHEDULES,
 )
-from . import a1111_controlnet, generation, parameters
+from . import a1111_controlnet, generation, parameters, prompt_styles
 from .context import ServerContext
 from .generation import BadRequest, Plan
 from .parameters import (
@@ -264,11 +265,9 @@ def _refuse_unsupported(req: _Request) -> None:
 def ignored_settings(req: _Request, scripts: dict) -> list[str]:
     """Warnings for what a request asks that this server leaves out and still generates without: the
     always-on `scripts` of extensions it doesn't have (A1111 without the extension would refuse the
-    request; a client is better served by the image and the warning), and prompt styles (it has none)."""
+    request; a client is better served by the image and the warning)."""
     warnings = [f"alwayson_scripts: {name!r} is not available here; ignored"
                 for name, value in scripts.items() if value not in (None, {}, [])]
-    if req.styles:
-        warnings.append(f"styles: this server has no prompt styles; ignored {', '.join(map(repr, req.styles))}")
     for warning in warnings:
         log.warning("A1111 request: %s", warning)
     return warnings
@@ -437,13 +436,39 @@ class A1111Api:
             checkpoint = self.find_checkpoint(overrides["sd_model_checkpoint"], "checkpoint")
         else:
             checkpoint = self.default_checkpoint()
+        same = {name: getattr(req, name) for name in _SAME_FIELDS}
+        same.update(self.styled_prompts(req))
         return GenerationParams(
-            **{name: getattr(req, name) for name in _SAME_FIELDS}, checkpoint=checkpoint,
+            **same, checkpoint=checkpoint,
             sampler_name=req.sampler_name or req.sampler_index or "Euler",
             clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")),
             vae=self.vae(overrides.get("sd_vae")), refiner_checkpoint=self.refiner(req.refiner_checkpoint),
             refiner_switch_at=REFINER_SWITCH_AT if req.refiner_switch_at is None else req.refiner_switch_at,
             **values)
+
+    def styled_prompts(self, req: _Request) -> dict[str, str]:
+        """The request's prompts with its `styles` applied (the hires-fix prompts too, when given);
+        unknown style names are warned about and left out, as A1111 does."""
+        if not req.styles:
+            return {}
+        try:
+            styles = prompt_styles.library(self.ctx.data_dir, self.ctx.folders.install_dirs)
+            prompt, negative, _ = styles.apply(req.prompt, req.negative_prompt, req.styles)
+            hr_prompt, hr_negative, _ = styles.apply(req.hr_prompt, req.hr_negative_prompt, req.styles)
+        except prompt_styles.StylesError as exc:
+            raise BadRequest("styles", str(exc)) from None
+        styled = {"prompt": prompt, "negative_prompt": negative}
+        if req.hr_prompt:
+            styled["hr_prompt"] = hr_prompt
+        if req.hr_negative_prompt:
+            styled["hr_negative_prompt"] = hr_negative
+        return styled
+
+    def style_warnings(self, req: _Request) -> list[str]:
+        if not req.styles:
+            return []
+        known = prompt_styles.library(self.ctx.data_dir, self.ctx.folders.install_dirs).styles()
+        return [f"styles: no style named {name!r}; ignored" for name in req.styles if name not in known]
 
     def refiner(self, value: Any) -> str | None:
         if value is None or value in NO_REFINER:
@@ -454,7 +479,7 @@ class A1111Api:
         """The ControlNet extension's units wired into the plan's workflows; warnings for the rest."""
         units, others = a1111_controlnet.controlnet_args(req.alwayson_scripts)
         plan.warnings += a1111_controlnet.apply_to_plan(plan, units, self.ctx.folders, self.ctx.max_upload_bytes)
-        plan.warnings += ignored_settings(req, others)
+        plan.warnings += ignored_settings(req, others) + self.style_warnings(req)
         return plan
 
     def txt2img_plan(self, req: Txt2ImgRequest) -> Plan:
@@ -773,8 +798,12 @@ def router(ctx: ServerContext) -> APIRouter:
         return api.hypernetworks()
 
     @routes.get("/prompt-styles")
-    def prompt_styles():
-        return []  # no prompt styles here
+    def list_prompt_styles():
+        try:
+            styles = prompt_styles.library(ctx.data_dir, ctx.folders.install_dirs).styles()
+        except prompt_styles.StylesError as exc:
+            return bad_request(BadRequest("styles", str(exc)), status=500)
+        return [asdict(style) for style in styles.values()]
 
     @routes.get("/face-restorers")
     def face_restorers():

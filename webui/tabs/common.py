@@ -1,4 +1,4 @@
-"""The controls every generation tab shares (checkpoint, VAE, clip skip, prompts, sampler, size, seed,
+"""The controls every generation tab shares (checkpoint, VAE, clip skip, prompts and styles, sampler, size, seed,
 batches, the Generate / Interrupt buttons, progress, preview and the result gallery), the refiner and
 hires-fix settings of the tabs that have them, and their wiring."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..context import ServerContext
 from ..parameters import DEFAULT_CHECKPOINT, slider
 from . import defaults as checkpoint_defaults
 from . import generate as handlers
-from . import pass_inputs
+from . import pass_inputs, styles
 from .uploads import refuse_non_images
 from .running import idle_html
 
@@ -94,6 +94,9 @@ def generation_tab(ctx: ServerContext, mode: str,
         with gr.Column(scale=1, min_width=140):
             generate = gr.Button("Generate", variant="primary")
             interrupt = gr.Button("Interrupt", variant="stop")
+            style_controls = styles.style_controls(ctx)  # under the buttons, as A1111's
+            inputs["styles"] = style_controls.styles
+            styles.wire(ctx, style_controls, inputs["prompt"], inputs["negative_prompt"], refresh)
     with gr.Row():
         with gr.Column(scale=1):
             if extra_inputs is not None:

@@ -23,6 +23,7 @@ from ..context import ServerContext
 from ..generation import BadRequest, Plan, build_depth2img, build_img2img, build_txt2img
 from ..parameters import FIELDS, GenerationParams, slider
 from ..templates import DEPTH2IMG
+from . import styles
 from .running import (QUIET_SECONDS, SubmitError, output_files, progress_html, refused, stop_jobs, submit_all,
                       watch)
 
@@ -162,14 +163,18 @@ def rounding_notes(form: dict, params: GenerationParams) -> list[str]:
 
 
 def build_plan(ctx: ServerContext, mode: str, form: dict) -> Plan:
+    form, style_warnings = styles.styled_form(ctx, form)  # A1111 applies the styles at Generate
     params = params_from_form(mode, form)
     if mode == "txt2img":
-        return build_txt2img(params, ctx.folders, ctx.max_pixels)
-    if mode == "depth2img":
-        return build_depth2img(params, ctx.folders, ctx.max_pixels, form.get("controlnet"))
-    if params.init_image is None:
+        plan = build_txt2img(params, ctx.folders, ctx.max_pixels)
+    elif mode == "depth2img":
+        plan = build_depth2img(params, ctx.folders, ctx.max_pixels, form.get("controlnet"))
+    elif params.init_image is None:
         raise BadRequest("init_image", f"{mode} needs an init image")
-    return build_img2img(params, ctx.folders, ctx.max_pixels, prefix=mode)
+    else:
+        plan = build_img2img(params, ctx.folders, ctx.max_pixels, prefix=mode)
+    plan.warnings += style_warnings
+    return plan
 
 
 # -- running -------------------------------------------------------------------------------------------
