@@ -2,7 +2,8 @@
 
 The reference below is written from ComfyUI's comfy/k_diffusion/sampling.py (the sampler functions),
 comfy/samplers.py (schedules, KSampler's denoise and step cuts, noise scaling, the inpaint wrapper),
-comfy/sample.py (prepare_noise) and comfy/model_sampling.py (ModelSamplingDiscrete, EPS), in their
+comfy/sample.py (prepare_noise), comfy/model_sampling.py (ModelSamplingDiscrete, EPS) and
+comfy/extra_samplers/uni_pc.py (sample_unipc, bh1 and bh2), in their
 general form (alphas, eta, s_noise), in float64 with its own UNet calls: cond and uncond separately,
 guidance on the clean-latent predictions. `python tests/test_comfy_parity.py` prints the table of the
 README's sampler section.
@@ -845,6 +846,53 @@ def restart_sampler(model, x, sigmas, ns, s_noise=1.):  # AUTOMATIC1111's module
     return x
 
 
+def sample_unipc(model, x, sigmas, ns, variant="bh1"):  # comfy/extra_samplers/uni_pc.py
+    """UniPC as ComfyUI runs it: multistep, data prediction, order min(3, steps - 1), lower order at the
+    start and the end, corrector on every step but the last, in the variance-preserving form whose time is
+    sigma itself (SigmaConvert), the last step to sigma 0.001 and the result divided by its alpha."""
+    t = sigmas.double().clone()
+    if t[-1] == 0:
+        t[-1] = 0.001
+    steps, order = len(t) - 1, min(3, len(t) - 2)
+    alpha, std = (1 + t ** 2) ** -0.5, t * (1 + t ** 2) ** -0.5
+    lam = alpha.log() - std.log()
+    data = lambda x, i: model(x / alpha[i], sigmas[i])  # (x - std * eps) / alpha, eps read off the denoiser
+
+    def update(x, prev, i, n, corrector):  # multistep_uni_pc_bh_update, predict_x0; prev[k] is at step i - 1 - k
+        j = i - 1
+        hh = lam[j] - lam[i]  # -h
+        rks = [(lam[j - k] - lam[j]) / -hh for k in range(1, n)]
+        d1s = [(prev[k] - prev[0]) / rk for k, rk in zip(range(1, n), rks)]
+        rks = torch.tensor(rks + [1.0], dtype=torch.float64)
+        h_phi_1 = torch.expm1(hh)
+        h_phi_k, factorial, b_h = h_phi_1 / hh - 1, 1, hh if variant == "bh1" else torch.expm1(hh)
+        r, b = [], []
+        for k in range(1, n + 1):
+            r.append(rks ** (k - 1))
+            b.append(h_phi_k * factorial / b_h)
+            factorial *= k + 1
+            h_phi_k = h_phi_k / hh - 1 / factorial
+        r, b = torch.stack(r), torch.stack(b)
+        x_base = std[i] / std[j] * x - alpha[i] * h_phi_1 * prev[0]
+        x_t = x_base
+        if d1s:
+            rhos_p = torch.tensor([0.5], dtype=torch.float64) if n == 2 else torch.linalg.solve(r[:-1, :-1], b[:-1])
+            x_t = x_base - alpha[i] * b_h * sum(rho * d for rho, d in zip(rhos_p, d1s))
+        if not corrector:
+            return x_t, None
+        model_t = data(x_t, i)
+        rhos_c = torch.tensor([0.5], dtype=torch.float64) if n == 1 else torch.linalg.solve(r, b)
+        corr = sum((rho * d for rho, d in zip(rhos_c[:-1], d1s)), torch.zeros_like(x))
+        return x_base - alpha[i] * b_h * (corr + rhos_c[-1] * (model_t - prev[0])), model_t
+
+    x = x * alpha[0]
+    prev = [data(x, 0)]
+    for i in range(1, steps + 1):
+        x, model_x = update(x, prev, i, min(order, i, steps + 1 - i), corrector=i < steps)
+        prev = [model_x] + prev[:order - 1]
+    return x / alpha[-1]
+
+
 REFERENCE = {
     "euler": (sample_euler, None), "ddim": (sample_euler, None),
     "euler_cfg_pp": (partial(sample_euler_ancestral_cfg_pp, eta=0.0, s_noise=0.0), None),
@@ -875,9 +923,8 @@ REFERENCE = {
     "gradient_estimation_cfg_pp": (partial(sample_gradient_estimation, cfg_pp=True), None),
     "er_sde": (sample_er_sde, "randn"), "seeds_2": (sample_seeds_2, "randn"), "seeds_3": (sample_seeds_3, "randn"),
     "restart": (restart_sampler, "randn"),
+    "uni_pc": (sample_unipc, None), "uni_pc_bh2": (partial(sample_unipc, variant="bh2"), None),
 }
-# ComfyUI's uni_pc is its own 700-line module (comfy/extra_samplers/uni_pc.py), not written out here
-NOT_COMPARED = {"uni_pc", "uni_pc_bh2"}
 SCHEDULER_FOR = {"lms": "normal", "dpm_2": "normal", "heunpp2": "simple", "dpmpp_2m_sde": "beta",
                  "res_multistep": "kl_optimal", "er_sde": "sgm_uniform", "deis": "exponential"}
 STEPS_FOR = {"restart": 20}  # Restart walks back up from 20 steps on
@@ -931,7 +978,7 @@ def relative_difference(a, b):
 
 # -- every sampler -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sampler", [s for s in SAMPLER_NAMES if s not in NOT_COMPARED])
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 def test_sampler_matches_comfyui(sd1, reference, sampler):
     scheduler = SCHEDULER_FOR.get(sampler, "karras")
     steps = STEPS_FOR.get(sampler, 5)
@@ -939,6 +986,13 @@ def test_sampler_matches_comfyui(sd1, reference, sampler):
     mine = ours(sd1, sampler, scheduler, steps, torch.zeros(SHAPE))
     # float32 against float64: rounding only (the adaptive solver's step choices amplify it a little)
     assert relative_difference(mine, theirs) < (1e-3 if sampler == "dpm_adaptive" else 1e-4), sampler
+
+
+@pytest.mark.parametrize("sampler, scheduler, steps", [("uni_pc", "normal", 3), ("uni_pc_bh2", "simple", 9)])
+def test_unipc_step_orders_match_comfyui(sd1, reference, sampler, scheduler, steps):
+    """Few steps: order 2 with no third-order step; many: order 3 between the lower-order start and end."""
+    theirs = comfyui_ksampler(reference, sampler, scheduler, steps, torch.zeros(SHAPE))
+    assert relative_difference(ours(sd1, sampler, scheduler, steps, torch.zeros(SHAPE)), theirs) < 1e-4
 
 
 @pytest.mark.parametrize("scheduler", ["normal", "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform",
@@ -992,8 +1046,6 @@ def main():
     ref = Reference(ref_model, text_encode.encode(ref_clip, PROMPT), text_encode.encode(ref_clip, NEGATIVE))
     names = SAMPLER_NAMES[SAMPLER_NAMES.index(sys.argv[1]):] if len(sys.argv) > 1 else SAMPLER_NAMES
     for sampler in names:
-        if sampler in NOT_COMPARED:
-            continue
         scheduler = SCHEDULER_FOR.get(sampler, "karras")
         steps = STEPS_FOR.get(sampler, 5)
         diff = relative_difference(ours(sd, sampler, scheduler, steps, torch.zeros(SHAPE)),
