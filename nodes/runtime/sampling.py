@@ -19,6 +19,8 @@ What the loop reads from each Cond besides `embeds` and `controls`:
   extra["depth"]             depth map for 5-channel depth UNets, [B,H,W] or IMAGE [B,H,W,C]
   extra["prompt_schedule"]   (prompt, text) of A1111 prompt editing: the Cond takes part only in the
                              steps where the prompt's schedule selects `text` (text_encode.encode)
+  extra["area"/"mask"/"strength"/"start_percent"/"end_percent"...]
+                             where and when the Cond acts (cond_areas.py, ComfyUI's ConditioningSet* nodes)
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 
 from ..formats import prompt_syntax
 from ..formats.sampler_names import SAMPLER_NAMES, check_sampler
-from . import control, diffusers_solvers, k_samplers, lora, noise, sigmas as sigma_schedules
+from . import cond_areas, control, diffusers_solvers, k_samplers, lora, noise, sigmas as sigma_schedules
 from .latent_preview import preview_image
 from .model_types import SDXL_REFINER, Cond, ControlHint, DiffusionModel
 
@@ -98,7 +100,8 @@ def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Co
     # 2. everything the UNet sees besides x
     mask = _latent_mask(latent.get("noise_mask"), clean.shape, device)
     negative = control.with_uncond_hints(positive, negative or [])  # ControlNetApply reaches the negative too
-    guide = _guide(model, positive, negative, cfg, clean, mask, keep_negative=spec.cfg_pp)
+    guide = _guide(model, positive, negative, cfg, clean, mask, keep_negative=spec.cfg_pp,
+                   percent_to_sigma=table.percent_to_sigma)
     hint_images = control.hint_images([h for row in guide.hints for h in row], clean.shape[0],
                                       clean.shape[2] * 8, clean.shape[3] * 8, device)
     # outside the mask the input is put back at each call, noised with this (ddim draws its own, as ComfyUI)
@@ -182,7 +185,8 @@ class Denoiser:
         unet = self.model.unet
         t = self.table.timestep(sigma).to(unet.device)
         model_input = x / math.sqrt(s * s + 1.0)
-        cond, uncond = _predictions(unet, model_input, t, self.guide, self.hint_images, self.step_of(s), self.total)
+        guide = self.guide.at_step(self.step_of(s), self.total, s)
+        cond, uncond = _predictions(unet, model_input, t, guide, self.hint_images, self.step_of(s), self.total)
         to_clean = self._to_clean
         denoised = to_clean(x, cond, s)
         if uncond is not None:
@@ -228,22 +232,32 @@ class _Guide:
     negatives: int  # leading rows that are negative
     concat: torch.Tensor | None  # extra input channels [B, C, h, w]: inpaint mask + masked image, or depth
     schedules: list[tuple[str, str] | None]  # per row: (prompt, text) of prompt editing, or always on
+    regions: list[cond_areas.Region | None]  # per row: crop and weight, or the whole latent at weight 1
+    ranges: list[tuple[float, float] | None]  # per row: (highest, lowest) sigma it acts at, or always on
+    guided: bool = False  # the run has negative rows (some may be inactive at a step)
 
-    def at_step(self, step: int, steps: int) -> "_Guide":
-        """The rows prompt editing selects at this step (all rows when no prompt is scheduled)."""
-        rows = [r for r, s in enumerate(self.schedules)
-                if s is None or prompt_syntax.text_at(s[0], steps, step) == s[1]]
+    def _active(self, r: int, step: int, steps: int, sigma: float | None) -> bool:
+        s, span = self.schedules[r], self.ranges[r]
+        if s is not None and prompt_syntax.text_at(s[0], steps, step) != s[1]:
+            return False
+        return span is None or sigma is None or span[1] <= sigma <= span[0]
+
+    def at_step(self, step: int, steps: int, sigma: float | None = None) -> "_Guide":
+        """The rows active at this step: prompt editing's selection and timestep ranges."""
+        rows = [r for r in range(len(self.schedules)) if self._active(r, step, steps, sigma)]
         if len(rows) == len(self.schedules):
             return self
         batch = self.embeds.shape[0] // len(self.schedules)
-        index = torch.cat([torch.arange(r * batch, (r + 1) * batch) for r in rows]).to(self.embeds.device)
+        index = torch.cat([torch.arange(r * batch, (r + 1) * batch) for r in rows] or [torch.zeros(0, dtype=torch.long)])
+        index = index.to(self.embeds.device)
         return _Guide(self.embeds[index], {k: v[index] for k, v in self.added.items()} if self.added else None,
                       [self.hints[r] for r in rows], sum(r < self.negatives for r in rows), self.concat,
-                      [self.schedules[r] for r in rows])
+                      [self.schedules[r] for r in rows], [self.regions[r] for r in rows],
+                      [self.ranges[r] for r in rows], self.guided)
 
 
 def _guide(model: DiffusionModel, positive: list[Cond], negative: list[Cond], cfg: float, clean, mask,
-           keep_negative: bool = False) -> _Guide:
+           keep_negative: bool = False, percent_to_sigma=None) -> _Guide:
     """At cfg 1 the negative is left out (ComfyUI's shortcut), unless the sampler reads it (CFG++)."""
     if not positive:
         raise ValueError("positive conditioning is empty")
@@ -272,8 +286,12 @@ def _guide(model: DiffusionModel, positive: list[Cond], negative: list[Cond], cf
         added = {"text_embeds": torch.cat([_to_batch(c.pooled, batch) for c in conds]).to(device, dtype),
                  "time_ids": torch.tensor(time_ids, dtype=dtype, device=device).repeat_interleave(batch, 0)}
 
+    regions = [None if cond_areas.is_plain(c) else cond_areas.region(c, batch, height, width, device) for c in conds]
+    if percent_to_sigma is None:
+        percent_to_sigma = sigma_schedules.DiscreteSchedule(model.scheduler_config).percent_to_sigma
     return _Guide(embeds.to(device, dtype), added, [c.controls for c in conds], len(negative),
-                  _extra_channels(model, positive, clean, mask), [c.extra.get(prompt_syntax.SCHEDULE_KEY) for c in conds])
+                  _extra_channels(model, positive, clean, mask), [c.extra.get(prompt_syntax.SCHEDULE_KEY) for c in conds],
+                  regions, [cond_areas.sigma_range(c, percent_to_sigma) for c in conds], bool(negative))
 
 
 def _time_ids(cond: Cond, family: str, height: int, width: int, negative: bool) -> list[float]:
@@ -310,9 +328,12 @@ def _extra_channels(model: DiffusionModel, positive: list[Cond], clean, mask) ->
 
 def _predictions(unet, model_input, t, guide: _Guide, hint_images, step: int,
                  steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One batched UNet call over every row active at this step: (cond, uncond) predictions, each the
-    mean over its rows; uncond is None when no negative row takes part."""
-    guide = guide.at_step(step, steps)
+    """The UNet over every row of `guide` (the rows active at this step): (cond, uncond) predictions, each
+    the mean over its rows, weighted per cell when a row has an area or mask; uncond is None when no
+    negative row takes part. A side with no row at this step predicts zero noise (as ComfyUI)."""
+    a_side_is_empty = guide.negatives == len(guide.hints) or guide.guided and not guide.negatives
+    if a_side_is_empty or any(r is not None for r in guide.regions):
+        return _weighted_predictions(unet, model_input, t, guide, hint_images, step, steps)
     rows = len(guide.hints)
     x = model_input.repeat(rows, 1, 1, 1)
     if guide.concat is not None:
@@ -325,6 +346,39 @@ def _predictions(unet, model_input, t, guide: _Guide, hint_images, step: int,
     if not guide.negatives:
         return cond, None
     return cond, torch.stack(chunks[:guide.negatives]).mean(0)
+
+
+def _weighted_predictions(unet, model_input, t, guide: _Guide, hint_images, step: int,
+                          steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """ComfyUI's calc_cond_batch: rows sharing a crop run as one UNet batch on that crop of the input;
+    each side is the sum of its rows' predictions times their weights over the sum of the weights."""
+    batch, _, height, width = model_input.shape
+    full = cond_areas.Region((height, width, 0, 0), torch.ones(batch, 1, height, width, device=model_input.device))
+    regions = [r or full for r in guide.regions]
+    sums = [torch.zeros_like(model_input) for _ in range(2)]  # negative, positive
+    counts = [torch.full_like(model_input, 1e-37) for _ in range(2)]
+    for crop in dict.fromkeys(r.crop for r in regions):
+        rows = [i for i, r in enumerate(regions) if r.crop == crop]
+        h, w, y, x = crop
+        part = model_input[:, :, y:y + h, x:x + w]
+        index = torch.cat([torch.arange(r * batch, (r + 1) * batch) for r in rows]).to(guide.embeds.device)
+        embeds = guide.embeds[index]
+        added = {k: v[index] for k, v in guide.added.items()} if guide.added else None
+        sample_in = part.repeat(len(rows), 1, 1, 1)
+        if guide.concat is not None:
+            concat = guide.concat[:, :, y:y + h, x:x + w]
+            sample_in = torch.cat([sample_in, concat.repeat(len(rows), 1, 1, 1)], dim=1)
+        images = {k: v[:, :, y * 8:(y + h) * 8, x * 8:(x + w) * 8] for k, v in hint_images.items()}
+        residuals = control.residuals([guide.hints[r] for r in rows], images, part, t, embeds, added, step, steps)
+        out = unet(sample_in.to(unet.dtype), t, encoder_hidden_states=embeds, added_cond_kwargs=added,
+                   **residuals).sample.float()
+        for r, chunk in zip(rows, out.chunk(len(rows))):
+            side = 0 if r < guide.negatives else 1
+            mult = regions[r].mult
+            sums[side][:, :, y:y + h, x:x + w] += chunk * mult
+            counts[side][:, :, y:y + h, x:x + w] += mult
+    cond = sums[1] / counts[1]
+    return cond, (sums[0] / counts[0] if guide.guided else None)
 
 
 def _to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
