@@ -170,9 +170,9 @@ def test_hires_pass_upscales_the_txt2img_image_with_its_own_steps(registry, fold
     _, plain = saved_image(folders, run(Executor(registry), gen.txt2img_workflow(
         gen.resolve(small(enable_hr=False)))))
     assert first_pass.shape == (64, 64, 3) and np.array_equal(first_pass, plain)
-    # the second pass runs int(4 steps * 0.5) steps of its 4-step schedule
+    # the second pass runs A1111's img2img steps: int(min(0.5, 0.999) * 4) + 1 of its 4-step schedule
     hires_progress = [d["value"] for n, d in events if n == "progress" and d["node"] == "17"]
-    assert hires_progress == [1, 2]
+    assert hires_progress == [1, 2, 3]
     assert [d["value"] for n, d in events if n == "progress" and d["node"] == "3"] == [1, 2]
     info = parse_infotext(read_png_metadata(path)["parameters"])
     assert (info["Size-1"], info["Size-2"], info["Steps"]) == ("64", "64", "2")
