@@ -322,6 +322,18 @@ def dpmpp_2m(model, x, sigmas, noise, callback):
     return x
 
 
+def _sde_exponential_step(x, denoised, sigma, sigma_next, h, eta):
+    """The first-order exponential-integrator step the multistep SDE samplers share (h in log-sigma)."""
+    return sigma_next / sigma * (-h * eta).exp() * x + (-h * (eta + 1)).expm1().neg() * denoised
+
+
+def _sde_step_noise(noise, sigma, sigma_next, h, eta):
+    """The fresh noise those samplers add after a step; nothing when eta is 0."""
+    if eta <= 0:
+        return 0
+    return noise(sigma, sigma_next) * sigma_next * (-2 * h * eta).expm1().neg().sqrt()
+
+
 def dpmpp_2m_sde(model, x, sigmas, noise, callback, eta=1.0, solver_type="midpoint"):
     old_denoised, h_last = None, None
     for i in range(len(sigmas) - 1):
@@ -333,15 +345,14 @@ def dpmpp_2m_sde(model, x, sigmas, noise, callback, eta=1.0, solver_type="midpoi
         else:
             h = _t(sigmas[i + 1]) - _t(sigmas[i])
             h_eta = h * (eta + 1)
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + (-h_eta).expm1().neg() * denoised
+            x = _sde_exponential_step(x, denoised, sigmas[i], sigmas[i + 1], h, eta)
             if old_denoised is not None:
                 r = h_last / h
                 if solver_type == "heun":
                     x = x + ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - old_denoised)
                 else:
                     x = x + 0.5 * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
-            if eta > 0:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+            x = x + _sde_step_noise(noise, sigmas[i], sigmas[i + 1], h, eta)
         old_denoised, h_last = denoised, h
     return x
 
@@ -362,7 +373,7 @@ def dpmpp_3m_sde(model, x, sigmas, noise, callback, eta=1.0):
         else:
             h = _t(sigmas[i + 1]) - _t(sigmas[i])
             h_eta = h * (eta + 1)
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + (-h_eta).expm1().neg() * denoised
+            x = _sde_exponential_step(x, denoised, sigmas[i], sigmas[i + 1], h, eta)
             phi_2 = h_eta.neg().expm1() / h_eta + 1
             if h_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
@@ -372,8 +383,7 @@ def dpmpp_3m_sde(model, x, sigmas, noise, callback, eta=1.0):
                 x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
             elif h_1 is not None:
                 x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
-            if eta > 0:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt()
+            x = x + _sde_step_noise(noise, sigmas[i], sigmas[i + 1], h, eta)
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
     return x
