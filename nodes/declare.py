@@ -97,6 +97,14 @@ class Int(_Number):
         return opts
 
 
+MAX_RESOLUTION = 16384  # ComfyUI's bound on sizes and positions in pixels
+
+
+def pixel_ints(*names: str, default: int = 0, min: int = 0, step: int | None = None) -> tuple[Int, ...]:
+    """Size or position inputs in pixels that share bounds (ComfyUI's width/height, x/y, left/top/...)."""
+    return tuple(Int(name, default=default, min=min, max=MAX_RESOLUTION, step=step) for name in names)
+
+
 @dataclass(frozen=True)
 class Float(_Number):
     type: str = "FLOAT"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..declare import Float, Input, Int, Node, Output, String
+from ..declare import Float, Input, Int, Node, Output, pixel_ints, String
 from ..runtime import sdxl_conditioning, text_encode
-
-MAX_RESOLUTION = 16384
 
 
 class CLIPTextEncode(Node):
@@ -27,12 +25,9 @@ class CLIPTextEncodeSDXL(Node):
     (original size, crop offset, target size) the sampler adds to the time embedding."""
 
     inputs = (Input("clip", "CLIP"),
-              Int("width", default=1024, min=0, max=MAX_RESOLUTION),
-              Int("height", default=1024, min=0, max=MAX_RESOLUTION),
-              Int("crop_w", default=0, min=0, max=MAX_RESOLUTION),
-              Int("crop_h", default=0, min=0, max=MAX_RESOLUTION),
-              Int("target_width", default=1024, min=0, max=MAX_RESOLUTION),
-              Int("target_height", default=1024, min=0, max=MAX_RESOLUTION),
+              *pixel_ints("width", "height", default=1024),
+              *pixel_ints("crop_w", "crop_h"),
+              *pixel_ints("target_width", "target_height", default=1024),
               String("text_g", multiline=True), String("text_l", multiline=True))
     outputs = (Output("CONDITIONING"),)
     category = "advanced/conditioning"
@@ -50,8 +45,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
     negative) and original size the refiner's time embedding takes."""
 
     inputs = (Float("ascore", default=6.0, min=0.0, max=1000.0, step=0.01),
-              Int("width", default=1024, min=0, max=MAX_RESOLUTION),
-              Int("height", default=1024, min=0, max=MAX_RESOLUTION),
+              *pixel_ints("width", "height", default=1024),
               String("text", multiline=True), Input("clip", "CLIP"))
     outputs = (Output("CONDITIONING"),)
     category = "advanced/conditioning"

@@ -2,10 +2,9 @@
 conditioning acts (area, mask, timestep range; the sampler reads these, runtime/cond_areas.py)."""
 from __future__ import annotations
 
-from ..declare import Combo, Float, Input, Int, Node, Output
+from ..declare import Combo, Float, Input, Node, Output, pixel_ints
 from ..runtime import conditioning_ops
 from ..runtime.cond_areas import with_values
-from .conditioning import MAX_RESOLUTION
 
 
 class ConditioningCombine(Node):
@@ -61,10 +60,8 @@ class ConditioningSetArea(Node):
     """The conditioning acts on a box of the image (pixels, in steps of 8), weighted by strength."""
 
     inputs = (Input("conditioning", "CONDITIONING"),
-              Int("width", default=64, min=64, max=MAX_RESOLUTION, step=8),
-              Int("height", default=64, min=64, max=MAX_RESOLUTION, step=8),
-              Int("x", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("y", default=0, min=0, max=MAX_RESOLUTION, step=8),
+              *pixel_ints("width", "height", default=64, min=64, step=8),
+              *pixel_ints("x", "y", step=8),
               Float("strength", default=1.0, min=0.0, max=10.0, step=0.01))
     outputs = (Output("CONDITIONING"),)
     category = "conditioning"

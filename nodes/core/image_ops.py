@@ -1,20 +1,16 @@
 """Image nodes that crop, invert, batch, blend, paste and pad images (ComfyUI's names and inputs)."""
 from __future__ import annotations
 
-from ..declare import Boolean, Combo, Float, Input, Int, Node, Output
+from ..declare import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, Output, pixel_ints
 from ..runtime import compositing
-
-MAX_RESOLUTION = 16384
 
 
 class ImageCrop(Node):
     """Crops images to width x height from (x, y)."""
 
     inputs = (Input("image", "IMAGE"),
-              Int("width", default=512, min=1, max=MAX_RESOLUTION, step=1),
-              Int("height", default=512, min=1, max=MAX_RESOLUTION, step=1),
-              Int("x", default=0, min=0, max=MAX_RESOLUTION, step=1),
-              Int("y", default=0, min=0, max=MAX_RESOLUTION, step=1))
+              *pixel_ints("width", "height", default=512, min=1, step=1),
+              *pixel_ints("x", "y", step=1))
     outputs = (Output("IMAGE"),)
     category = "image/transform"
     display_name = "Crop Image"
@@ -65,8 +61,7 @@ class ImageCompositeMasked(Node):
     """Pastes source onto destination at (x, y) through a mask (1 = source)."""
 
     inputs = (Input("destination", "IMAGE"), Input("source", "IMAGE"),
-              Int("x", default=0, min=0, max=MAX_RESOLUTION, step=1),
-              Int("y", default=0, min=0, max=MAX_RESOLUTION, step=1),
+              *pixel_ints("x", "y", step=1),
               Boolean("resize_source", default=False),
               Input("mask", "MASK", optional=True))
     outputs = (Output("IMAGE"),)
@@ -81,10 +76,7 @@ class ImagePadForOutpaint(Node):
     """Grows the canvas for outpainting; the mask covers the new border (feathered into the image)."""
 
     inputs = (Input("image", "IMAGE"),
-              Int("left", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("top", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("right", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("bottom", default=0, min=0, max=MAX_RESOLUTION, step=8),
+              *pixel_ints("left", "top", "right", "bottom", step=8),
               Int("feathering", default=40, min=0, max=MAX_RESOLUTION, step=1))
     outputs = (Output("IMAGE"), Output("MASK"))
     category = "image"

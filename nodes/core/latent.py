@@ -1,10 +1,8 @@
 """Latent nodes: EmptyLatentImage, LatentUpscale, LatentUpscaleBy, SetLatentNoiseMask."""
 from __future__ import annotations
 
-from ..declare import Combo, Float, Input, Int, Node, Output
+from ..declare import MAX_RESOLUTION, Combo, Float, Input, Int, Node, Output, pixel_ints
 from ..runtime import latents
-
-MAX_RESOLUTION = 16384
 
 
 class EmptyLatentImage(Node):
@@ -29,8 +27,7 @@ class LatentUpscale(Node):
     """Resizes latents; a width or height of 0 keeps the aspect ratio."""
 
     inputs = (Input("samples", "LATENT"), Combo("upscale_method", choices=latents.UPSCALE_METHODS),
-              Int("width", default=512, min=0, max=MAX_RESOLUTION, step=8),
-              Int("height", default=512, min=0, max=MAX_RESOLUTION, step=8),
+              *pixel_ints("width", "height", default=512, step=8),
               Combo("crop", choices=latents.CROP_METHODS))
     outputs = (Output("LATENT"),)
     category = "latent"

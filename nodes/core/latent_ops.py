@@ -1,19 +1,15 @@
 """Latent nodes that paste, blend, crop, flip, rotate and batch latents (ComfyUI's names and inputs)."""
 from __future__ import annotations
 
-from ..declare import Boolean, Combo, Float, Input, Int, Node, Output
+from ..declare import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, Output, pixel_ints
 from ..runtime import latent_ops
-
-MAX_RESOLUTION = 16384
 
 
 class LatentComposite(Node):
     """Pastes samples_from onto samples_to at (x, y) pixels; feather fades the pasted edges in."""
 
     inputs = (Input("samples_to", "LATENT"), Input("samples_from", "LATENT"),
-              Int("x", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("y", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("feather", default=0, min=0, max=MAX_RESOLUTION, step=8))
+              *pixel_ints("x", "y", "feather", step=8))
     outputs = (Output("LATENT"),)
     category = "latent"
     display_name = "Latent Composite"
@@ -26,8 +22,7 @@ class LatentCompositeMasked(Node):
     """Pastes source onto destination at (x, y) pixels through a mask (1 = source)."""
 
     inputs = (Input("destination", "LATENT"), Input("source", "LATENT"),
-              Int("x", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("y", default=0, min=0, max=MAX_RESOLUTION, step=8),
+              *pixel_ints("x", "y", step=8),
               Boolean("resize_source", default=False),
               Input("mask", "MASK", optional=True))
     outputs = (Output("LATENT"),)
@@ -81,10 +76,8 @@ class LatentCrop(Node):
     """Crops latents to width x height pixels from (x, y)."""
 
     inputs = (Input("samples", "LATENT"),
-              Int("width", default=512, min=64, max=MAX_RESOLUTION, step=8),
-              Int("height", default=512, min=64, max=MAX_RESOLUTION, step=8),
-              Int("x", default=0, min=0, max=MAX_RESOLUTION, step=8),
-              Int("y", default=0, min=0, max=MAX_RESOLUTION, step=8))
+              *pixel_ints("width", "height", default=512, min=64, step=8),
+              *pixel_ints("x", "y", step=8))
     outputs = (Output("LATENT"),)
     category = "latent/transform"
     display_name = "Crop Latent"

@@ -1,10 +1,8 @@
 """Mask nodes (ComfyUI's names and inputs): convert, make, invert, grow, feather and crop masks."""
 from __future__ import annotations
 
-from ..declare import Boolean, Combo, Float, Input, Int, Node, Output
+from ..declare import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, Output, pixel_ints
 from ..runtime import masks
-
-MAX_RESOLUTION = 16384
 
 
 class ImageToMask(Node):
@@ -35,8 +33,7 @@ class SolidMask(Node):
     """A mask of one value."""
 
     inputs = (Float("value", default=1.0, min=0.0, max=1.0, step=0.01),
-              Int("width", default=512, min=1, max=MAX_RESOLUTION, step=1),
-              Int("height", default=512, min=1, max=MAX_RESOLUTION, step=1))
+              *pixel_ints("width", "height", default=512, min=1, step=1))
     outputs = (Output("MASK"),)
     category = "mask"
 
@@ -72,10 +69,7 @@ class FeatherMask(Node):
     """Fades a mask out towards its edges over the given widths."""
 
     inputs = (Input("mask", "MASK"),
-              Int("left", default=0, min=0, max=MAX_RESOLUTION, step=1),
-              Int("top", default=0, min=0, max=MAX_RESOLUTION, step=1),
-              Int("right", default=0, min=0, max=MAX_RESOLUTION, step=1),
-              Int("bottom", default=0, min=0, max=MAX_RESOLUTION, step=1))
+              *pixel_ints("left", "top", "right", "bottom", step=1))
     outputs = (Output("MASK"),)
     category = "mask"
 
@@ -87,10 +81,8 @@ class CropMask(Node):
     """Crops a mask to width x height from (x, y)."""
 
     inputs = (Input("mask", "MASK"),
-              Int("x", default=0, min=0, max=MAX_RESOLUTION, step=1),
-              Int("y", default=0, min=0, max=MAX_RESOLUTION, step=1),
-              Int("width", default=512, min=1, max=MAX_RESOLUTION, step=1),
-              Int("height", default=512, min=1, max=MAX_RESOLUTION, step=1))
+              *pixel_ints("x", "y", step=1),
+              *pixel_ints("width", "height", default=512, min=1, step=1))
     outputs = (Output("MASK"),)
     category = "mask"
 
