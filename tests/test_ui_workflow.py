@@ -1,5 +1,5 @@
 """Editor-format (UI) workflows converted as ComfyUI's frontend converts them when it queues one:
-PrimitiveNode values, reroutes, bypassed (mode 4) and muted (mode 2) nodes, subgraphs; then Comfy-Org's
+PrimitiveNode values, reroutes, bypassed (mode 4) and muted (mode 2) nodes, subgraphs, legacy group nodes; then Comfy-Org's
 own templates (the comfyui-workflow-templates package) through the Workflows tab, a PNG and `inkwash run`."""
 from __future__ import annotations
 
@@ -137,13 +137,167 @@ def test_subgraphs_expand_with_frontend_ids_and_take_their_outer_links_and_widge
     assert api["9"]["inputs"] == {"conditioning_1": ["7:2", 0], "conditioning_2": ["8:2", 0]}
 
 
-def test_a_legacy_group_node_is_refused_saying_what_to_do(info):
+# -- legacy group nodes ("Convert to Group Node"), as the frontend saves and queues them ------------------
+
+def txt2img_twin():
+    """The txt2img chain with every node at the top level: the ungrouped twin of txt2img_grouped()."""
+    return graph([
+        node(4, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(6, "CLIPTextEncode", [("clip", "CLIP", 1)], [("CONDITIONING", "CONDITIONING")], ["a red circle"]),
+        node(7, "CLIPTextEncode", [("clip", "CLIP", 2)], [("CONDITIONING", "CONDITIONING")], ["blurry"]),
+        node(5, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[64, 64, 1]),
+        node(3, "KSampler", [("model", "MODEL", 3), ("positive", "CONDITIONING", 4),
+                             ("negative", "CONDITIONING", 5), ("latent_image", "LATENT", 6)], [("LATENT", "LATENT")],
+             [42, "fixed", 2, 5.0, "euler", "normal", 1.0, "comfyui"]),
+        node(8, "VAEDecode", [("samples", "LATENT", 7), ("vae", "VAE", 8)], [("IMAGE", "IMAGE")]),
+        node(9, "SaveImage", [("images", "IMAGE", 9)], widgets=["twin"]),
+    ], [(1, 4, 1, 6, 0, "CLIP"), (2, 4, 1, 7, 0, "CLIP"), (3, 4, 0, 3, 0, "MODEL"), (4, 6, 0, 3, 1, "CONDITIONING"),
+        (5, 7, 0, 3, 2, "CONDITIONING"), (6, 5, 0, 3, 3, "LATENT"), (7, 3, 0, 8, 0, "LATENT"), (8, 4, 2, 8, 1, "VAE"),
+        (9, 8, 0, 9, 0, "IMAGE")])
+
+
+def txt2img_grouped(separator=">"):
+    """The same chain after "Convert to Group Node" on everything but the loader and SaveImage: node 10,
+    group node "txt2img", as the frontend saves it. Inner nodes keep the values they had when grouped
+    (stale here); the group node's widgets_values are the current ones."""
+    inner = [
+        node(6, "CLIPTextEncode", [("clip", "CLIP", 1)], [("CONDITIONING", "CONDITIONING")], ["stale"]),
+        node(7, "CLIPTextEncode", [("clip", "CLIP", 2)], [("CONDITIONING", "CONDITIONING")], ["stale"]),
+        node(5, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[512, 512, 4]),
+        node(3, "KSampler", [("model", "MODEL", 3), ("positive", "CONDITIONING", 4),
+                             ("negative", "CONDITIONING", 5), ("latent_image", "LATENT", 6)], [("LATENT", "LATENT")],
+             [0, "randomize", 20, 8.0, "dpmpp_2m", "karras", 0.5, "a1111"]),
+        node(8, "VAEDecode", [("samples", "LATENT", 7), ("vae", "VAE", 8)], [("IMAGE", "IMAGE")]),
+    ]
+    definition = {
+        "nodes": inner,
+        # [origin index, origin slot, target index, target slot, origin's old id, type]; null: from outside
+        "links": [[None, 1, 0, 0, 4, "CLIP"], [None, 1, 1, 0, 4, "CLIP"], [None, 0, 3, 0, 4, "MODEL"],
+                  [0, 0, 3, 1, 6, "CONDITIONING"], [1, 0, 3, 2, 7, "CONDITIONING"], [2, 0, 3, 3, 5, "LATENT"],
+                  [3, 0, 4, 0, 3, "LATENT"], [None, 2, 4, 1, 4, "VAE"]],
+        "external": [[4, 0, "IMAGE"]],
+    }
+    # The group node's widgets: each inner node's in order, a second "text" renamed after its node type,
+    # the seed followed by its control_after_generate value.
+    widgets = ["a red circle", "blurry", 64, 64, 1, 42, "fixed", 2, 5.0, "euler", "normal", 1.0, "comfyui"]
+    return graph([
+        node(4, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(10, f"workflow{separator}txt2img", [("clip", "CLIP", 1), ("CLIPTextEncode clip", "CLIP", 2),
+                                                  ("model", "MODEL", 3), ("vae", "VAE", 4)],
+             [("IMAGE", "IMAGE")], widgets),
+        node(9, "SaveImage", [("images", "IMAGE", 5)], widgets=["twin"]),
+    ], [(1, 4, 1, 10, 0, "CLIP"), (2, 4, 1, 10, 1, "CLIP"), (3, 4, 0, 10, 2, "MODEL"), (4, 4, 2, 10, 3, "VAE"),
+        (5, 10, 0, 9, 0, "IMAGE")],
+        extra={"groupNodes": {"txt2img": definition}},
+        groups=[{"title": "just a box", "bounding": [0, 0, 900, 600], "color": "#3f789e"}])
+
+
+def renamed(api, ids):
+    """An API workflow with node ids replaced (in keys and links) as `ids` says."""
+    def rename(value):
+        return [ids.get(value[0], value[0]), value[1]] if is_link(value) else value
+    return {ids.get(key, key): {**entry, "inputs": {k: rename(v) for k, v in entry["inputs"].items()}}
+            for key, entry in api.items()}
+
+
+TWIN_IDS = {"6": "10:0", "7": "10:1", "5": "10:2", "3": "10:3", "8": "10:4"}
+
+
+@pytest.mark.parametrize("separator", [">", "/"])
+def test_a_group_node_converts_to_the_graph_of_its_ungrouped_twin_with_frontend_ids(info, separator):
+    api = ui_to_api(txt2img_grouped(separator), info)
+    assert api == renamed(ui_to_api(txt2img_twin(), info), TWIN_IDS)
+    assert api["10:3"] == {"class_type": "KSampler", "inputs": {
+        "seed": 42, "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+        "noise_rule": "comfyui", "model": ["4", 0], "positive": ["10:0", 0], "negative": ["10:1", 0],
+        "latent_image": ["10:2", 0]}}
+    assert api["9"]["inputs"]["images"] == ["10:4", 0]
+
+
+def test_a_group_node_runs_to_the_same_image_as_its_ungrouped_twin(registry, checkpoint, folders, one_thread):
+    images = []
+    for ui in (txt2img_twin(), txt2img_grouped()):
+        result = Executor(registry).execute(ui_to_api(ui, object_info(registry)))
+        assert result.status == "success", result.error
+        ref = result.outputs["9"]["images"][0]
+        images.append(Image.open(folders.output_dir / ref["subfolder"] / ref["filename"]).convert("RGB"))
+    assert images[0].size == (64, 64)
+    assert images[0].tobytes() == images[1].tobytes()
+
+
+def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes_resolve(info):
+    """Group node 20 "sample": a titled PrimitiveNode feeds the KSampler's seed (a widget converted to
+    an input); the latent goes through a bypassed LatentUpscaleBy and a reroute; the KSampler's cfg,
+    converted but fed from nothing inside, becomes a group input, linked to a top-level primitive."""
+    seed_primitive = node(11, "PrimitiveNode", title="Seed", widgets=[5, "fixed"])
+    seed_primitive["outputs"] = [{"name": "INT", "type": "INT", "widget": {"name": "seed"}, "links": [14]}]
+    inner = [
+        seed_primitive,
+        node(12, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[512, 512, 1]),
+        node(13, "LatentUpscaleBy", [("samples", "LATENT", 11)], [("LATENT", "LATENT")], ["nearest-exact", 1.5],
+             mode=4),
+        node(14, "Reroute", [("", "*", 12)], [("", "LATENT")]),
+        node(15, "KSampler", [("model", "MODEL", 1), ("positive", "CONDITIONING", 2),
+                              ("negative", "CONDITIONING", 3), ("latent_image", "LATENT", 13),
+                              ("seed", "INT", 14, True), ("cfg", "FLOAT", None, True)], [("LATENT", "LATENT")],
+             [0, "fixed", 20, 8.0, "euler", "normal", 1.0, "comfyui"]),
+    ]
+    definition = {"nodes": inner, "external": [[4, 0, "LATENT"]], "links": [
+        [1, 0, 2, 0, 12, "LATENT"], [2, 0, 3, 0, 13, "LATENT"], [3, 0, 4, 3, 14, "LATENT"], [0, 0, 4, 4, 11, "INT"],
+        [None, 0, 4, 0, 1, "MODEL"], [None, 0, 4, 1, 2, "CONDITIONING"], [None, 0, 4, 2, 3, "CONDITIONING"]]}
+    # widgets: the primitive's (named after its title, with its control), EmptyLatentImage's,
+    # LatentUpscaleBy's, the KSampler's own, then the converted cfg last
+    widgets = [77, "randomize", 64, 64, 1, "bilinear", 3.0, 2, "dpmpp_2m", "karras", 1.0, "comfyui", 6.5]
+    ui = graph([
+        node(1, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(2, "CLIPTextEncode", [("clip", "CLIP", 1)], [("CONDITIONING", "CONDITIONING")], ["a cat"]),
+        node(20, "workflow>sample", [("model", "MODEL", 2), ("positive", "CONDITIONING", 3),
+                                     ("negative", "CONDITIONING", 4), ("cfg", "FLOAT", 5, True)],
+             [("LATENT", "LATENT")], widgets),
+        node(21, "PrimitiveNode", outputs=[("FLOAT", "FLOAT")], widgets=[6.0]),
+        node(22, "VAEDecode", [("samples", "LATENT", 6), ("vae", "VAE", 7)], [("IMAGE", "IMAGE")]),
+    ], [(1, 1, 1, 2, 0, "CLIP"), (2, 1, 0, 20, 0, "MODEL"), (3, 2, 0, 20, 1, "CONDITIONING"),
+        (4, 2, 0, 20, 2, "CONDITIONING"), (5, 21, 0, 20, 3, "FLOAT"), (6, 20, 0, 22, 0, "LATENT"),
+        (7, 1, 2, 22, 1, "VAE")], extra={"groupNodes": {"sample": definition}})
+    api = ui_to_api(ui, info)
+    assert set(api) == {"1", "2", "20:1", "20:4", "22"}  # no primitive, reroute or bypassed node
+    assert api["20:1"]["inputs"] == {"width": 64, "height": 64, "batch_size": 1}
+    assert api["20:4"]["inputs"] == {
+        "seed": 77, "steps": 2, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0,
+        "noise_rule": "comfyui", "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
+        "latent_image": ["20:1", 0]}
+    assert api["22"]["inputs"] == {"samples": ["20:4", 0], "vae": ["1", 2]}
+
+    # the LatentUpscaleBy switched back on: its widgets take the group node's values
+    definition["nodes"][2]["mode"] = 0
+    api = ui_to_api(ui, info)
+    assert api["20:2"]["inputs"] == {"upscale_method": "bilinear", "scale_by": 3.0, "samples": ["20:1", 0]}
+    assert api["20:4"]["inputs"]["latent_image"] == ["20:2", 0]
+
+    # a muted group node leaves its consumer without the input
+    ui["nodes"][2]["mode"] = 2
+    assert ui_to_api(ui, info)["22"]["inputs"] == {"vae": ["1", 2]}
+
+
+def test_a_group_node_without_a_definition_is_refused_naming_the_node(info):
     from inkwash.webui.ui_workflow import UIWorkflowError
 
     ui = graph([node(5, "workflow>encode both", outputs=[("CONDITIONING", "CONDITIONING")])], [],
-               extra={"groupNodes": {"encode both": {"nodes": [], "links": [], "external": []}}})
-    with pytest.raises(UIWorkflowError, match=r"node 5 is a group node .*graph editor"):
+               extra={"groupNodes": {"encode": {"nodes": [], "links": [], "external": []}}})
+    with pytest.raises(UIWorkflowError, match=r"node 5 is a group node \('workflow>encode both'\).*"
+                                              r"no group node 'encode both'"):
         ui_to_api(ui, info)
+
+
+def test_visual_groups_are_only_boxes(info):
+    twin = txt2img_twin()
+    boxed = {**twin, "groups": [{"title": "Prompts", "bounding": [0, 0, 400, 300], "color": "#3f789e",
+                                 "font_size": 24, "flags": {}}]}
+    assert ui_to_api(boxed, info) == ui_to_api(twin, info)
+    assert set(ui_to_api(boxed, info)) == {"3", "4", "5", "6", "7", "8", "9"}
 
 
 # -- Comfy-Org's templates -------------------------------------------------------------------------------
