@@ -277,9 +277,98 @@ def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes
     assert api["20:2"]["inputs"] == {"upscale_method": "bilinear", "scale_by": 3.0, "samples": ["20:1", 0]}
     assert api["20:4"]["inputs"]["latent_image"] == ["20:2", 0]
 
+    # the primitive's group widget turned into an input and linked: the linked value wins
+    ui["nodes"][2]["inputs"].append({"name": "Seed value", "type": "INT", "widget": {"name": "Seed value"}, "link": 8})
+    ui["nodes"].append(node(23, "PrimitiveNode", outputs=[("INT", "INT")], widgets=[99, "fixed"]))
+    ui["links"].append([8, 23, 0, 20, 4, "INT"])
+    assert ui_to_api(ui, info)["20:4"]["inputs"]["seed"] == 99
+
     # a muted group node leaves its consumer without the input
     ui["nodes"][2]["mode"] = 2
     assert ui_to_api(ui, info)["22"]["inputs"] == {"vae": ["1", 2]}
+
+
+def test_group_node_outputs_and_linked_widgets_follow_the_definition(info):
+    """An inner output linked inside and outside the group (the definition's `external`) stays a group
+    output; `config` hides one and renames an input; a group widget turned into an input and linked
+    (here the steps, from a top-level primitive) gives the inner widget that value."""
+    ui = txt2img_grouped()
+    definition = ui["extra"]["groupNodes"]["txt2img"]
+    definition["external"] = [[3, 0, "LATENT"], [4, 0, "IMAGE"], [2, 0, "LATENT"]]
+    definition["config"] = {"2": {"output": {"0": {"visible": False}}}, "4": {"input": {"vae": {"name": "decoder"}}}}
+    group = ui["nodes"][1]
+    group["inputs"][3]["name"] = "decoder"
+    group["inputs"].append({"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 6})
+    # outputs: KSampler's LATENT (used inside and out), then VAEDecode's IMAGE; EmptyLatentImage's is hidden
+    ui["nodes"].append(node(11, "SaveLatent", [("samples", "LATENT", 7)], widgets=["latents/x"]))
+    ui["nodes"].append(node(12, "PrimitiveNode", outputs=[("INT", "INT")], widgets=[3, "fixed"]))
+    ui["nodes"][2]["inputs"][0]["link"] = 8
+    ui["links"] = [link for link in ui["links"] if link[0] != 5]
+    ui["links"] += [[6, 12, 0, 10, 4, "INT"], [7, 10, 0, 11, 0, "LATENT"], [8, 10, 1, 9, 0, "IMAGE"]]
+    api = ui_to_api(ui, info)
+    assert api["11"]["inputs"]["samples"] == ["10:3", 0]
+    assert api["9"]["inputs"]["images"] == ["10:4", 0]
+    assert api["10:4"]["inputs"]["vae"] == ["4", 2]
+    assert api["10:3"]["inputs"]["steps"] == 3
+
+
+def saved_inner(kind, inputs=(), outputs=(), widgets=None, index=0, **extra):
+    """An inner node as the frontend stores it in extra.groupNodes: id -1, its index, localized names."""
+    entry = node(-1, kind, inputs, outputs, widgets, index=index, **extra)
+    for slot in entry["inputs"] + entry["outputs"]:
+        slot["localized_name"] = slot["name"]
+    if widgets is None:
+        del entry["widgets_values"]
+    return entry
+
+
+def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
+    """A group node over the custom-sampling chain, shaped like one saved by the frontend: inner
+    inputs the group feeds are named after the inner node when the name is taken ("BasicGuider
+    model"), both SamplerCustomAdvanced outputs are group outputs."""
+    inner = [
+        saved_inner("KSamplerSelect", outputs=[("SAMPLER", "SAMPLER")], widgets=["heun"], index=0),
+        saved_inner("RandomNoise", outputs=[("NOISE", "NOISE")], widgets=[1, "randomize"], index=1),
+        saved_inner("BasicScheduler", [("model", "MODEL", None)], [("SIGMAS", "SIGMAS")], ["karras", 20, 0.5],
+                    index=2),
+        saved_inner("CLIPTextEncode", [("clip", "CLIP", None)], [("CONDITIONING", "CONDITIONING")], ["old"],
+                    index=3, title="CLIP Text Encode (Positive Prompt)"),
+        saved_inner("BasicGuider", [("model", "MODEL", None), ("conditioning", "CONDITIONING", None)],
+                    [("GUIDER", "GUIDER")], index=4),
+        saved_inner("SamplerCustomAdvanced", [("noise", "NOISE", None), ("guider", "GUIDER", None),
+                                              ("sampler", "SAMPLER", None), ("sigmas", "SIGMAS", None),
+                                              ("latent_image", "LATENT", None)],
+                    [("output", "LATENT"), ("denoised_output", "LATENT")], index=5),
+    ]
+    definition = {"nodes": inner, "external": [[5, 0, "LATENT"]], "links": [
+        [None, 0, 2, 0, 1, "MODEL"], [None, 1, 3, 0, 1, "CLIP"], [None, 0, 4, 0, 1, "MODEL"],
+        [3, 0, 4, 1, 6, "CONDITIONING"], [1, 0, 5, 0, 25, "NOISE"], [4, 0, 5, 1, 22, "GUIDER"],
+        [0, 0, 5, 2, 16, "SAMPLER"], [2, 0, 5, 3, 17, "SIGMAS"], [None, 0, 5, 4, 2, "LATENT"]]}
+    ui = graph([
+        node(1, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(2, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[64, 64, 1]),
+        node(30, "workflow>custom", [("model", "MODEL", 1), ("clip", "CLIP", 2), ("BasicGuider model", "MODEL", 3),
+                                     ("latent_image", "LATENT", 4)],
+             [("output", "LATENT"), ("denoised_output", "LATENT")],
+             ["euler", 123, "fixed", "normal", 2, 1.0, "a lighthouse"]),
+        node(31, "VAEDecode", [("samples", "LATENT", 5), ("vae", "VAE", 6)], [("IMAGE", "IMAGE")]),
+    ], [(1, 1, 0, 30, 0, "MODEL"), (2, 1, 1, 30, 1, "CLIP"), (3, 1, 0, 30, 2, "MODEL"), (4, 2, 0, 30, 3, "LATENT"),
+        (5, 30, 1, 31, 0, "LATENT"), (6, 1, 2, 31, 1, "VAE")], extra={"groupNodes": {"custom": definition}})
+    api = ui_to_api(ui, info)
+    title = {"_meta": {"title": "CLIP Text Encode (Positive Prompt)"}}
+    assert {key: value for key, value in api.items() if key.startswith("30:")} == {
+        "30:0": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "30:1": {"class_type": "RandomNoise", "inputs": {"noise_seed": 123}},
+        "30:2": {"class_type": "BasicScheduler", "inputs": {"scheduler": "normal", "steps": 2, "denoise": 1.0,
+                                                            "model": ["1", 0]}},
+        "30:3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["1", 1]}, **title},
+        "30:4": {"class_type": "BasicGuider", "inputs": {"model": ["1", 0], "conditioning": ["30:3", 0]}},
+        "30:5": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["30:1", 0], "guider": ["30:4", 0], "sampler": ["30:0", 0], "sigmas": ["30:2", 0],
+            "latent_image": ["2", 0]}},
+    }
+    assert api["31"]["inputs"]["samples"] == ["30:5", 1]  # the group's second output
 
 
 def test_a_group_node_without_a_definition_is_refused_naming_the_node(info):
@@ -289,6 +378,15 @@ def test_a_group_node_without_a_definition_is_refused_naming_the_node(info):
                extra={"groupNodes": {"encode": {"nodes": [], "links": [], "external": []}}})
     with pytest.raises(UIWorkflowError, match=r"node 5 is a group node \('workflow>encode both'\).*"
                                               r"no group node 'encode both'"):
+        ui_to_api(ui, info)
+
+
+def test_a_group_node_that_contains_itself_is_refused(info):
+    from inkwash.webui.ui_workflow import UIWorkflowError
+
+    loop = {"nodes": [node(-1, "workflow>loop", outputs=[("LATENT", "LATENT")])], "links": [], "external": []}
+    ui = graph([node(5, "workflow>loop", outputs=[("LATENT", "LATENT")])], [], extra={"groupNodes": {"loop": loop}})
+    with pytest.raises(UIWorkflowError, match="nest more than 32 deep"):
         ui_to_api(ui, info)
 
 

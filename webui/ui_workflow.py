@@ -134,7 +134,7 @@ def _nodes(raw: Any) -> dict[Any, dict]:
 
 def _emit(scope: _Scope, object_info: Mapping, workflow: dict, depth: int) -> None:
     if depth > 32:
-        raise UIWorkflowError("subgraphs nest more than 32 deep (a subgraph that contains itself?)")
+        raise UIWorkflowError("subgraphs or group nodes nest more than 32 deep (one that contains itself?)")
     for node in scope.nodes.values():
         kind = node.get("type")
         if node.get("mode", 0) in (MUTED, BYPASSED) or kind in VIRTUAL_TYPES:
@@ -164,6 +164,9 @@ def _inner_scope(scope: _Scope, node: dict) -> _Scope:
 def _group_definition(scope: _Scope, node: dict) -> tuple[Mapping, GroupLayout]:
     name = group_node_name(node.get("type"))
     definition = scope.group_nodes.get(name)
+    if name in scope.group_nodes and not isinstance(definition, Mapping):
+        raise UIWorkflowError(f"node {node['id']}: the definition of group node {name!r} in extra.groupNodes "
+                              "is not an object")
     if not isinstance(definition, Mapping):
         raise UIWorkflowError(
             f"node {node['id']} is a group node ({node.get('type')!r}) but the workflow defines no group node "
@@ -172,7 +175,11 @@ def _group_definition(scope: _Scope, node: dict) -> tuple[Mapping, GroupLayout]:
         raise UIWorkflowError(f"node {node['id']}: the definition of group node {name!r} in extra.groupNodes "
                               "has no 'nodes' list or its 'links' is not a list")
     if name not in scope.layouts:
-        scope.layouts[name] = group_layout(definition, scope.object_info)
+        try:
+            scope.layouts[name] = group_layout(definition, scope.object_info)
+        except (TypeError, ValueError, LookupError, AttributeError) as exc:
+            raise UIWorkflowError(f"node {node['id']}: the definition of group node {name!r} in extra.groupNodes "
+                                  f"cannot be read ({exc})") from exc
     return definition, scope.layouts[name]
 
 
@@ -185,8 +192,9 @@ def _group_scope(scope: _Scope, node: dict, common: dict) -> _Scope:
     links: dict[Any, _Link] = {}
     nodes: dict[Any, dict] = {}
     for index, raw in enumerate(definition["nodes"]):
-        inner = dict(raw) if isinstance(raw, Mapping) else {}
-        inner["id"] = index
+        if not isinstance(raw, Mapping):
+            continue
+        inner = {**raw, "id": index}
         inputs = [dict(slot) for slot in inner.get("inputs") or [] if isinstance(slot, Mapping)]
         for slot, entry in enumerate(inputs):
             entry["link"] = None  # the ids saved in the definition are the old graph's
@@ -222,8 +230,9 @@ def _set_group_widgets(nodes: dict[Any, dict], links: dict[Any, _Link], layout: 
         inner = nodes.get(widget.index)
         if inner is None:
             continue
-        if inner.get("type") in (PRIMITIVE, REROUTE):  # now passes on what the link brings
-            inner["type"], inner["inputs"] = REROUTE, [{"name": "", "type": "*", "link": None}]
+        if inner.get("type") in (PRIMITIVE, REROUTE):  # passes on what the link brings, as a reroute
+            if inner.get("type") == PRIMITIVE or not inner["inputs"]:
+                inner["type"], inner["inputs"] = REROUTE, [{"name": "", "type": "*"}]
             entry = inner["inputs"][0]
         else:
             entry = next((s for s in inner["inputs"] if s.get("name") == widget.input), None)
