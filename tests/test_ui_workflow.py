@@ -28,7 +28,7 @@ def info(registry):
 
 def node(node_id, kind, inputs=(), outputs=(), widgets=None, mode=0, **extra):
     """An editor node: inputs as (name, type, link) and outputs as (name, type)."""
-    return {"id": node_id, "type": kind, "mode": mode, "widgets_values": widgets or [],
+    return {"id": node_id, "type": kind, "mode": mode, "pos": [0, 0], "size": [200, 100], "widgets_values": widgets or [],
             "inputs": [{"name": n, "type": t, "link": link, **({"widget": {"name": n}} if w else {})}
                        for n, t, link, *w in inputs],
             "outputs": [{"name": n, "type": t, "links": []} for n, t in outputs], **extra}
@@ -227,7 +227,7 @@ def test_a_group_node_runs_to_the_same_image_as_its_ungrouped_twin(registry, che
     assert images[0].tobytes() == images[1].tobytes()
 
 
-def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes_resolve(info):
+def sample_grouped():
     """Group node 20 "sample": a titled PrimitiveNode feeds the KSampler's seed (a widget converted to
     an input); the latent goes through a bypassed LatentUpscaleBy and a reroute; the KSampler's cfg,
     converted but fed from nothing inside, becomes a group input, linked to a top-level primitive."""
@@ -250,7 +250,7 @@ def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes
     # widgets: the primitive's (named after its title, with its control), EmptyLatentImage's,
     # LatentUpscaleBy's, the KSampler's own, then the converted cfg last
     widgets = [77, "randomize", 64, 64, 1, "bilinear", 3.0, 2, "dpmpp_2m", "karras", 1.0, "comfyui", 6.5]
-    ui = graph([
+    return graph([
         node(1, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
              widgets=[CKPT]),
         node(2, "CLIPTextEncode", [("clip", "CLIP", 1)], [("CONDITIONING", "CONDITIONING")], ["a cat"]),
@@ -262,6 +262,11 @@ def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes
     ], [(1, 1, 1, 2, 0, "CLIP"), (2, 1, 0, 20, 0, "MODEL"), (3, 2, 0, 20, 1, "CONDITIONING"),
         (4, 2, 0, 20, 2, "CONDITIONING"), (5, 21, 0, 20, 3, "FLOAT"), (6, 20, 0, 22, 0, "LATENT"),
         (7, 1, 2, 22, 1, "VAE")], extra={"groupNodes": {"sample": definition}})
+
+
+def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes_resolve(info):
+    ui = sample_grouped()
+    definition = ui["extra"]["groupNodes"]["sample"]
     api = ui_to_api(ui, info)
     assert set(api) == {"1", "2", "20:1", "20:4", "22"}  # no primitive, reroute or bypassed node
     assert api["20:1"]["inputs"] == {"width": 64, "height": 64, "batch_size": 1}
@@ -322,7 +327,7 @@ def saved_inner(kind, inputs=(), outputs=(), widgets=None, index=0, **extra):
     return entry
 
 
-def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
+def custom_grouped():
     """A group node over the custom-sampling chain, shaped like one saved by the frontend: inner
     inputs the group feeds are named after the inner node when the name is taken ("BasicGuider
     model"), both SamplerCustomAdvanced outputs are group outputs."""
@@ -344,7 +349,7 @@ def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
         [None, 0, 2, 0, 1, "MODEL"], [None, 1, 3, 0, 1, "CLIP"], [None, 0, 4, 0, 1, "MODEL"],
         [3, 0, 4, 1, 6, "CONDITIONING"], [1, 0, 5, 0, 25, "NOISE"], [4, 0, 5, 1, 22, "GUIDER"],
         [0, 0, 5, 2, 16, "SAMPLER"], [2, 0, 5, 3, 17, "SIGMAS"], [None, 0, 5, 4, 2, "LATENT"]]}
-    ui = graph([
+    return graph([
         node(1, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
              widgets=[CKPT]),
         node(2, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[64, 64, 1]),
@@ -355,7 +360,10 @@ def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
         node(31, "VAEDecode", [("samples", "LATENT", 5), ("vae", "VAE", 6)], [("IMAGE", "IMAGE")]),
     ], [(1, 1, 0, 30, 0, "MODEL"), (2, 1, 1, 30, 1, "CLIP"), (3, 1, 0, 30, 2, "MODEL"), (4, 2, 0, 30, 3, "LATENT"),
         (5, 30, 1, 31, 0, "LATENT"), (6, 1, 2, 31, 1, "VAE")], extra={"groupNodes": {"custom": definition}})
-    api = ui_to_api(ui, info)
+
+
+def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
+    api = ui_to_api(custom_grouped(), info)
     title = {"_meta": {"title": "CLIP Text Encode (Positive Prompt)"}}
     assert {key: value for key, value in api.items() if key.startswith("30:")} == {
         "30:0": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
@@ -369,6 +377,76 @@ def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
             "latent_image": ["2", 0]}},
     }
     assert api["31"]["inputs"]["samples"] == ["30:5", 1]  # the group's second output
+
+
+def by_rank(api):
+    """An API workflow with each expanded node's id made "group<i>:<rank>" (i: which group node, rank:
+    the inner node's place), to compare conversions that number the nodes they expand differently."""
+    groups = sorted({key.split(":")[0] for key in api if ":" in key}, key=int)
+    ids = {}
+    for number, group in enumerate(groups):
+        inner = sorted((key for key in api if key.startswith(group + ":")), key=lambda key: int(key.split(":")[1]))
+        ids.update({key: f"group{number}:{rank}" for rank, key in enumerate(inner)})
+    return {key: (entry["class_type"], entry["inputs"]) for key, entry in renamed(api, ids).items()}
+
+
+@pytest.mark.browser
+def test_group_nodes_convert_as_the_bundled_frontend_queues_them(tmp_path, folders, registry):
+    """The editor Inkwash serves (ComfyUI's frontend) queues the same nodes, values and links for these
+    group nodes as the conversion; it turns group nodes into subgraphs on load, so its ids differ."""
+    from inkwash.webui import graph_editor
+
+    if graph_editor.frontend_dir() is None or not Path("/usr/bin/chromium").exists():
+        pytest.skip("no bundled frontend or no /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    uvicorn = pytest.importorskip("uvicorn")
+    import socket
+    import threading
+    import time
+
+    from fastapi import FastAPI
+
+    from inkwash.webui import comfy_api
+    from inkwash.webui.context import ServerContext
+    from inkwash.webui.events import EventHub
+    from inkwash.webui.jobs import JobQueue
+
+    (folders.models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folders.models_dir / "checkpoints" / CKPT).touch()
+    hub = EventHub()
+    ctx = ServerContext(queue=JobQueue(tmp_path / "jobs.sqlite", registry, hub), hub=hub, folders=folders,
+                        registry=registry, data_dir=tmp_path / "data")
+    app = FastAPI()
+    for prefix in ("", "/api"):
+        app.include_router(comfy_api.router(ctx), prefix=prefix)
+        app.include_router(graph_editor.router(ctx), prefix=prefix)
+    graph_editor.mount_editor(app, ctx)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    info = object_info(registry)
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.1)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/graph/")
+            page.wait_for_function("() => window.app?.graph?._nodes?.length > 0", timeout=120_000)
+            for ui in (txt2img_grouped(), txt2img_grouped("/"), custom_grouped()):
+                page.evaluate("async (graph) => { await app.loadGraphData(graph) }", ui)
+                queued = page.evaluate("async () => (await app.graphToPrompt()).output")
+                assert any(":" in key for key in queued)  # expanded there too
+                assert by_rank(queued) == by_rank(ui_to_api(ui, info))
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_a_group_node_without_a_definition_is_refused_naming_the_node(info):
