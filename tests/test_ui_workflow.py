@@ -379,6 +379,25 @@ def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
     assert api["31"]["inputs"]["samples"] == ["30:5", 1]  # the group's second output
 
 
+def load_grouped():
+    """Group node 5 over LoadImage and ImageScaleBy: the image combo's upload button keeps a value of its
+    own in the group node's widgets_values; LoadImage's unused MASK is the group's first output."""
+    inner = [node(1, "LoadImage", outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")], widgets=["old.png", "image"]),
+             node(2, "ImageScaleBy", [("image", "IMAGE", 1)], [("IMAGE", "IMAGE")], ["nearest-exact", 1.0])]
+    definition = {"nodes": inner, "links": [[0, 0, 1, 0, 1, "IMAGE"]], "external": []}
+    return graph([node(5, "workflow>load", outputs=[("MASK", "MASK"), ("IMAGE", "IMAGE")],
+                       widgets=["example.png", "image", "bilinear", 0.5]),
+                  node(6, "SaveImage", [("images", "IMAGE", 1)], widgets=["x"])],
+                 [(1, 5, 1, 6, 0, "IMAGE")], extra={"groupNodes": {"load": definition}})
+
+
+def test_an_image_upload_widget_in_a_group_keeps_its_place(info):
+    api = ui_to_api(load_grouped(), info)
+    assert api["5:0"]["inputs"] == {"image": "example.png"}
+    assert api["5:1"]["inputs"] == {"upscale_method": "bilinear", "scale_by": 0.5, "image": ["5:0", 0]}
+    assert api["6"]["inputs"]["images"] == ["5:1", 0]
+
+
 def by_rank(api):
     """An API workflow with each expanded node's id made "group<i>:<rank>" (i: which group node, rank:
     the inner node's place), to compare conversions that number the nodes they expand differently."""
@@ -438,10 +457,13 @@ def test_group_nodes_convert_as_the_bundled_frontend_queues_them(tmp_path, folde
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/graph/")
             page.wait_for_function("() => window.app?.graph?._nodes?.length > 0", timeout=120_000)
-            for ui in (txt2img_grouped(), txt2img_grouped("/"), custom_grouped()):
+            for ui in (txt2img_grouped(), txt2img_grouped("/"), custom_grouped(), load_grouped()):
                 page.evaluate("async (graph) => { await app.loadGraphData(graph) }", ui)
                 queued = page.evaluate("async () => (await app.graphToPrompt()).output")
                 assert any(":" in key for key in queued)  # expanded there too
+                for entry in queued.values():  # the upload button's value, which no node reads
+                    if entry["class_type"] == "LoadImage":
+                        assert entry["inputs"].pop("upload") == "image"
                 assert by_rank(queued) == by_rank(ui_to_api(ui, info))
             browser.close()
     finally:

@@ -14,7 +14,7 @@ the node types' inputs the frontend builds the group node's inputs in this order
 * after all inner nodes: the widgets that inner nodes had converted to inputs and no inner link feeds.
 
 The group node's `widgets_values` list those widgets' values in that order, each seed followed by its
-control_after_generate value; an inner PrimitiveNode that feeds inner widgets becomes one widget ("value",
+control_after_generate value, an image upload combo by its button's; an inner PrimitiveNode that feeds inner widgets becomes one widget ("value",
 or "<title> value"), with a control (and, on a combo, a filter) value after it. The group node's outputs
 are the inner outputs no inner link uses, plus those linked outside the group, in inner-node order.
 Per-input and per-output `config` (a name, `visible`) is honoured as the frontend does.
@@ -47,7 +47,7 @@ class GroupWidget:
     index: int
     input: str
     counted: bool  # whether it has a place in the group node's widgets_values
-    extra_values: int = 0  # the control_after_generate (and combo filter) values stored after it
+    extra_values: int = 0  # the values stored after it: upload button, control_after_generate, combo filter
 
 
 @dataclass
@@ -80,12 +80,13 @@ def _config(definition: Mapping, index: int, section: str, key: Any) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
 
-def _control_values(name: str, kind: str, options: Mapping, forced: bool = False) -> int:
-    """How many values the editor stores after this widget: a control_after_generate combo, and on a
-    combo a filter text too."""
+def _extra_values(name: str, kind: str, options: Mapping, forced: bool = False) -> int:
+    """How many values the editor stores after this widget: an image upload button's, or a
+    control_after_generate combo's, and on a combo a filter text's too."""
+    upload = 1 if kind == "COMBO" and options.get("image_upload") else 0
     if not (forced and kind in ("INT", "FLOAT", "COMBO")) and not has_seed_control(name, kind, options):
-        return 0
-    return 2 if kind == "COMBO" else 1
+        return upload
+    return upload + (2 if kind == "COMBO" else 1)
 
 
 class _Builder:
@@ -127,7 +128,7 @@ class _Builder:
         for name, widget in self.layout.widgets.items():
             if widget.index in self.primitive_targets and self.nodes[widget.index].get("type") == PRIMITIVE:
                 kind = self._primitive_kind(widget.index)
-                widget.extra_values = _control_values(name, kind, {}, forced=True)
+                widget.extra_values = _extra_values(name, kind, {}, forced=True)
         return self.layout
 
     # -- the inputs and outputs each inner node brings ----------------------------------------------
@@ -221,7 +222,7 @@ class _Builder:
 
     def _add_widget(self, group_name: str, index: int, name: str, kind: str, options: Mapping) -> None:
         self.layout.widgets[group_name] = GroupWidget(index, name, has_widget(kind, options),
-                                                      _control_values(name, kind, options))
+                                                      _extra_values(name, kind, options))
 
     def _note_primitive(self, link: list) -> None:
         origin = int(link[0])
