@@ -293,10 +293,10 @@ def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes
     assert ui_to_api(ui, info)["22"]["inputs"] == {"vae": ["1", 2]}
 
 
-def test_group_node_outputs_and_linked_widgets_follow_the_definition(info):
-    """An inner output linked inside and outside the group (the definition's `external`) stays a group
-    output; `config` hides one and renames an input; a group widget turned into an input and linked
-    (here the steps, from a top-level primitive) gives the inner widget that value."""
+def txt2img_configured():
+    """txt2img_grouped() where an inner output linked inside and outside the group (the definition's
+    `external`) stays a group output, `config` hides one and renames an input, and a group widget
+    turned into an input (the steps) is linked to a top-level primitive."""
     ui = txt2img_grouped()
     definition = ui["extra"]["groupNodes"]["txt2img"]
     definition["external"] = [[3, 0, "LATENT"], [4, 0, "IMAGE"], [2, 0, "LATENT"]]
@@ -310,11 +310,22 @@ def test_group_node_outputs_and_linked_widgets_follow_the_definition(info):
     ui["nodes"][2]["inputs"][0]["link"] = 8
     ui["links"] = [link for link in ui["links"] if link[0] != 5]
     ui["links"] += [[6, 12, 0, 10, 4, "INT"], [7, 10, 0, 11, 0, "LATENT"], [8, 10, 1, 9, 0, "IMAGE"]]
-    api = ui_to_api(ui, info)
+    return ui
+
+
+def test_group_node_outputs_and_linked_widgets_follow_the_definition(info):
+    api = ui_to_api(txt2img_configured(), info)
     assert api["11"]["inputs"]["samples"] == ["10:3", 0]
     assert api["9"]["inputs"]["images"] == ["10:4", 0]
     assert api["10:4"]["inputs"]["vae"] == ["4", 2]
     assert api["10:3"]["inputs"]["steps"] == 3
+
+
+def test_a_muted_inner_node_is_left_out_with_its_links(info):
+    ui = txt2img_grouped()
+    ui["extra"]["groupNodes"]["txt2img"]["nodes"][1]["mode"] = 2  # the negative prompt
+    api = ui_to_api(ui, info)
+    assert "10:1" not in api and "negative" not in api["10:3"]["inputs"]
 
 
 def saved_inner(kind, inputs=(), outputs=(), widgets=None, index=0, **extra):
@@ -412,7 +423,9 @@ def by_rank(api):
 @pytest.mark.browser
 def test_group_nodes_convert_as_the_bundled_frontend_queues_them(tmp_path, folders, registry):
     """The editor Inkwash serves (ComfyUI's frontend) queues the same nodes, values and links for these
-    group nodes as the conversion; it turns group nodes into subgraphs on load, so its ids differ."""
+    group nodes as the conversion; it turns group nodes into subgraphs on load, so its ids differ. (Not
+    sample_grouped(): that editor's subgraphs drop an inner PrimitiveNode's value, which the group node
+    code put into the widgets it feeds, as the conversion does.)"""
     from inkwash.webui import graph_editor
 
     if graph_editor.frontend_dir() is None or not Path("/usr/bin/chromium").exists():
@@ -457,7 +470,10 @@ def test_group_nodes_convert_as_the_bundled_frontend_queues_them(tmp_path, folde
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/graph/")
             page.wait_for_function("() => window.app?.graph?._nodes?.length > 0", timeout=120_000)
-            for ui in (txt2img_grouped(), txt2img_grouped("/"), custom_grouped(), load_grouped()):
+            muted = txt2img_grouped()
+            muted["extra"]["groupNodes"]["txt2img"]["nodes"][1]["mode"] = 2
+            for ui in (txt2img_grouped(), txt2img_grouped("/"), txt2img_configured(), muted, custom_grouped(),
+                       load_grouped()):
                 page.evaluate("async (graph) => { await app.loadGraphData(graph) }", ui)
                 queued = page.evaluate("async () => (await app.graphToPrompt()).output")
                 assert any(":" in key for key in queued)  # expanded there too
