@@ -1,6 +1,7 @@
 """Editor-format (UI) workflows converted as ComfyUI's frontend converts them when it queues one:
-PrimitiveNode values, reroutes, bypassed (mode 4) and muted (mode 2) nodes, subgraphs, legacy group nodes; then Comfy-Org's
-own templates (the comfyui-workflow-templates package) through the Workflows tab, a PNG and `inkwash run`."""
+PrimitiveNode values, reroutes, bypassed (mode 4) and muted (mode 2) nodes, subgraphs, legacy group nodes;
+then Comfy-Org's own templates (the comfyui-workflow-templates package) through the Workflows tab, a PNG
+and `inkwash run`."""
 from __future__ import annotations
 
 import io
@@ -28,7 +29,8 @@ def info(registry):
 
 def node(node_id, kind, inputs=(), outputs=(), widgets=None, mode=0, **extra):
     """An editor node: inputs as (name, type, link) and outputs as (name, type)."""
-    return {"id": node_id, "type": kind, "mode": mode, "pos": [0, 0], "size": [200, 100], "widgets_values": widgets or [],
+    return {"id": node_id, "type": kind, "mode": mode, "pos": [0, 0], "size": [200, 100],
+            "widgets_values": widgets or [],
             "inputs": [{"name": n, "type": t, "link": link, **({"widget": {"name": n}} if w else {})}
                        for n, t, link, *w in inputs],
             "outputs": [{"name": n, "type": t, "links": []} for n, t in outputs], **extra}

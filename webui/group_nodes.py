@@ -14,8 +14,9 @@ the node types' inputs the frontend builds the group node's inputs in this order
 * after all inner nodes: the widgets that inner nodes had converted to inputs and no inner link feeds.
 
 The group node's `widgets_values` list those widgets' values in that order, each seed followed by its
-control_after_generate value, an image upload combo by its button's; an inner PrimitiveNode that feeds inner widgets becomes one widget ("value",
-or "<title> value"), with a control (and, on a combo, a filter) value after it. The group node's outputs
+control_after_generate value, an image upload combo by its button's; an inner PrimitiveNode that feeds
+inner widgets becomes one widget ("value", or "<title> value"), with a control (and, on a combo, a
+filter) value after it. The group node's outputs
 are the inner outputs no inner link uses, plus those linked outside the group, in inner-node order.
 Per-input and per-output `config` (a name, `visible`) is honoured as the frontend does.
 """
