@@ -1,6 +1,7 @@
 """Editor-format (UI) workflows converted as ComfyUI's frontend converts them when it queues one:
-PrimitiveNode values, reroutes, bypassed (mode 4) and muted (mode 2) nodes, subgraphs; then Comfy-Org's
-own templates (the comfyui-workflow-templates package) through the Workflows tab, a PNG and `inkwash run`."""
+PrimitiveNode values, reroutes, bypassed (mode 4) and muted (mode 2) nodes, subgraphs, legacy group nodes;
+then Comfy-Org's own templates (the comfyui-workflow-templates package) through the Workflows tab, a PNG
+and `inkwash run`."""
 from __future__ import annotations
 
 import io
@@ -28,7 +29,8 @@ def info(registry):
 
 def node(node_id, kind, inputs=(), outputs=(), widgets=None, mode=0, **extra):
     """An editor node: inputs as (name, type, link) and outputs as (name, type)."""
-    return {"id": node_id, "type": kind, "mode": mode, "widgets_values": widgets or [],
+    return {"id": node_id, "type": kind, "mode": mode, "pos": [0, 0], "size": [200, 100],
+            "widgets_values": widgets or [],
             "inputs": [{"name": n, "type": t, "link": link, **({"widget": {"name": n}} if w else {})}
                        for n, t, link, *w in inputs],
             "outputs": [{"name": n, "type": t, "links": []} for n, t in outputs], **extra}
@@ -137,13 +139,381 @@ def test_subgraphs_expand_with_frontend_ids_and_take_their_outer_links_and_widge
     assert api["9"]["inputs"] == {"conditioning_1": ["7:2", 0], "conditioning_2": ["8:2", 0]}
 
 
-def test_a_legacy_group_node_is_refused_saying_what_to_do(info):
+# -- legacy group nodes ("Convert to Group Node"), as the frontend saves and queues them ------------------
+
+def txt2img_twin():
+    """The txt2img chain with every node at the top level: the ungrouped twin of txt2img_grouped()."""
+    return graph([
+        node(4, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(6, "CLIPTextEncode", [("clip", "CLIP", 1)], [("CONDITIONING", "CONDITIONING")], ["a red circle"]),
+        node(7, "CLIPTextEncode", [("clip", "CLIP", 2)], [("CONDITIONING", "CONDITIONING")], ["blurry"]),
+        node(5, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[64, 64, 1]),
+        node(3, "KSampler", [("model", "MODEL", 3), ("positive", "CONDITIONING", 4),
+                             ("negative", "CONDITIONING", 5), ("latent_image", "LATENT", 6)], [("LATENT", "LATENT")],
+             [42, "fixed", 2, 5.0, "euler", "normal", 1.0, "comfyui"]),
+        node(8, "VAEDecode", [("samples", "LATENT", 7), ("vae", "VAE", 8)], [("IMAGE", "IMAGE")]),
+        node(9, "SaveImage", [("images", "IMAGE", 9)], widgets=["twin"]),
+    ], [(1, 4, 1, 6, 0, "CLIP"), (2, 4, 1, 7, 0, "CLIP"), (3, 4, 0, 3, 0, "MODEL"), (4, 6, 0, 3, 1, "CONDITIONING"),
+        (5, 7, 0, 3, 2, "CONDITIONING"), (6, 5, 0, 3, 3, "LATENT"), (7, 3, 0, 8, 0, "LATENT"), (8, 4, 2, 8, 1, "VAE"),
+        (9, 8, 0, 9, 0, "IMAGE")])
+
+
+def txt2img_grouped(separator=">"):
+    """The same chain after "Convert to Group Node" on everything but the loader and SaveImage: node 10,
+    group node "txt2img", as the frontend saves it. Inner nodes keep the values they had when grouped
+    (stale here); the group node's widgets_values are the current ones."""
+    inner = [
+        node(6, "CLIPTextEncode", [("clip", "CLIP", 1)], [("CONDITIONING", "CONDITIONING")], ["stale"]),
+        node(7, "CLIPTextEncode", [("clip", "CLIP", 2)], [("CONDITIONING", "CONDITIONING")], ["stale"]),
+        node(5, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[512, 512, 4]),
+        node(3, "KSampler", [("model", "MODEL", 3), ("positive", "CONDITIONING", 4),
+                             ("negative", "CONDITIONING", 5), ("latent_image", "LATENT", 6)], [("LATENT", "LATENT")],
+             [0, "randomize", 20, 8.0, "dpmpp_2m", "karras", 0.5, "a1111"]),
+        node(8, "VAEDecode", [("samples", "LATENT", 7), ("vae", "VAE", 8)], [("IMAGE", "IMAGE")]),
+    ]
+    definition = {
+        "nodes": inner,
+        # [origin index, origin slot, target index, target slot, origin's old id, type]; null: from outside
+        "links": [[None, 1, 0, 0, 4, "CLIP"], [None, 1, 1, 0, 4, "CLIP"], [None, 0, 3, 0, 4, "MODEL"],
+                  [0, 0, 3, 1, 6, "CONDITIONING"], [1, 0, 3, 2, 7, "CONDITIONING"], [2, 0, 3, 3, 5, "LATENT"],
+                  [3, 0, 4, 0, 3, "LATENT"], [None, 2, 4, 1, 4, "VAE"]],
+        "external": [[4, 0, "IMAGE"]],
+    }
+    # The group node's widgets: each inner node's in order, a second "text" renamed after its node type,
+    # the seed followed by its control_after_generate value.
+    widgets = ["a red circle", "blurry", 64, 64, 1, 42, "fixed", 2, 5.0, "euler", "normal", 1.0, "comfyui"]
+    return graph([
+        node(4, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(10, f"workflow{separator}txt2img", [("clip", "CLIP", 1), ("CLIPTextEncode clip", "CLIP", 2),
+                                                  ("model", "MODEL", 3), ("vae", "VAE", 4)],
+             [("IMAGE", "IMAGE")], widgets),
+        node(9, "SaveImage", [("images", "IMAGE", 5)], widgets=["twin"]),
+    ], [(1, 4, 1, 10, 0, "CLIP"), (2, 4, 1, 10, 1, "CLIP"), (3, 4, 0, 10, 2, "MODEL"), (4, 4, 2, 10, 3, "VAE"),
+        (5, 10, 0, 9, 0, "IMAGE")],
+        extra={"groupNodes": {"txt2img": definition}},
+        groups=[{"title": "just a box", "bounding": [0, 0, 900, 600], "color": "#3f789e"}])
+
+
+def renamed(api, ids):
+    """An API workflow with node ids replaced (in keys and links) as `ids` says."""
+    def rename(value):
+        return [ids.get(value[0], value[0]), value[1]] if is_link(value) else value
+    return {ids.get(key, key): {**entry, "inputs": {k: rename(v) for k, v in entry["inputs"].items()}}
+            for key, entry in api.items()}
+
+
+TWIN_IDS = {"6": "10:0", "7": "10:1", "5": "10:2", "3": "10:3", "8": "10:4"}
+
+
+@pytest.mark.parametrize("separator", [">", "/"])
+def test_a_group_node_converts_to_the_graph_of_its_ungrouped_twin_with_frontend_ids(info, separator):
+    api = ui_to_api(txt2img_grouped(separator), info)
+    assert api == renamed(ui_to_api(txt2img_twin(), info), TWIN_IDS)
+    assert api["10:3"] == {"class_type": "KSampler", "inputs": {
+        "seed": 42, "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+        "noise_rule": "comfyui", "model": ["4", 0], "positive": ["10:0", 0], "negative": ["10:1", 0],
+        "latent_image": ["10:2", 0]}}
+    assert api["9"]["inputs"]["images"] == ["10:4", 0]
+
+
+def test_a_group_node_runs_to_the_same_image_as_its_ungrouped_twin(registry, checkpoint, folders, one_thread):
+    images = []
+    for ui in (txt2img_twin(), txt2img_grouped()):
+        result = Executor(registry).execute(ui_to_api(ui, object_info(registry)))
+        assert result.status == "success", result.error
+        ref = result.outputs["9"]["images"][0]
+        images.append(Image.open(folders.output_dir / ref["subfolder"] / ref["filename"]).convert("RGB"))
+    assert images[0].size == (64, 64)
+    assert images[0].tobytes() == images[1].tobytes()
+
+
+def sample_grouped():
+    """Group node 20 "sample": a titled PrimitiveNode feeds the KSampler's seed (a widget converted to
+    an input); the latent goes through a bypassed LatentUpscaleBy and a reroute; the KSampler's cfg,
+    converted but fed from nothing inside, becomes a group input, linked to a top-level primitive."""
+    seed_primitive = node(11, "PrimitiveNode", title="Seed", widgets=[5, "fixed"])
+    seed_primitive["outputs"] = [{"name": "INT", "type": "INT", "widget": {"name": "seed"}, "links": [14]}]
+    inner = [
+        seed_primitive,
+        node(12, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[512, 512, 1]),
+        node(13, "LatentUpscaleBy", [("samples", "LATENT", 11)], [("LATENT", "LATENT")], ["nearest-exact", 1.5],
+             mode=4),
+        node(14, "Reroute", [("", "*", 12)], [("", "LATENT")]),
+        node(15, "KSampler", [("model", "MODEL", 1), ("positive", "CONDITIONING", 2),
+                              ("negative", "CONDITIONING", 3), ("latent_image", "LATENT", 13),
+                              ("seed", "INT", 14, True), ("cfg", "FLOAT", None, True)], [("LATENT", "LATENT")],
+             [0, "fixed", 20, 8.0, "euler", "normal", 1.0, "comfyui"]),
+    ]
+    definition = {"nodes": inner, "external": [[4, 0, "LATENT"]], "links": [
+        [1, 0, 2, 0, 12, "LATENT"], [2, 0, 3, 0, 13, "LATENT"], [3, 0, 4, 3, 14, "LATENT"], [0, 0, 4, 4, 11, "INT"],
+        [None, 0, 4, 0, 1, "MODEL"], [None, 0, 4, 1, 2, "CONDITIONING"], [None, 0, 4, 2, 3, "CONDITIONING"]]}
+    # widgets: the primitive's (named after its title, with its control), EmptyLatentImage's,
+    # LatentUpscaleBy's, the KSampler's own, then the converted cfg last
+    widgets = [77, "randomize", 64, 64, 1, "bilinear", 3.0, 2, "dpmpp_2m", "karras", 1.0, "comfyui", 6.5]
+    return graph([
+        node(1, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(2, "CLIPTextEncode", [("clip", "CLIP", 1)], [("CONDITIONING", "CONDITIONING")], ["a cat"]),
+        node(20, "workflow>sample", [("model", "MODEL", 2), ("positive", "CONDITIONING", 3),
+                                     ("negative", "CONDITIONING", 4), ("cfg", "FLOAT", 5, True)],
+             [("LATENT", "LATENT")], widgets),
+        node(21, "PrimitiveNode", outputs=[("FLOAT", "FLOAT")], widgets=[6.0]),
+        node(22, "VAEDecode", [("samples", "LATENT", 6), ("vae", "VAE", 7)], [("IMAGE", "IMAGE")]),
+    ], [(1, 1, 1, 2, 0, "CLIP"), (2, 1, 0, 20, 0, "MODEL"), (3, 2, 0, 20, 1, "CONDITIONING"),
+        (4, 2, 0, 20, 2, "CONDITIONING"), (5, 21, 0, 20, 3, "FLOAT"), (6, 20, 0, 22, 0, "LATENT"),
+        (7, 1, 2, 22, 1, "VAE")], extra={"groupNodes": {"sample": definition}})
+
+
+def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes_resolve(info):
+    ui = sample_grouped()
+    definition = ui["extra"]["groupNodes"]["sample"]
+    api = ui_to_api(ui, info)
+    assert set(api) == {"1", "2", "20:1", "20:4", "22"}  # no primitive, reroute or bypassed node
+    assert api["20:1"]["inputs"] == {"width": 64, "height": 64, "batch_size": 1}
+    assert api["20:4"]["inputs"] == {
+        "seed": 77, "steps": 2, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0,
+        "noise_rule": "comfyui", "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
+        "latent_image": ["20:1", 0]}
+    assert api["22"]["inputs"] == {"samples": ["20:4", 0], "vae": ["1", 2]}
+
+    # the LatentUpscaleBy switched back on: its widgets take the group node's values
+    definition["nodes"][2]["mode"] = 0
+    api = ui_to_api(ui, info)
+    assert api["20:2"]["inputs"] == {"upscale_method": "bilinear", "scale_by": 3.0, "samples": ["20:1", 0]}
+    assert api["20:4"]["inputs"]["latent_image"] == ["20:2", 0]
+
+    # the primitive's group widget turned into an input and linked: the linked value wins
+    ui["nodes"][2]["inputs"].append({"name": "Seed value", "type": "INT", "widget": {"name": "Seed value"}, "link": 8})
+    ui["nodes"].append(node(23, "PrimitiveNode", outputs=[("INT", "INT")], widgets=[99, "fixed"]))
+    ui["links"].append([8, 23, 0, 20, 4, "INT"])
+    assert ui_to_api(ui, info)["20:4"]["inputs"]["seed"] == 99
+
+    # a muted group node leaves its consumer without the input
+    ui["nodes"][2]["mode"] = 2
+    assert ui_to_api(ui, info)["22"]["inputs"] == {"vae": ["1", 2]}
+
+
+def txt2img_configured():
+    """txt2img_grouped() where an inner output linked inside and outside the group (the definition's
+    `external`) stays a group output, `config` hides one and renames an input, and a group widget
+    turned into an input (the steps) is linked to a top-level primitive."""
+    ui = txt2img_grouped()
+    definition = ui["extra"]["groupNodes"]["txt2img"]
+    definition["external"] = [[3, 0, "LATENT"], [4, 0, "IMAGE"], [2, 0, "LATENT"]]
+    definition["config"] = {"2": {"output": {"0": {"visible": False}}}, "4": {"input": {"vae": {"name": "decoder"}}}}
+    group = ui["nodes"][1]
+    group["inputs"][3]["name"] = "decoder"
+    group["inputs"].append({"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 6})
+    # outputs: KSampler's LATENT (used inside and out), then VAEDecode's IMAGE; EmptyLatentImage's is hidden
+    ui["nodes"].append(node(11, "SaveLatent", [("samples", "LATENT", 7)], widgets=["latents/x"]))
+    ui["nodes"].append(node(12, "PrimitiveNode", outputs=[("INT", "INT")], widgets=[3, "fixed"]))
+    ui["nodes"][2]["inputs"][0]["link"] = 8
+    ui["links"] = [link for link in ui["links"] if link[0] != 5]
+    ui["links"] += [[6, 12, 0, 10, 4, "INT"], [7, 10, 0, 11, 0, "LATENT"], [8, 10, 1, 9, 0, "IMAGE"]]
+    return ui
+
+
+def test_group_node_outputs_and_linked_widgets_follow_the_definition(info):
+    api = ui_to_api(txt2img_configured(), info)
+    assert api["11"]["inputs"]["samples"] == ["10:3", 0]
+    assert api["9"]["inputs"]["images"] == ["10:4", 0]
+    assert api["10:4"]["inputs"]["vae"] == ["4", 2]
+    assert api["10:3"]["inputs"]["steps"] == 3
+
+
+def test_a_muted_inner_node_is_left_out_with_its_links(info):
+    ui = txt2img_grouped()
+    ui["extra"]["groupNodes"]["txt2img"]["nodes"][1]["mode"] = 2  # the negative prompt
+    api = ui_to_api(ui, info)
+    assert "10:1" not in api and "negative" not in api["10:3"]["inputs"]
+
+
+def saved_inner(kind, inputs=(), outputs=(), widgets=None, index=0, **extra):
+    """An inner node as the frontend stores it in extra.groupNodes: id -1, its index, localized names."""
+    entry = node(-1, kind, inputs, outputs, widgets, index=index, **extra)
+    for slot in entry["inputs"] + entry["outputs"]:
+        slot["localized_name"] = slot["name"]
+    if widgets is None:
+        del entry["widgets_values"]
+    return entry
+
+
+def custom_grouped():
+    """A group node over the custom-sampling chain, shaped like one saved by the frontend: inner
+    inputs the group feeds are named after the inner node when the name is taken ("BasicGuider
+    model"), both SamplerCustomAdvanced outputs are group outputs."""
+    inner = [
+        saved_inner("KSamplerSelect", outputs=[("SAMPLER", "SAMPLER")], widgets=["heun"], index=0),
+        saved_inner("RandomNoise", outputs=[("NOISE", "NOISE")], widgets=[1, "randomize"], index=1),
+        saved_inner("BasicScheduler", [("model", "MODEL", None)], [("SIGMAS", "SIGMAS")], ["karras", 20, 0.5],
+                    index=2),
+        saved_inner("CLIPTextEncode", [("clip", "CLIP", None)], [("CONDITIONING", "CONDITIONING")], ["old"],
+                    index=3, title="CLIP Text Encode (Positive Prompt)"),
+        saved_inner("BasicGuider", [("model", "MODEL", None), ("conditioning", "CONDITIONING", None)],
+                    [("GUIDER", "GUIDER")], index=4),
+        saved_inner("SamplerCustomAdvanced", [("noise", "NOISE", None), ("guider", "GUIDER", None),
+                                              ("sampler", "SAMPLER", None), ("sigmas", "SIGMAS", None),
+                                              ("latent_image", "LATENT", None)],
+                    [("output", "LATENT"), ("denoised_output", "LATENT")], index=5),
+    ]
+    definition = {"nodes": inner, "external": [[5, 0, "LATENT"]], "links": [
+        [None, 0, 2, 0, 1, "MODEL"], [None, 1, 3, 0, 1, "CLIP"], [None, 0, 4, 0, 1, "MODEL"],
+        [3, 0, 4, 1, 6, "CONDITIONING"], [1, 0, 5, 0, 25, "NOISE"], [4, 0, 5, 1, 22, "GUIDER"],
+        [0, 0, 5, 2, 16, "SAMPLER"], [2, 0, 5, 3, 17, "SIGMAS"], [None, 0, 5, 4, 2, "LATENT"]]}
+    return graph([
+        node(1, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+             widgets=[CKPT]),
+        node(2, "EmptyLatentImage", outputs=[("LATENT", "LATENT")], widgets=[64, 64, 1]),
+        node(30, "workflow>custom", [("model", "MODEL", 1), ("clip", "CLIP", 2), ("BasicGuider model", "MODEL", 3),
+                                     ("latent_image", "LATENT", 4)],
+             [("output", "LATENT"), ("denoised_output", "LATENT")],
+             ["euler", 123, "fixed", "normal", 2, 1.0, "a lighthouse"]),
+        node(31, "VAEDecode", [("samples", "LATENT", 5), ("vae", "VAE", 6)], [("IMAGE", "IMAGE")]),
+    ], [(1, 1, 0, 30, 0, "MODEL"), (2, 1, 1, 30, 1, "CLIP"), (3, 1, 0, 30, 2, "MODEL"), (4, 2, 0, 30, 3, "LATENT"),
+        (5, 30, 1, 31, 0, "LATENT"), (6, 1, 2, 31, 1, "VAE")], extra={"groupNodes": {"custom": definition}})
+
+
+def test_a_custom_sampling_group_node_as_the_frontend_saves_it(info):
+    api = ui_to_api(custom_grouped(), info)
+    title = {"_meta": {"title": "CLIP Text Encode (Positive Prompt)"}}
+    assert {key: value for key, value in api.items() if key.startswith("30:")} == {
+        "30:0": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "30:1": {"class_type": "RandomNoise", "inputs": {"noise_seed": 123}},
+        "30:2": {"class_type": "BasicScheduler", "inputs": {"scheduler": "normal", "steps": 2, "denoise": 1.0,
+                                                            "model": ["1", 0]}},
+        "30:3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["1", 1]}, **title},
+        "30:4": {"class_type": "BasicGuider", "inputs": {"model": ["1", 0], "conditioning": ["30:3", 0]}},
+        "30:5": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["30:1", 0], "guider": ["30:4", 0], "sampler": ["30:0", 0], "sigmas": ["30:2", 0],
+            "latent_image": ["2", 0]}},
+    }
+    assert api["31"]["inputs"]["samples"] == ["30:5", 1]  # the group's second output
+
+
+def load_grouped():
+    """Group node 5 over LoadImage and ImageScaleBy: the image combo's upload button keeps a value of its
+    own in the group node's widgets_values; LoadImage's unused MASK is the group's first output."""
+    inner = [node(1, "LoadImage", outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")], widgets=["old.png", "image"]),
+             node(2, "ImageScaleBy", [("image", "IMAGE", 1)], [("IMAGE", "IMAGE")], ["nearest-exact", 1.0])]
+    definition = {"nodes": inner, "links": [[0, 0, 1, 0, 1, "IMAGE"]], "external": []}
+    return graph([node(5, "workflow>load", outputs=[("MASK", "MASK"), ("IMAGE", "IMAGE")],
+                       widgets=["example.png", "image", "bilinear", 0.5]),
+                  node(6, "SaveImage", [("images", "IMAGE", 1)], widgets=["x"])],
+                 [(1, 5, 1, 6, 0, "IMAGE")], extra={"groupNodes": {"load": definition}})
+
+
+def test_an_image_upload_widget_in_a_group_keeps_its_place(info):
+    api = ui_to_api(load_grouped(), info)
+    assert api["5:0"]["inputs"] == {"image": "example.png"}
+    assert api["5:1"]["inputs"] == {"upscale_method": "bilinear", "scale_by": 0.5, "image": ["5:0", 0]}
+    assert api["6"]["inputs"]["images"] == ["5:1", 0]
+
+
+def by_rank(api):
+    """An API workflow with each expanded node's id made "group<i>:<rank>" (i: which group node, rank:
+    the inner node's place), to compare conversions that number the nodes they expand differently."""
+    groups = sorted({key.split(":")[0] for key in api if ":" in key}, key=int)
+    ids = {}
+    for number, group in enumerate(groups):
+        inner = sorted((key for key in api if key.startswith(group + ":")), key=lambda key: int(key.split(":")[1]))
+        ids.update({key: f"group{number}:{rank}" for rank, key in enumerate(inner)})
+    return {key: (entry["class_type"], entry["inputs"]) for key, entry in renamed(api, ids).items()}
+
+
+@pytest.mark.browser
+def test_group_nodes_convert_as_the_bundled_frontend_queues_them(tmp_path, folders, registry):
+    """The editor Inkwash serves (ComfyUI's frontend) queues the same nodes, values and links for these
+    group nodes as the conversion; it turns group nodes into subgraphs on load, so its ids differ. (Not
+    sample_grouped(): that editor's subgraphs drop an inner PrimitiveNode's value, which the group node
+    code put into the widgets it feeds, as the conversion does.)"""
+    from inkwash.webui import graph_editor
+
+    if graph_editor.frontend_dir() is None or not Path("/usr/bin/chromium").exists():
+        pytest.skip("no bundled frontend or no /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    uvicorn = pytest.importorskip("uvicorn")
+    import socket
+    import threading
+    import time
+
+    from fastapi import FastAPI
+
+    from inkwash.webui import comfy_api
+    from inkwash.webui.context import ServerContext
+    from inkwash.webui.events import EventHub
+    from inkwash.webui.jobs import JobQueue
+
+    (folders.models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folders.models_dir / "checkpoints" / CKPT).touch()
+    hub = EventHub()
+    ctx = ServerContext(queue=JobQueue(tmp_path / "jobs.sqlite", registry, hub), hub=hub, folders=folders,
+                        registry=registry, data_dir=tmp_path / "data")
+    app = FastAPI()
+    for prefix in ("", "/api"):
+        app.include_router(comfy_api.router(ctx), prefix=prefix)
+        app.include_router(graph_editor.router(ctx), prefix=prefix)
+    graph_editor.mount_editor(app, ctx)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    info = object_info(registry)
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.1)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/graph/")
+            page.wait_for_function("() => window.app?.graph?._nodes?.length > 0", timeout=120_000)
+            muted = txt2img_grouped()
+            muted["extra"]["groupNodes"]["txt2img"]["nodes"][1]["mode"] = 2
+            for ui in (txt2img_grouped(), txt2img_grouped("/"), txt2img_configured(), muted, custom_grouped(),
+                       load_grouped()):
+                page.evaluate("async (graph) => { await app.loadGraphData(graph) }", ui)
+                queued = page.evaluate("async () => (await app.graphToPrompt()).output")
+                assert any(":" in key for key in queued)  # expanded there too
+                for entry in queued.values():  # the upload button's value, which no node reads
+                    if entry["class_type"] == "LoadImage":
+                        assert entry["inputs"].pop("upload") == "image"
+                assert by_rank(queued) == by_rank(ui_to_api(ui, info))
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_group_node_without_a_definition_is_refused_naming_the_node(info):
     from inkwash.webui.ui_workflow import UIWorkflowError
 
     ui = graph([node(5, "workflow>encode both", outputs=[("CONDITIONING", "CONDITIONING")])], [],
-               extra={"groupNodes": {"encode both": {"nodes": [], "links": [], "external": []}}})
-    with pytest.raises(UIWorkflowError, match=r"node 5 is a group node .*graph editor"):
+               extra={"groupNodes": {"encode": {"nodes": [], "links": [], "external": []}}})
+    with pytest.raises(UIWorkflowError, match=r"node 5 is a group node \('workflow>encode both'\).*"
+                                              r"no group node 'encode both'"):
         ui_to_api(ui, info)
+
+
+def test_a_group_node_that_contains_itself_is_refused(info):
+    from inkwash.webui.ui_workflow import UIWorkflowError
+
+    loop = {"nodes": [node(-1, "workflow>loop", outputs=[("LATENT", "LATENT")])], "links": [], "external": []}
+    ui = graph([node(5, "workflow>loop", outputs=[("LATENT", "LATENT")])], [], extra={"groupNodes": {"loop": loop}})
+    with pytest.raises(UIWorkflowError, match="nest more than 32 deep"):
+        ui_to_api(ui, info)
+
+
+def test_visual_groups_are_only_boxes(info):
+    twin = txt2img_twin()
+    boxed = {**twin, "groups": [{"title": "Prompts", "bounding": [0, 0, 400, 300], "color": "#3f789e",
+                                 "font_size": 24, "flags": {}}]}
+    assert ui_to_api(boxed, info) == ui_to_api(twin, info)
+    assert set(ui_to_api(boxed, info)) == {"3", "4", "5", "6", "7", "8", "9"}
 
 
 # -- Comfy-Org's templates -------------------------------------------------------------------------------

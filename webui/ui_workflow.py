@@ -17,8 +17,12 @@ as a PNG or taken from Comfy-Org's templates runs as it would there.
   node's id is "outer:inner" (nested: "a:b:c"), subgraph inputs take what the outer node's inputs are
   linked to (or its widget value), outer outputs come from the inner node linked to the subgraph's
   output. A muted or bypassed subgraph node mutes or bypasses everything inside.
-* Legacy group nodes (type "workflow>NAME") are refused with what to do: the graph editor converts
-  them to subgraphs when it opens the workflow.
+* Legacy group nodes (type "workflow>NAME" or "workflow/NAME", defined in `extra.groupNodes`) are
+  expanded as the frontend expands them: inner node i of group node 12 has the id "12:i"; the group
+  node's widget values go to the inner widgets they stand for (group_nodes.py works out which), its
+  inputs to the inner inputs they stand for, its outputs come from the inner outputs they stand for;
+  inner links, reroutes, primitives, bypassed and muted inner nodes resolve as at the top level.
+* Visual groups (the `groups` boxes) only draw; they are ignored.
 * Nodes of a type /object_info does not describe are kept with their links (their widget values
   cannot be named), so validation names the missing node type instead of the workflow silently
   running without it.
@@ -31,12 +35,12 @@ from typing import Any
 
 from ..nodes.graph import is_link
 from .graph_layout import declared_inputs, has_seed_control, has_widget
+from .group_nodes import GroupLayout, group_layout, group_node_name
 
 MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20  # the ids of a subgraph's input and output nodes
 REROUTE, PRIMITIVE = "Reroute", "PrimitiveNode"
 VIRTUAL_TYPES = frozenset({REROUTE, PRIMITIVE, "Note", "MarkdownNote"})
-GROUP_NODE_PREFIXES = ("workflow>", "workflow/")  # legacy group nodes, defined in extra.groupNodes
 
 
 class UIWorkflowError(ValueError):
@@ -80,15 +84,25 @@ def _links(raw: Any) -> dict[Any, _Link]:
 
 @dataclass
 class _Scope:
-    """One graph level: the top-level graph, or one subgraph node's instance of its definition."""
+    """One graph level: the top-level graph, or one subgraph or group node's instance of its definition."""
 
     nodes: dict[Any, dict]
     links: dict[Any, _Link]
-    prefix: str = ""  # "outer:" for the nodes inside subgraph node `outer`
-    definition: Mapping | None = None  # the subgraph's definition (None at the top level)
+    object_info: Mapping[str, Mapping]
+    prefix: str = ""  # "outer:" for the nodes inside subgraph or group node `outer`
+    definition: Mapping | None = None  # the subgraph's or group node's definition (None at the top level)
     parent: _Scope | None = None
-    outer: dict | None = None  # the subgraph node, in the parent scope
+    outer: dict | None = None  # the subgraph or group node, in the parent scope
     subgraphs: dict[str, Mapping] = field(default_factory=dict)
+    group_nodes: Mapping[str, Any] = field(default_factory=dict)  # extra.groupNodes, by name
+    layout: GroupLayout | None = None  # in a group node's scope: how the group node maps onto it
+    inner: dict[Any, _Scope] = field(default_factory=dict)  # the scopes of this level's nodes, made once
+    layouts: dict[str, GroupLayout] = field(default_factory=dict)  # shared by every level
+
+    def expands(self, node: Mapping) -> bool:
+        """Whether the node stands for a graph of its own: a subgraph or a group node."""
+        kind = node.get("type")
+        return str(kind) in self.subgraphs or group_node_name(kind) is not None
 
 
 # What an input resolves to: ("link", api_node_id, output_slot), ("value", v), or None (left out).
@@ -101,7 +115,9 @@ def ui_to_api(graph: Mapping, object_info: Mapping[str, Mapping]) -> dict:
         raise UIWorkflowError("not an editor workflow: it has no 'nodes' list")
     subgraphs = {str(s["id"]): s for s in (graph.get("definitions") or {}).get("subgraphs") or []
                  if isinstance(s, Mapping) and "id" in s}
-    top = _Scope(_nodes(graph.get("nodes")), _links(graph.get("links")), subgraphs=subgraphs)
+    group_nodes = (graph.get("extra") or {}).get("groupNodes") or {}
+    top = _Scope(_nodes(graph.get("nodes")), _links(graph.get("links")), object_info, subgraphs=subgraphs,
+                 group_nodes=group_nodes if isinstance(group_nodes, Mapping) else {})
     workflow: dict[str, dict] = {}
     _emit(top, object_info, workflow, depth=0)
     # The frontend's last pass: an input linked to a node that is not in the prompt (muted, say) goes.
@@ -118,26 +134,123 @@ def _nodes(raw: Any) -> dict[Any, dict]:
 
 def _emit(scope: _Scope, object_info: Mapping, workflow: dict, depth: int) -> None:
     if depth > 32:
-        raise UIWorkflowError("subgraphs nest more than 32 deep (a subgraph that contains itself?)")
+        raise UIWorkflowError("subgraphs or group nodes nest more than 32 deep (one that contains itself?)")
     for node in scope.nodes.values():
         kind = node.get("type")
         if node.get("mode", 0) in (MUTED, BYPASSED) or kind in VIRTUAL_TYPES:
             continue
-        if str(kind) in scope.subgraphs:
+        if scope.expands(node):
             _emit(_inner_scope(scope, node), object_info, workflow, depth + 1)
             continue
-        if isinstance(kind, str) and kind.startswith(GROUP_NODE_PREFIXES):
-            raise UIWorkflowError(
-                f"node {node['id']} is a group node ({kind!r}), ComfyUI's older form of subgraphs: open the "
-                "workflow in the graph editor (/graph/), which turns group nodes into subgraphs, and save it")
         workflow[scope.prefix + str(node["id"])] = _api_node(scope, node, object_info.get(kind))
 
 
 def _inner_scope(scope: _Scope, node: dict) -> _Scope:
-    definition = scope.subgraphs[str(node["type"])]
-    return _Scope(_nodes(definition.get("nodes")), _links(definition.get("links")),
-                  prefix=f"{scope.prefix}{node['id']}:", definition=definition, parent=scope, outer=node,
-                  subgraphs=scope.subgraphs)
+    """The graph a subgraph or group node stands for, as its instance in `scope`."""
+    if node["id"] in scope.inner:
+        return scope.inner[node["id"]]
+    common = dict(prefix=f"{scope.prefix}{node['id']}:", parent=scope, outer=node, subgraphs=scope.subgraphs,
+                  group_nodes=scope.group_nodes, layouts=scope.layouts)
+    if str(node["type"]) in scope.subgraphs:
+        definition = scope.subgraphs[str(node["type"])]
+        inner = _Scope(_nodes(definition.get("nodes")), _links(definition.get("links")), scope.object_info,
+                       definition=definition, **common)
+    else:
+        inner = _group_scope(scope, node, common)
+    scope.inner[node["id"]] = inner
+    return inner
+
+
+def _group_definition(scope: _Scope, node: dict) -> tuple[Mapping, GroupLayout]:
+    name = group_node_name(node.get("type"))
+    definition = scope.group_nodes.get(name)
+    if name in scope.group_nodes and not isinstance(definition, Mapping):
+        raise UIWorkflowError(f"node {node['id']}: the definition of group node {name!r} in extra.groupNodes "
+                              "is not an object")
+    if not isinstance(definition, Mapping):
+        raise UIWorkflowError(
+            f"node {node['id']} is a group node ({node.get('type')!r}) but the workflow defines no group node "
+            f"{name!r} (extra.groupNodes has {sorted(scope.group_nodes) or 'none'})")
+    if not isinstance(definition.get("nodes"), list) or not isinstance(definition.get("links", []), list):
+        raise UIWorkflowError(f"node {node['id']}: the definition of group node {name!r} in extra.groupNodes "
+                              "has no 'nodes' list or its 'links' is not a list")
+    if name not in scope.layouts:
+        try:
+            scope.layouts[name] = group_layout(definition, scope.object_info)
+        except (TypeError, ValueError, LookupError, AttributeError) as exc:
+            raise UIWorkflowError(f"node {node['id']}: the definition of group node {name!r} in extra.groupNodes "
+                                  f"cannot be read ({exc})") from exc
+    return definition, scope.layouts[name]
+
+
+def _group_scope(scope: _Scope, node: dict, common: dict) -> _Scope:
+    """A group node's inner nodes, ids their index in the definition, with the group node's widget
+    values in their widgets and links: inner ones, and from the group node's inputs (as subgraph inputs)."""
+    definition, layout = _group_definition(scope, node)
+    outer_slots = {slot.get("name"): index for index, slot in enumerate(node.get("inputs") or [])
+                   if isinstance(slot, Mapping)}
+    links: dict[Any, _Link] = {}
+    nodes: dict[Any, dict] = {}
+    for index, raw in enumerate(definition["nodes"]):
+        if not isinstance(raw, Mapping):
+            continue
+        inner = {**raw, "id": index}
+        inputs = [dict(slot) for slot in inner.get("inputs") or [] if isinstance(slot, Mapping)]
+        for slot, entry in enumerate(inputs):
+            entry["link"] = None  # the ids saved in the definition are the old graph's
+            if (index, slot) in layout.inputs:
+                outer = outer_slots.get(layout.inputs[(index, slot)])
+                if outer is not None:
+                    entry["link"] = ("outer", index, slot)
+                    links[entry["link"]] = _Link(SUBGRAPH_INPUT, outer, index, slot, entry.get("type"))
+            elif (index, slot) in layout.links:
+                entry["link"] = ("inner", index, slot)
+                links[entry["link"]] = _Link(*layout.links[(index, slot)], index, slot, entry.get("type"))
+        inner["inputs"] = inputs
+        nodes[index] = inner
+    _set_group_widgets(nodes, links, layout, node, outer_slots, scope.object_info)
+    return _Scope(nodes, links, scope.object_info, definition=definition, layout=layout, **common)
+
+
+def _set_group_widgets(nodes: dict[Any, dict], links: dict[Any, _Link], layout: GroupLayout, node: dict,
+                       outer_slots: dict[Any, int], object_info: Mapping) -> None:
+    """The group node's widget values into the inner widgets they stand for; a group widget the user
+    turned into an input and linked passes that link on (a primitive's value, as the frontend does, or
+    a node's output)."""
+    given: dict[int, dict[str, Any]] = {}
+    for name, value in layout.widget_values(node.get("widgets_values")).items():
+        widget = layout.widgets[name]
+        given.setdefault(widget.index, {})[widget.input] = value
+    taken = set(layout.inputs.values())
+    outer_inputs = node.get("inputs") or []
+    for name, widget in layout.widgets.items():
+        outer = outer_slots.get(name)
+        if name in taken or outer is None or outer_inputs[outer].get("link") is None:
+            continue
+        inner = nodes.get(widget.index)
+        if inner is None:
+            continue
+        if inner.get("type") in (PRIMITIVE, REROUTE):  # passes on what the link brings, as a reroute
+            if inner.get("type") == PRIMITIVE or not inner["inputs"]:
+                inner["type"], inner["inputs"] = REROUTE, [{"name": "", "type": "*"}]
+            entry = inner["inputs"][0]
+        else:
+            entry = next((s for s in inner["inputs"] if s.get("name") == widget.input), None)
+            if entry is None:
+                entry = {"name": widget.input, "type": "*", "widget": {"name": widget.input}}
+                inner["inputs"].append(entry)
+        entry["link"] = ("outer widget", name)
+        links[entry["link"]] = _Link(SUBGRAPH_INPUT, outer, widget.index, 0, entry.get("type"))
+    for index, values in given.items():
+        inner = nodes.get(index)
+        if inner is None or inner.get("type") == REROUTE:
+            continue
+        if inner.get("type") == PRIMITIVE:
+            own = list(inner.get("widgets_values") or [None])
+            own[0] = values.get("value", own[0])
+            inner["widgets_values"] = own
+        elif object_info.get(inner.get("type")) is not None:
+            inner["widgets_values"] = {**_widget_values(inner, object_info.get(inner.get("type"))), **values}
 
 
 def _widget_values(node: dict, info: Mapping | None) -> dict[str, Any]:
@@ -213,6 +326,12 @@ def _resolve_output(scope: _Scope, node: dict, slot: int, wanted_type: Any, dept
             if link.target_id == SUBGRAPH_OUTPUT and link.target_slot == slot:
                 return _resolve_link(inner, link_id, wanted_type, depth + 1)
         return None
+    if group_node_name(kind) is not None:
+        inner = _inner_scope(scope, node)
+        if not 0 <= slot < len(inner.layout.outputs):
+            return None
+        index, inner_slot = inner.layout.outputs[slot]
+        return _resolve_output(inner, inner.nodes[index], inner_slot, wanted_type, depth + 1)
     return ("link", scope.prefix + str(node["id"]), int(slot))
 
 
@@ -250,7 +369,8 @@ def _through_bypassed(scope: _Scope, node: dict, slot: int, wanted_type: Any, de
 
 
 def _from_outer_input(scope: _Scope, index: int, wanted_type: Any, depth: int) -> _Source:
-    """A subgraph input: what the subgraph node's matching input is linked to, or its widget value."""
+    """A subgraph or group node input: what the outer node's matching input is linked to, or (a subgraph's)
+    its widget value."""
     if scope.parent is None or scope.outer is None or scope.definition is None:
         return None
     outer_inputs = scope.outer.get("inputs") or []
@@ -259,6 +379,8 @@ def _from_outer_input(scope: _Scope, index: int, wanted_type: Any, depth: int) -
     slot = outer_inputs[index]
     if slot.get("link") is not None:
         return _resolve_link(scope.parent, slot["link"], wanted_type, depth + 1)
+    if scope.layout is not None:
+        return None  # a group node's unlinked input: the inner widget keeps the group node's value
     # a promoted widget: its value is the subgraph node's, in the order of its widget inputs
     widget_names = [s.get("name") for s in outer_inputs if s.get("widget")]
     values = scope.outer.get("widgets_values")
