@@ -4,8 +4,9 @@ Requests become GenerationParams (webui/parameters.py, whose field types the req
 a request is checked as the tabs' forms are) and then workflows (webui/generation.py), one queued job
 per batch count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
 refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
-generation_passes.py. Fields A1111 accepts but this server can't honour (face restoration, tiling,
-variation seeds, scripts other than the X/Y/Z plot of webui/xyz_plot.py) are refused with 422 when switched on rather than silently ignored; the
+generation_passes.py. `script_name: "x/y/z plot"` with A1111's script_args runs webui/xyz_plot.py. Fields
+A1111 accepts but this server can't honour (face restoration, tiling, variation seeds, other scripts) are
+refused with 422 when switched on rather than silently ignored; the
 always-on scripts of extensions it doesn't have, unknown prompt styles and prompt LoRAs not in the folder
 are left out with a warning in the response's info ("warnings"); other unknown fields are ignored, as A1111
 does. A request's `styles` (webui/prompt_styles.py) are applied to its prompts, which the infotext and the
