@@ -293,3 +293,59 @@ def test_tab_plot_shows_the_grid_then_cells_and_the_exported_workflow_remakes_th
     cells = [pixels(Image.open(image["path"])) for image in images[1:]]
     assert len(remade) == 4 and all(any(np.array_equal(r, c) for c in cells) for r in remade)
     assert all(any(np.array_equal(r, c) for r in remade) for c in cells)
+
+
+# -- what each axis changes (built, not run) ------------------------------------------------------------
+
+def plot(folders, settings, **params):
+    values = {"checkpoint": CKPT, "prompt": "a red circle", "steps": 1, "width": 64, "height": 64, "seed": 7,
+              **params}
+    return build_plot("txt2img", GenerationParams(**values), XyzSettings(**settings), folders)
+
+
+def cell_values(plan, name):
+    return [getattr(cell.params, name) for cell in plan.ordered_cells()]
+
+
+def test_lora_weight_prompt_sr_clip_skip_and_size_axes(folders, checkpoint):
+    made = plot(folders, {"x_type": "LoRA weight", "x_values": "0-1 [3]"}, prompt="a cat <lora:style:0.8>, ink")
+    assert cell_values(made, "prompt") == ["a cat <lora:style:0>, ink", "a cat <lora:style:0.5>, ink",
+                                           "a cat <lora:style:1>, ink"]
+    assert [cell.labels for cell in made.axes][0] == ["LoRA weight: 0", "LoRA weight: 0.5", "LoRA weight: 1"]
+    named = plot(folders, {"x_type": "LoRA weight", "x_values": "ink:0.2"},
+                 prompt="<lora:style:1> <lora:ink:0.9:0.5>")
+    assert cell_values(named, "prompt") == ["<lora:style:1> <lora:ink:0.2>"]
+    for prompt, values, words in (("a cat", "0.5", "found none"), ("<lora:a:1> <lora:b:1>", "1", "NAME:weight"),
+                                  ("<lora:a:1>", "b:1", "no <lora:b:...> tag")):
+        with pytest.raises(BadRequest, match=words):
+            plot(folders, {"x_type": "LoRA weight", "x_values": values}, prompt=prompt)
+
+    swapped = plot(folders, {"x_type": "Prompt S/R", "x_values": "red, blue"}, negative_prompt="red things")
+    assert cell_values(swapped, "negative_prompt") == ["red things", "blue things"]
+    skips = plot(folders, {"x_type": "Clip skip", "x_values": "1, 2"})
+    clip = [node for node in skips.workflows[0].values() if node["class_type"] == "CLIPSetLastLayer"]
+    assert len(clip) == 1 and clip[0]["inputs"]["stop_at_clip_layer"] == -2
+    sizes = plot(folders, {"x_type": "Size", "x_values": "64x96, 96x64"})
+    assert [(c.params.width, c.params.height) for c in sizes.ordered_cells()] == [(64, 96), (96, 64)]
+
+
+def test_seeds_fixed_kept_random_or_varied(folders, checkpoint):
+    fixed = plot(folders, {"x_type": "Seed", "x_values": "-1, 5"})
+    drawn = cell_values(fixed, "seed")
+    assert drawn[0] >= 0 and drawn[1] == 5 and fixed.axes[0].values == drawn
+    shared = plot(folders, {"x_type": "Steps", "x_values": "1, 2"}, seed=-1)
+    assert len(set(cell_values(shared, "seed"))) == 1  # the request's -1 is drawn once for every cell
+    varied = plot(folders, {"x_type": "Steps", "x_values": "1, 2", "y_type": "CFG Scale", "y_values": "5, 6",
+                            "vary_seeds_x": True, "vary_seeds_y": True})
+    assert cell_values(varied, "seed") == [7, 8, 9, 10]  # A1111's seed + ix + iy * len(xs)
+
+
+def test_a_checkpoint_axis_is_outermost_and_loads_each_checkpoint(folders, checkpoint):
+    (folders.models_dir / "checkpoints" / "other.safetensors").write_bytes(checkpoint.read_bytes())
+    made = plot(folders, {"x_type": "Steps", "x_values": "1, 2", "y_type": "Checkpoint name",
+                          "y_values": "tiny-sd1, other.safetensors"})
+    workflow = made.workflows[0]
+    loaders = [n for n in workflow if workflow[n]["class_type"] == "CheckpointLoaderSimple"]
+    assert [workflow[n]["inputs"]["ckpt_name"] for n in loaders] == [CKPT, "other.safetensors"]
+    assert [cell.position for cell in made.cells] == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0)]
+    assert made.axes[1].labels == [CKPT, "other.safetensors"]

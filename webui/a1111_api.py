@@ -487,6 +487,14 @@ class A1111Api:
         plan.warnings += ignored_settings(req, others) + self.style_warnings(req)
         return plan
 
+    def plot_settings(self, req: _Request) -> xyz_plot.XyzSettings:
+        """The X/Y/Z plot's script_args; ControlNet units are wired by template node ids, which the
+        plot's merged workflow doesn't keep, so they are refused with it."""
+        units, _ = a1111_controlnet.controlnet_args(req.alwayson_scripts)
+        if a1111_controlnet.parse_units(units, self.ctx.folders, self.ctx.max_upload_bytes):
+            raise BadRequest("alwayson_scripts.controlnet", "ControlNet units can't be combined with the X/Y/Z plot")
+        return xyz_plot.XyzSettings.from_script_args(req.script_args or [])
+
     def txt2img_plan(self, req: Txt2ImgRequest) -> Plan:
         hires = {}
         if req.enable_hr:
@@ -495,8 +503,8 @@ class A1111Api:
                          denoising_strength=HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength)
         params = self.common_params(req, **hires)
         if req.script_name:
-            plan = xyz_plot.build_plot("txt2img", params, xyz_plot.XyzSettings.from_script_args(req.script_args or []),
-                                       self.ctx.folders, self.ctx.max_pixels)
+            plan = xyz_plot.build_plot("txt2img", params, self.plot_settings(req), self.ctx.folders,
+                                       self.ctx.max_pixels)
         else:
             plan = generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
         return self.with_extensions(plan, req)
@@ -519,8 +527,8 @@ class A1111Api:
             denoising_strength=0.75 if req.denoising_strength is None else req.denoising_strength,
             mask_blur=blur, inpainting_mask_invert=bool(req.inpainting_mask_invert))
         if req.script_name:
-            plan = xyz_plot.build_plot("img2img", params, xyz_plot.XyzSettings.from_script_args(req.script_args or []),
-                                       self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
+            plan = xyz_plot.build_plot("img2img", params, self.plot_settings(req), self.ctx.folders,
+                                       self.ctx.max_pixels, prefix="a1111/img2img")
         else:
             plan = generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
         return self.with_extensions(plan, req)
