@@ -225,6 +225,14 @@ def test_a_seed_axis_loads_and_encodes_once(folders, checkpoint, registry, one_t
     ran_classes = [workflow[node]["class_type"] for node in ran]
     assert ran_classes.count("CheckpointLoaderSimple") == 1 and ran_classes.count("CLIPTextEncode") == 2
     assert ran_classes.count("KSampler") == 3 and ran_classes.count("EmptyLatentImage") == 1
+    grid = Image.open(plan.finish(folders, 0, result.outputs)[0])
+    assert grid.width == 3 * 64 and grid.height > 64  # no Y axis: no row labels, a band of column labels
+    assert "Script: X/Y/Z plot" in read_png_metadata(grid.filename)["parameters"]
+    # an interrupted run: the missing cell is blank in the grid, as A1111 leaves it
+    partial = {k: v for k, v in result.outputs.items() if k != plan.cell_at(2, 0, 0).saver}
+    plan.settings.draw_legend = False
+    cut = pixels(Image.open(plan.finish(folders, 0, partial)[0]))
+    assert cut.shape == (64, 3 * 64, 3) and (cut[:, 128:] == 0).all() and cut[:, :128].any()
 
 
 def test_the_executor_runs_identical_nodes_of_different_branches_once(folders, checkpoint, registry, one_thread):
@@ -293,6 +301,15 @@ def test_tab_plot_shows_the_grid_then_cells_and_the_exported_workflow_remakes_th
     cells = [pixels(Image.open(image["path"])) for image in images[1:]]
     assert len(remade) == 4 and all(any(np.array_equal(r, c) for c in cells) for r in remade)
     assert all(any(np.array_equal(r, c) for r in remade) for c in cells)
+
+
+def test_img2img_tab_plots_denoising(ctx):
+    last = list(generate(ctx, "img2img", form(init_image=Image.new("RGB", (64, 64), (200, 40, 40)),
+                                              xyz_x_type="Denoising", xyz_x_values="0.2, 0.8",
+                                              xyz_y_type="Nothing", xyz_include_lone_images=False)))[-1]
+    images = last.results["images"]
+    assert len(images) == 1 and Image.open(images[0]["path"]).width > 2 * 64
+    assert parse_infotext(images[0]["infotext"])["X Values"] == "0.2, 0.8"
 
 
 # -- what each axis changes (built, not run) ------------------------------------------------------------

@@ -148,8 +148,8 @@ class XyzPlan(Plan):
         fixed: set[Path] = set()
         for cell in self.cells:
             entries = (outputs.get(cell.saver) or {}).get("images") or []
-            if not entries:
-                raise BadRequest("X/Y/Z plot", f"cell {cell.position} made no image")
+            if not entries:  # an interrupted run: the grid shows the cell blank, as A1111's
+                continue
             entry = entries[0]
             base = folders.temp_dir if entry.get("type") == "temp" else folders.output_dir
             subfolder = entry.get("subfolder") or ""
@@ -158,13 +158,17 @@ class XyzPlan(Plan):
                 postprocess_saved(path, cell.overlay)
                 fixed.add(path)
             cell_paths[cell.position] = path
+        if not cell_paths:
+            return []
         nx, ny, nz = self.shape
         x, y, z = self.axes
         legend = self.settings.draw_legend
         margin = self.settings.margin_size
+        blank = Image.new("RGB", _open(next(iter(cell_paths.values()))).size)
         sub_grids = []
         for iz in range(nz):
-            images = [_open(cell_paths[(ix, iy, iz)]) for iy in range(ny) for ix in range(nx)]
+            images = [_open(cell_paths[(ix, iy, iz)]) if (ix, iy, iz) in cell_paths else blank
+                      for iy in range(ny) for ix in range(nx)]
             if legend:
                 sub_grids.append(xyz_grid_image.annotated_grid(images, ny, x.labels, y.labels, margin))
             else:
@@ -174,12 +178,13 @@ class XyzPlan(Plan):
         else:
             main = xyz_grid_image.grid_of_grids(sub_grids, z.labels if legend else [""] * nz, margin)
         folder = folders.output_dir if self.params.save_images else folders.temp_dir
-        paths = [self._save_grid(folder, main, cell_paths[(0, 0, 0)], with_z=True)]
+        first = next(iter(cell_paths.values()))
+        paths = [self._save_grid(folder, main, cell_paths.get((0, 0, 0), first), with_z=True)]
         if self.settings.include_sub_grids and nz > 1:
-            paths += [self._save_grid(folder, grid, cell_paths[(0, 0, iz)], with_z=False)
+            paths += [self._save_grid(folder, grid, cell_paths.get((0, 0, iz), first), with_z=False)
                       for iz, grid in enumerate(sub_grids)]
         if self.settings.include_lone_images:
-            paths += [cell_paths[cell.position] for cell in self.ordered_cells()]
+            paths += [cell_paths[cell.position] for cell in self.ordered_cells() if cell.position in cell_paths]
         return paths
 
     def ordered_cells(self) -> list[Cell]:
