@@ -180,7 +180,7 @@ class XyzPlan(Plan):
         folder = folders.output_dir if self.params.save_images else folders.temp_dir
         first = next(iter(cell_paths.values()))
         paths = [self._save_grid(folder, main, cell_paths.get((0, 0, 0), first), with_z=True)]
-        if self.settings.include_sub_grids and nz > 1:
+        if self.settings.include_sub_grids:  # as A1111's: with one Z value too
             paths += [self._save_grid(folder, grid, cell_paths.get((0, 0, iz), first), with_z=False)
                       for iz, grid in enumerate(sub_grids)]
         if self.settings.include_lone_images:
@@ -209,7 +209,7 @@ class XyzPlan(Plan):
     def _image_positions(self) -> list[tuple[int, int, int]]:
         """The cell each returned image stands for (a grid: its first cell)."""
         nz = self.shape[2]
-        grids = [(0, 0, 0)] + ([(0, 0, iz) for iz in range(nz)] if self.settings.include_sub_grids and nz > 1 else [])
+        grids = [(0, 0, 0)] + ([(0, 0, iz) for iz in range(nz)] if self.settings.include_sub_grids else [])
         cells = [cell.position for cell in self.ordered_cells()] if self.settings.include_lone_images else []
         return grids + cells
 
