@@ -337,6 +337,9 @@ def test_lora_weight_prompt_sr_clip_skip_and_size_axes(folders, checkpoint):
         with pytest.raises(BadRequest, match=words):
             plot(folders, {"x_type": "LoRA weight", "x_values": values}, prompt=prompt)
 
+    orders = plot(folders, {"x_type": "Prompt order", "x_values": "red, circle"}, prompt="a red circle, bold")
+    assert cell_values(orders, "prompt") == ["a red circle, bold", "a circle red, bold"]
+    assert orders.axes[0].labels == ["red, circle", "circle, red"]
     swapped = plot(folders, {"x_type": "Prompt S/R", "x_values": "red, blue"}, negative_prompt="red things")
     assert cell_values(swapped, "negative_prompt") == ["red things", "blue things"]
     skips = plot(folders, {"x_type": "Clip skip", "x_values": "1, 2"})

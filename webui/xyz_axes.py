@@ -4,7 +4,8 @@ axis index means the same here), its value syntax, and how a value changes a cel
 Values are a comma list read as CSV (quote a value that holds a comma). Integer and number axes also
 take A1111's ranges: `1-5` (step 1), `1-5 (+2)` / `10-1 (-3)` (a step, signed), `1-10 [5]` (a count,
 evenly spaced, ends included); for numbers `0.5-1.5 (+0.25)` and `1-2 [3]`. Prompt S/R searches the
-prompts for the first value and puts each value in its place. "LoRA weight" is Inkwash's own axis (A1111
+prompts for the first value and puts each value in its place; Prompt order plots every order of its values
+(tokens of the prompt). "LoRA weight" is Inkwash's own axis (A1111
 has none; it sits after A1111's list): it rewrites the weight of a `<lora:NAME:w>` tag in the prompt,
 values `0.5` (the prompt's only LoRA tag) or `NAME:0.5`, ranges included (`NAME:0-1 [3]`).
 Axes A1111 has and Inkwash can't vary are listed, so the indices line up, and refused by name.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
 import os
 import random
 import re
@@ -29,7 +32,7 @@ MAX_VALUES = 1000  # values on one axis
 @dataclass(frozen=True)
 class Axis:
     label: str  # A1111's
-    kind: str  # "int", "float", "str" or "lora" (how values are read)
+    kind: str  # "int", "float", "str", "order" or "lora" (how values are read)
     apply: Callable[[GenerationParams, Any, list], GenerationParams] | None  # None: not available here
     mode: str | None = None  # "txt2img" / "img2img": listed in that tab's list only
     choices: str | None = None  # the folder (or list) the tabs offer values from
@@ -58,6 +61,20 @@ def _prompt_sr(params: GenerationParams, value: str, values: list) -> Generation
         raise BadRequest("Prompt S/R", f"{search!r} (the first value) is not in the prompt or negative prompt")
     return changed(params, prompt=params.prompt.replace(search, value),
                    negative_prompt=params.negative_prompt.replace(search, value))
+
+
+def _prompt_order(params: GenerationParams, order: tuple[str, ...], _values: list) -> GenerationParams:
+    """A1111's prompt order: the tokens' places in the prompt, filled with the tokens in `order`."""
+    prompt = params.prompt
+    missing = [token for token in order if token not in prompt]
+    if missing:
+        raise BadRequest("Prompt order", f"{missing[0]!r} is not in the prompt")
+    parts = []
+    for _, token in sorted((prompt.find(token), token) for token in order):
+        at = prompt.find(token)
+        parts.append(prompt[:at])
+        prompt = prompt[at + len(token):]
+    return changed(params, prompt="".join(part + token for part, token in zip(parts, order)) + prompt)
 
 
 def _none_or(value: str, nones: tuple[str, ...] = ("None", "none", "")) -> str | None:
@@ -109,7 +126,7 @@ AXES: tuple[Axis, ...] = (
     Axis("CFG Scale", "float", _field("cfg_scale")),
     Axis("Image CFG Scale", "float", None, mode="img2img"),
     Axis("Prompt S/R", "str", _prompt_sr, with_label=False),
-    Axis("Prompt order", "str", None, with_label=False),
+    Axis("Prompt order", "order", _prompt_order, with_label=False),
     Axis("Sampler", "str", _field("sampler_name"), mode="txt2img", choices="samplers", with_label=False),
     Axis("Hires sampler", "str", _field("hr_sampler_name"), mode="txt2img", choices="samplers"),
     Axis("Sampler", "str", _field("sampler_name"), mode="img2img", choices="samplers", with_label=False),
@@ -255,6 +272,10 @@ def parse_values(axis: Axis, text: str, which: str = "X") -> list:
     items = split_values(text)
     if not items:
         raise BadRequest(f"{which} values", f"no values for the {axis.label!r} axis")
+    if axis.kind == "order":  # every order of the tokens
+        if math.factorial(len(items)) > MAX_VALUES:
+            raise BadRequest(f"{which} values", f"{axis.label}: {len(items)} tokens have too many orders")
+        return list(itertools.permutations(items))
     values: list = []
     for item in items:
         try:
@@ -287,6 +308,8 @@ def value_label(axis: Axis, value: Any) -> str:
     if axis.kind == "lora":
         name, weight = value
         return f"{name or axis.label}: {_number(weight)}"
+    if axis.kind == "order":
+        return ", ".join(value)
     shown = round(value, 8) if isinstance(value, float) else value
     if axis.label in ("Checkpoint name", "Refiner checkpoint"):
         shown = os.path.basename(str(value))
