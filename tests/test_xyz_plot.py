@@ -21,7 +21,7 @@ from inkwash.webui.events import EventHub
 from inkwash.webui.jobs import JobQueue
 from inkwash.webui.parameters import GenerationParams
 from inkwash.webui.tabs.generate import generate
-from inkwash.webui.tabs.xyz_plot import TITLE, export_workflow
+from inkwash.webui.tabs.xyz_plot import TITLE, export_workflow, fill_values
 from inkwash.webui.xyz_axes import AXES, axes_for, find_axis, parse_values
 from inkwash.webui.xyz_plot import SCRIPT_ARGS, XyzSettings, build_plot, merge_workflows
 
@@ -196,6 +196,18 @@ def test_api_refuses_what_it_cannot_plot_naming_it(client):
     assert info[0]["args"][0]["choices"][TXT2IMG["Steps"]] == "Steps"
 
 
+def test_api_choice_axes_take_the_dropdown_values_unless_csv_mode(client):
+    args = script_args(x_type=TXT2IMG["Sampler"], x_values="Heun", x_values_dropdown=["Euler", "Euler a"],
+                       include_lone_images=True)
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, "script_name": "x/y/z plot", "script_args": args})
+    assert response.status_code == 200, response.text
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    assert [parse_infotext(text)["Sampler"] for text in infotexts[1:]] == ["Euler", "Euler a"]
+    args[SCRIPT_ARGS.index("csv_mode")] = True
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, "script_name": "x/y/z plot", "script_args": args})
+    assert [parse_infotext(t)["Sampler"] for t in json.loads(response.json()["info"])["infotexts"][1:]] == ["Heun"]
+
+
 def test_img2img_plot_over_denoising(client):
     init = Image.new("RGB", (64, 64), (200, 40, 40))
     buffer = io.BytesIO()
@@ -301,6 +313,13 @@ def test_tab_plot_shows_the_grid_then_cells_and_the_exported_workflow_remakes_th
     cells = [pixels(Image.open(image["path"])) for image in images[1:]]
     assert len(remade) == 4 and all(any(np.array_equal(r, c) for c in cells) for r in remade)
     assert all(any(np.array_equal(r, c) for r in remade) for c in cells)
+
+
+def test_fill_puts_every_choice_of_an_axis_in_its_values(ctx):
+    assert fill_values(ctx, "txt2img", "Checkpoint name", "") == CKPT
+    samplers = fill_values(ctx, "img2img", "Sampler", "")
+    assert samplers.startswith("DPM++ 2M,") and "Euler a" in samplers.split(",")
+    assert fill_values(ctx, "txt2img", "Steps", "1-3") == "1-3"  # no list: left as typed
 
 
 def test_img2img_tab_plots_denoising(ctx):

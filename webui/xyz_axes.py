@@ -23,8 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..nodes.folders import Folders
+from ..nodes.formats.png_metadata import HIRES_UPSCALERS
+from ..nodes.formats.sampler_names import A1111_SAMPLERS, A1111_SCHEDULES
 from .bad_request import BadRequest
-from .parameters import RANDOM_SEEDS, GenerationParams
+from .parameters import RANDOM_SEEDS, GenerationParams, model_upscalers
 
 MAX_VALUES = 1000  # values on one axis
 
@@ -199,6 +202,26 @@ def find_axis(mode: str, chosen: Any, which: str) -> Axis:
     if not axis.available:
         raise BadRequest(f"{which} type", f"the {axis.label!r} axis is not available in Inkwash")
     return axis
+
+
+def choices(axis: Axis, folders: Folders) -> list[str]:
+    """The values a choice axis can take (A1111's fill button), in A1111's names; [] for other axes."""
+    listed = {
+        "samplers": lambda: list(A1111_SAMPLERS),
+        "schedulers": lambda: list(A1111_SCHEDULES),
+        "checkpoints": lambda: folders.list("checkpoints"),
+        "refiners": lambda: ["None", *folders.list("checkpoints")],
+        "vae": lambda: ["Automatic", *folders.list("vae")],
+        "upscalers": lambda: [*HIRES_UPSCALERS, *model_upscalers(folders)],
+    }
+    return listed[axis.choices]() if axis.choices in listed else []
+
+
+def csv_line(values: list[str]) -> str:
+    """Values as one CSV line (A1111's list_to_csv_string), quoted where they hold a comma."""
+    out = io.StringIO()
+    csv.writer(out).writerow(values)
+    return out.getvalue().strip()
 
 
 # -- values --------------------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def generation_tab(ctx: ServerContext, mode: str,
                 inputs.update(pass_inputs.refiner_inputs(ctx))
             export_grid = grid_workflow = None
             if mode in xyz_plot.MODES:
-                inputs.update(xyz_plot.inputs(mode))
+                inputs.update(xyz_plot.inputs(ctx, mode))
                 with gr.Row(equal_height=True):
                     export_grid = gr.Button("Export grid workflow", size="sm", scale=0, min_width=180)
                     grid_workflow = gr.File(label="Grid workflow", interactive=False, height=60)

@@ -10,7 +10,7 @@ from gradio.components import Component
 
 from ..bad_request import BadRequest
 from ..context import ServerContext
-from ..xyz_axes import axes_for
+from ..xyz_axes import axes_for, choices, csv_line, find_axis
 from ..xyz_plot import MAX_MARGIN, TITLE, XyzSettings
 
 MODES = ("txt2img", "img2img")  # the tabs with the plot
@@ -18,8 +18,9 @@ NO_SCRIPT = "None"
 PREFIX = "xyz_"
 
 
-def inputs(mode: str) -> dict[str, Component]:
-    """The Script dropdown and, shown when the plot is picked, its settings (A1111's layout)."""
+def inputs(ctx: ServerContext, mode: str) -> dict[str, Component]:
+    """The Script dropdown and, shown when the plot is picked, its settings (A1111's layout; "Fill" puts
+    every choice of a sampler, checkpoint... axis in its values)."""
     labels = [axis.label for axis in axes_for(mode) if axis.available]
     fields: dict[str, Component] = {"script": gr.Dropdown([NO_SCRIPT, TITLE], value=NO_SCRIPT, label="Script")}
     with gr.Group(visible=False) as group:
@@ -30,6 +31,10 @@ def inputs(mode: str) -> dict[str, Component]:
                 fields[f"{PREFIX}{which}_values"] = gr.Textbox(
                     label=f"{which.upper()} values", scale=3,
                     placeholder="1-5, 1-5 (+2), 1-10 [5], a, \"b, c\"")
+                fill = gr.Button("Fill", size="sm", scale=0, min_width=60)
+            fill.click(lambda label, text: fill_values(ctx, mode, label, text),
+                       inputs=[fields[f"{PREFIX}{which}_type"], fields[f"{PREFIX}{which}_values"]],
+                       outputs=[fields[f"{PREFIX}{which}_values"]], api_name=False)
         with gr.Row():
             fields[f"{PREFIX}draw_legend"] = gr.Checkbox(True, label="Draw legend")
             fields[f"{PREFIX}include_lone_images"] = gr.Checkbox(True, label="Include Sub Images")
@@ -42,6 +47,15 @@ def inputs(mode: str) -> dict[str, Component]:
     fields["script"].change(lambda script: gr.Group(visible=script == TITLE), inputs=[fields["script"]],
                             outputs=[group], queue=False, api_name=False)
     return fields
+
+
+def fill_values(ctx: ServerContext, mode: str, label: str, text: str) -> str:
+    """Every value the axis can take, as its values text; the text as it was for an axis without choices."""
+    listed = choices(find_axis(mode, label, "X"), ctx.folders)
+    if not listed:
+        gr.Info(f"{label} has no list of values to fill in")
+        return text
+    return csv_line(listed)
 
 
 def plot_settings(form: dict) -> XyzSettings | None:
