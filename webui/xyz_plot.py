@@ -315,9 +315,7 @@ def _cell_params(params: GenerationParams, axes: tuple[PlotAxis, ...], position:
 
 def cell_order(axes: tuple[PlotAxis, ...]) -> list[tuple[int, int, int]]:
     """Every (ix, iy, iz), the costliest axis (checkpoints) outermost so it changes least often, as A1111."""
-    ranked = sorted(range(3), key=lambda i: -axes[i].axis.cost)  # stable: z, y, x order among equals
-    if all(axes[i].axis.cost == axes[0].axis.cost for i in range(3)):
-        ranked = [2, 1, 0]
+    ranked = sorted(range(3), key=lambda i: (-axes[i].axis.cost, -i))  # among equals z, y, x as A1111's
     positions = []
     for combo in itertools.product(*(range(len(axes[i].values)) for i in ranked)):
         position = [0, 0, 0]
