@@ -208,6 +208,27 @@ def test_api_choice_axes_take_the_dropdown_values_unless_csv_mode(client):
     assert [parse_infotext(t)["Sampler"] for t in json.loads(response.json()["info"])["infotexts"][1:]] == ["Heun"]
 
 
+def test_an_inpainting_plot_keeps_the_unmasked_pixels_of_every_cell(client):
+    original = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (20, 20, 44, 44))
+    encoded = []
+    for image in (original, mask):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append(base64.b64encode(buffer.getvalue()).decode())
+    response = client.post("/sdapi/v1/img2img", json={
+        **SMALL, "init_images": [encoded[0]], "mask": encoded[1], "mask_blur": 0, "inpainting_fill": 1,
+        "inpaint_full_res": False, "denoising_strength": 1.0, "script_name": "x/y/z plot",
+        "script_args": script_args("img2img", x_type=IMG2IMG["Seed"], x_values="1, 2", include_lone_images=True)})
+    assert response.status_code == 200, response.text
+    cells = [pixels(decode(e)[0]) for e in response.json()["images"][1:]]
+    assert len(cells) == 2 and not np.array_equal(cells[0], cells[1])
+    for cell in cells:
+        assert np.array_equal(cell[:16], pixels(original)[:16])  # outside the mask: the original
+        assert not np.array_equal(cell[24:40, 24:40], pixels(original)[24:40, 24:40])
+
+
 def test_img2img_plot_over_denoising(client):
     init = Image.new("RGB", (64, 64), (200, 40, 40))
     buffer = io.BytesIO()
