@@ -153,6 +153,33 @@ def graph_editor(page, running, out: Path) -> None:
     shoot(page, out, "graph-editor")
 
 
+def xyz_plot(page, running, out: Path) -> None:
+    """The X/Y/Z plot's grid from the txt2img tab: three prompts by prompt S/R across, two seeds down."""
+    import shutil
+
+    page.goto(running.url + "/")
+    panel = visible_tab(page)
+    panel.get_by_label("Prompt", exact=True).fill("a large red circle on a blue background")
+    for label, option in (("Script", "X/Y/Z plot"), ("X type", "Prompt S/R"), ("Y type", "Seed")):
+        panel.get_by_label(label, exact=True).click()
+        page.get_by_role("option", name=option, exact=True).filter(visible=True).first.click()
+        page.wait_for_timeout(300)  # the list closes
+    panel.get_by_label("X values", exact=True).fill("red circle, yellow star, white square")
+    panel.get_by_label("Y values", exact=True).fill(f"{SEED}-{SEED + 1}")
+    generate(page, panel, SEED)
+    job = running.ctx.queue.history()[-1]
+    if job.status != "success":
+        raise SystemExit(f"the job failed: {job.error}")
+    savers = sorted((int(n) for n, node in job.workflow.items() if node["class_type"] == "SaveImage"))
+    for node_id, (colour, shape) in zip(savers, [("red", "circle"), ("yellow", "star"), ("white", "square")] * 2):
+        saved = job.outputs[str(node_id)]["images"][0]
+        judged(running.ctx.folders.output_dir / saved["subfolder"] / saved["filename"],
+               {"colour": colour, "shape": shape})
+    grid = max(running.ctx.folders.output_dir.glob("xyz_grid_*.png"), key=lambda p: p.stat().st_mtime)
+    shutil.copyfile(grid, out / "xyz-plot.png")
+    print(f"wrote {out / 'xyz-plot.png'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=SCREENSHOTS, help="where the pictures go (docs/screenshots)")
@@ -172,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             inpaint(page, running, args.out)
             history(page, args.out)
             graph_editor(context.new_page(), running, args.out)
+            xyz_plot(context.new_page(), running, args.out)
             context.close()
         browser.close()
 

@@ -342,7 +342,8 @@ def test_the_endpoints_clients_probe_answer(client, folders, ctx):
     assert loras[0]["path"] == str(folders.models_dir / "loras" / "sub" / "style.safetensors")
     assert isinstance(loras[0]["metadata"], dict)
     for route, expected in (("prompt-styles", []), ("face-restorers", []), ("realesrgan-models", []),
-                            ("hypernetworks", []), ("scripts", {"txt2img": [], "img2img": []})):
+                            ("hypernetworks", []),
+                            ("scripts", {"txt2img": ["x/y/z plot"], "img2img": ["x/y/z plot"]})):
         response = client.get(f"/sdapi/v1/{route}")
         assert response.status_code == 200 and response.json() == expected, route
     for route in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):

@@ -4,8 +4,9 @@ Requests become GenerationParams (webui/parameters.py, whose field types the req
 a request is checked as the tabs' forms are) and then workflows (webui/generation.py), one queued job
 per batch count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
 refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
-generation_passes.py. Fields A1111 accepts but this server can't honour (face restoration, tiling,
-variation seeds, scripts) are refused with 422 when switched on rather than silently ignored; the
+generation_passes.py. `script_name: "x/y/z plot"` with A1111's script_args runs webui/xyz_plot.py. Fields
+A1111 accepts but this server can't honour (face restoration, tiling, variation seeds, other scripts) are
+refused with 422 when switched on rather than silently ignored; the
 always-on scripts of extensions it doesn't have, unknown prompt styles and prompt LoRAs not in the folder
 are left out with a warning in the response's info ("warnings"); other unknown fields are ignored, as A1111
 does. A request's `styles` (webui/prompt_styles.py) are applied to its prompts, which the infotext and the
@@ -45,7 +46,7 @@ from ..nodes.formats.sampler_names import (
     A1111_SAMPLERS,
     A1111_SCHEDULES,
 )
-from . import a1111_controlnet, generation, parameters, prompt_styles
+from . import a1111_controlnet, generation, parameters, prompt_styles, xyz_plot
 from .context import ServerContext
 from .generation import BadRequest, Plan
 from .parameters import (
@@ -107,6 +108,7 @@ class _Request(BaseModel):
     tiling: bool | None = None
     override_settings: dict[str, Any] | None = None
     script_name: str | None = None
+    script_args: list[Any] | None = None
     alwayson_scripts: dict[str, Any] | None = None
     send_images: bool = True
     save_images: bool = False  # the tabs save
@@ -253,11 +255,14 @@ def _exif_infotext(image: Image.Image) -> str | None:
 def _refuse_unsupported(req: _Request) -> None:
     unsupported = {
         "restore_faces": "face restoration is not supported",
-        "tiling": "tiling is not supported", "script_name": "scripts are not supported",
+        "tiling": "tiling is not supported",
     }
     for name, message in unsupported.items():
         if getattr(req, name, None):
             raise BadRequest(name, message)
+    if req.script_name and req.script_name.strip().lower() != xyz_plot.SCRIPT_NAME:
+        raise BadRequest("script_name", f"script {req.script_name!r} is not available; "
+                                        f"available: {xyz_plot.SCRIPT_NAME!r}")
     if req.subseed_strength:
         raise BadRequest("subseed_strength", "variation seeds are not supported")
 
@@ -482,6 +487,14 @@ class A1111Api:
         plan.warnings += ignored_settings(req, others) + self.style_warnings(req)
         return plan
 
+    def plot_settings(self, req: _Request) -> xyz_plot.XyzSettings:
+        """The X/Y/Z plot's script_args; ControlNet units are wired by template node ids, which the
+        plot's merged workflow doesn't keep, so they are refused with it."""
+        units, _ = a1111_controlnet.controlnet_args(req.alwayson_scripts)
+        if a1111_controlnet.parse_units(units, self.ctx.folders, self.ctx.max_upload_bytes):
+            raise BadRequest("alwayson_scripts.controlnet", "ControlNet units can't be combined with the X/Y/Z plot")
+        return xyz_plot.XyzSettings.from_script_args(req.script_args or [])
+
     def txt2img_plan(self, req: Txt2ImgRequest) -> Plan:
         hires = {}
         if req.enable_hr:
@@ -489,7 +502,11 @@ class A1111Api:
             hires.update(enable_hr=True, hr_upscaler=req.hr_upscaler or "Latent",
                          denoising_strength=HIRES_DENOISE if req.denoising_strength is None else req.denoising_strength)
         params = self.common_params(req, **hires)
-        plan = generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
+        if req.script_name:
+            plan = xyz_plot.build_plot("txt2img", params, self.plot_settings(req), self.ctx.folders,
+                                       self.ctx.max_pixels)
+        else:
+            plan = generation.build_txt2img(params, self.ctx.folders, self.ctx.max_pixels)
         return self.with_extensions(plan, req)
 
     def img2img_plan(self, req: Img2ImgRequest) -> Plan:
@@ -509,7 +526,11 @@ class A1111Api:
             mask=decode_base64_image("mask", req.mask, limit) if req.mask else None,
             denoising_strength=0.75 if req.denoising_strength is None else req.denoising_strength,
             mask_blur=blur, inpainting_mask_invert=bool(req.inpainting_mask_invert))
-        plan = generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
+        if req.script_name:
+            plan = xyz_plot.build_plot("img2img", params, self.plot_settings(req), self.ctx.folders,
+                                       self.ctx.max_pixels, prefix="a1111/img2img")
+        else:
+            plan = generation.build_img2img(params, self.ctx.folders, self.ctx.max_pixels, prefix="a1111/img2img")
         return self.with_extensions(plan, req)
 
     # -- running -------------------------------------------------------------------------------------
@@ -563,11 +584,14 @@ class A1111Api:
             if req.send_images:
                 images.append(base64.b64encode(data).decode("ascii"))
         count = len(plan.all_seeds)
+        plot = isinstance(plan, xyz_plot.XyzPlan)
+        prompts = plan.image_prompts() if plot else [params.prompt] * count
+        negatives = plan.image_prompts("negative_prompt") if plot else [params.negative_prompt] * count
         sampler, _ = png_metadata.a1111_names(params.sampler_name, params.scheduler)
         parsed = png_metadata.parse_infotext(infotexts[0], defaults=False) if infotexts else {}
         info = {
-            "prompt": params.prompt, "all_prompts": [params.prompt] * count,
-            "negative_prompt": params.negative_prompt, "all_negative_prompts": [params.negative_prompt] * count,
+            "prompt": params.prompt, "all_prompts": prompts,
+            "negative_prompt": params.negative_prompt, "all_negative_prompts": negatives,
             "seed": params.seed, "all_seeds": plan.all_seeds, "subseed": req.subseed,
             "all_subseeds": [req.subseed] * count, "subseed_strength": 0, "width": params.width,
             "height": params.height, "sampler_name": sampler, "cfg_scale": params.cfg_scale, "steps": params.steps,
@@ -581,7 +605,7 @@ class A1111Api:
             "extra_generation_params": {**(plan.inputs.overlay.infotext if plan.inputs and plan.inputs.overlay
                                            else {}),
                                         **{k: v for k, v in parsed.items() if k.startswith(EXTRA_PARAMS)}},
-            "index_of_first_image": 0, "infotexts": infotexts, "styles": req.styles or [],
+            "index_of_first_image": 1 if plot else 0, "infotexts": infotexts, "styles": req.styles or [],
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip,
             "is_using_inpainting_conditioning": False, "version": png_metadata.inkwash_version(),
             "warnings": plan.warnings,  # what was left out (not in A1111's info: its console shows them)
@@ -815,11 +839,11 @@ def router(ctx: ServerContext) -> APIRouter:
 
     @routes.get("/scripts")
     def scripts():
-        return {"txt2img": [], "img2img": []}
+        return {"txt2img": [xyz_plot.SCRIPT_NAME], "img2img": [xyz_plot.SCRIPT_NAME]}
 
     @routes.get("/script-info")
     def script_info():
-        return []
+        return [xyz_plot.script_info(mode) for mode in ("txt2img", "img2img")]
 
     @routes.get("/extensions")
     def extensions():

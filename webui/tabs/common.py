@@ -14,7 +14,7 @@ from ..context import ServerContext
 from ..parameters import DEFAULT_CHECKPOINT, slider
 from . import defaults as checkpoint_defaults
 from . import generate as handlers
-from . import pass_inputs, styles
+from . import pass_inputs, styles, xyz_plot
 from .uploads import refuse_non_images
 from .running import idle_html
 
@@ -59,6 +59,8 @@ class GenerationTab:
     send: dict[str, gr.Button] = field(default_factory=dict)
     depth: gr.Gallery | None = None
     demo_help: gr.Accordion | None = None
+    export_grid: gr.Button | None = None  # the X/Y/Z plot's "Export grid workflow"
+    grid_workflow: gr.File | None = None
 
     @property
     def outputs(self) -> list[Component]:
@@ -119,6 +121,12 @@ def generation_tab(ctx: ServerContext, mode: str,
                 inputs.update(pass_inputs.hires_inputs(ctx))
             if refiner:
                 inputs.update(pass_inputs.refiner_inputs(ctx))
+            export_grid = grid_workflow = None
+            if mode in xyz_plot.MODES:
+                inputs.update(xyz_plot.inputs(ctx, mode))
+                with gr.Row(equal_height=True):
+                    export_grid = gr.Button("Export grid workflow", size="sm", scale=0, min_width=180)
+                    grid_workflow = gr.File(label="Grid workflow", interactive=False, height=60)
         with gr.Column(scale=1):
             progress = gr.HTML(idle_html())
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)
@@ -136,7 +144,8 @@ def generation_tab(ctx: ServerContext, mode: str,
         if name in inputs and name in start:
             inputs[name].value = start[name]
     tab = GenerationTab(mode, inputs, refresh, generate, interrupt, reuse_seed, progress, preview, gallery,
-                        info, gr.State(None), gr.State(0), workflow_file, send, depth, demo_help)
+                        info, gr.State(None), gr.State(0), workflow_file, send, depth, demo_help, export_grid,
+                        grid_workflow)
     _wire(ctx, tab)
     return tab
 
@@ -171,6 +180,9 @@ def _wire(ctx: ServerContext, tab: GenerationTab) -> None:
     tab.gallery.select(handlers.select_image, inputs=[tab.results],
                        outputs=[tab.selected, tab.info, tab.workflow_file])
     tab.reuse_seed.click(handlers.reuse_seed, inputs=[tab.results, tab.selected], outputs=[tab.inputs["seed"]])
+    if tab.export_grid is not None:
+        tab.export_grid.click(lambda *values: xyz_plot.export_workflow(ctx, tab.mode, dict(zip(names, values))),
+                              inputs=list(tab.inputs.values()), outputs=[tab.grid_workflow], api_name=False)
 
 
 def _wire_checkpoint_defaults(tab: GenerationTab) -> None:

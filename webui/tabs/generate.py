@@ -23,7 +23,8 @@ from ..context import ServerContext
 from ..generation import BadRequest, Plan, build_depth2img, build_img2img, build_txt2img
 from ..parameters import FIELDS, GenerationParams, slider
 from ..templates import DEPTH2IMG
-from . import styles
+from ..xyz_plot import build_plot
+from . import styles, xyz_plot
 from .running import (QUIET_SECONDS, SubmitError, output_files, progress_html, refused, stop_jobs, submit_all,
                       watch)
 
@@ -165,7 +166,12 @@ def rounding_notes(form: dict, params: GenerationParams) -> list[str]:
 def build_plan(ctx: ServerContext, mode: str, form: dict) -> Plan:
     form, style_warnings = styles.styled_form(ctx, form)  # A1111 applies the styles at Generate
     params = params_from_form(mode, form)
-    if mode == "txt2img":
+    plot = xyz_plot.plot_settings(form) if mode in xyz_plot.MODES else None
+    if plot is not None:
+        if mode != "txt2img" and params.init_image is None:
+            raise BadRequest("init_image", f"{mode} needs an init image")
+        plan = build_plot(mode, params, plot, ctx.folders, ctx.max_pixels, prefix=mode)
+    elif mode == "txt2img":
         plan = build_txt2img(params, ctx.folders, ctx.max_pixels)
     elif mode == "depth2img":
         plan = build_depth2img(params, ctx.folders, ctx.max_pixels, form.get("controlnet"))
