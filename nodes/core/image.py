@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .. import folders
 from ..declare import Combo, Float, Input, Int, Node, Output, Result, String
-from ..formats import png_metadata
-from ..runtime import image_files, lora
+from ..formats import file_hashes, png_metadata
+from ..runtime import image_files
 from ..runtime import images as imaging
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -93,9 +93,10 @@ class LoadImageMask(Node):
         return (imaging.load_mask(input_file(image), channel),)
 
 
-def _file_hash(kind: str, name: str) -> str | None:
+def _file_hash(kind: str, name: str, hash_kind: str = file_hashes.SHA256) -> str | None:
+    """A1111's short hash of a model file for the infotext, hashed now if the background hasher hasn't yet."""
     try:
-        return png_metadata.short_hash(folders.current().find(kind, name))
+        return file_hashes.current().wait_for(folders.current().find(kind, name), hash_kind)
     except (OSError, ValueError):
         return None  # a model we can't find still gets the rest of the infotext
 
@@ -109,11 +110,8 @@ def _vae_hash(vae_name: str) -> str | None:
 
 
 def _lora_hash(lora_name: str) -> str | None:
-    """A1111's LoRA hash, which differs from its model hash (runtime/lora.short_hash)."""
-    try:
-        return lora.short_hash(folders.current().find("loras", lora_name))
-    except (OSError, ValueError):
-        return None
+    """A1111's LoRA hash, which differs from its model hash (file_hashes.ADDNET)."""
+    return _file_hash("loras", lora_name, file_hashes.ADDNET)
 
 
 class SaveImage(Node):

@@ -5,14 +5,12 @@ stores its "infotext" as `parameters`. We write all three, so an image opens in 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import struct
 import zlib
-from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Callable, Iterator
@@ -446,34 +444,6 @@ def _clip_skip(graph: _Graph, conditioning_link) -> int | None:
         return None
     value = graph.literal(last_layer[1]["stop_at_clip_layer"])
     return -value if isinstance(value, int) else None
-
-
-@lru_cache(maxsize=64)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_known_short_hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> short hash, once computed
-
-
-def short_hash(path: str | Path) -> str:
-    """A1111's model hash: the first 10 hex digits of the file's sha256 (remembered per size and mtime)."""
-    stat = os.stat(path)
-    signature = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    short = _sha256_of(*signature)[:10]
-    _known_short_hashes[signature] = short
-    return short
-
-
-def known_short_hash(path: str | Path) -> str | None:
-    """The short hash if `short_hash` already computed it for the file as it is now; None otherwise
-    (never reads the file: for listings of files too big to hash on the spot)."""
-    stat = os.stat(path)
-    return _known_short_hashes.get((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
 
 
 # -- PNG text chunks ------------------------------------------------------------------------------------
