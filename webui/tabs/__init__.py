@@ -71,18 +71,23 @@ def _wire_send_to(generation: dict[str, GenerationTab], tabs: gr.Tabs) -> None:
 def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict[str, GenerationTab],
                    workflows_tab: workflows.WorkflowsTab, tabs: gr.Tabs) -> None:
     def fields_of(mode: str) -> list:
-        return [generation[mode].inputs[name] for name in pnginfo.SENT_FIELDS]
+        # the checkpoint's defaults follow the sent checkpoint without touching the sent values
+        return [*(generation[mode].inputs[name] for name in pnginfo.SENT_FIELDS), generation[mode].checkpoint_before]
 
-    png.send_txt2img.click(lambda text: (*pnginfo.sent_values(text), gr.Tabs(selected="txt2img")),
-                           inputs=[png.parameters], outputs=[*fields_of("txt2img"), tabs])
+    def sent(text) -> tuple:
+        values = pnginfo.sent_values(text, ctx.folders)
+        return (*values, values[pnginfo.SENT_FIELDS.index("checkpoint")], pnginfo.checkpoint_note(text, ctx.folders))
+
+    png.send_txt2img.click(lambda text: (*sent(text), gr.Tabs(selected="txt2img")),
+                           inputs=[png.parameters], outputs=[*fields_of("txt2img"), png.note, tabs])
 
     def to_img2img(path, text):
         if not path:
             raise refused("Drop an image first")
-        return (*pnginfo.sent_values(text), path, gr.Tabs(selected="img2img"))
+        return (*sent(text), path, gr.Tabs(selected="img2img"))
 
     png.send_img2img.click(to_img2img, inputs=[png.image, png.parameters],
-                           outputs=[*fields_of("img2img"), generation["img2img"].inputs["init_image"], tabs])
+                           outputs=[*fields_of("img2img"), png.note, generation["img2img"].inputs["init_image"], tabs])
     png.open_workflow.click(lambda path: (*workflows.open_upload(ctx, path), gr.Tabs(selected="workflows")),
                             inputs=[png.image], outputs=[*workflows_tab.opened_outputs, tabs])
 
