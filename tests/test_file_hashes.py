@@ -212,3 +212,26 @@ def test_png_info_sends_the_renamed_checkpoint_and_says_when_it_chose_by_name(fo
     other = infotext.replace(sha256(renamed)[:10], "0000000000")
     assert pnginfo.infotext_fields(other, folders)["checkpoint"] == "original.safetensors"
     assert pnginfo.checkpoint_note(other, folders).startswith("Checkpoint original.safetensors chosen by name")
+
+
+def test_the_infotext_names_the_prompts_embeddings_with_their_ti_hashes(folders, hasher):
+    from inkwash.nodes.core.image import _ti_hash
+    from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext
+
+    bad_hands = random_file(folders.models_dir / "embeddings" / "sub" / "bad-hands.pt", size=MB, seed=12)
+    style = random_file(folders.models_dir / "embeddings" / "style.safetensors", size=MB, seed=13)
+    graph = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "base.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "a cat, embedding:style."}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1],
+                                                         "text": "embedding:bad-hands, embedding:missing"}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                   "seed": 1, "steps": 20, "cfg": 7, "sampler_name": "euler",
+                                                   "scheduler": "normal", "latent_image": ["5", 0], "denoise": 1}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}},
+    }
+    info = parse_infotext(infotext_from_workflow(graph, "9", ti_hash=_ti_hash, version="v"))
+    assert info["TI hashes"] == f"style: {sha256(style)[:10]}, bad-hands: {sha256(bad_hands)[:10]}"
+    assert "TI hashes" not in parse_infotext(infotext_from_workflow(graph, "9", version="v"))

@@ -114,6 +114,17 @@ def _lora_hash(lora_name: str) -> str | None:
     return _file_hash("loras", lora_name, file_hashes.ADDNET)
 
 
+def _ti_hash(name: str) -> str | None:
+    """A1111's TI hash: the short sha256 of the embedding file a prompt's `embedding:NAME` loads."""
+    from ..runtime import embeddings
+
+    try:
+        path = embeddings.find_file(name)
+        return file_hashes.current().wait_for(path) if path is not None else None
+    except (OSError, ValueError):
+        return None
+
+
 class SaveImage(Node):
     """Saves the input images to the output folder, with the workflow and A1111 parameters embedded."""
 
@@ -141,7 +152,7 @@ class SaveImage(Node):
             if self.ctx.prompt:
                 parameters = png_metadata.infotext_from_workflow(
                     self.ctx.prompt, self.ctx.node_id, size=pil.size, batch_index=index, model_hash=_model_hash,
-                    vae_hash=_vae_hash, lora_hash=_lora_hash)
+                    vae_hash=_vae_hash, lora_hash=_lora_hash, ti_hash=_ti_hash)
             metadata = png_metadata.png_text(self.ctx.prompt or None, self.ctx.extra_pnginfo, parameters)
             saved = image_files.save_png(pil, self.folder(), filename_prefix, metadata, batch_number=index,
                                          compress_level=self.compress_level, durable=self.durable)

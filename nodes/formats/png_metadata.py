@@ -209,11 +209,13 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
                            batch_index: int = 0, model_hash: Callable[[str], str | None] | None = None,
                            version: str | None = None,
                            vae_hash: Callable[[str], str | None] | None = None,
-                           lora_hash: Callable[[str], str | None] | None = None) -> str | None:
+                           lora_hash: Callable[[str], str | None] | None = None,
+                           ti_hash: Callable[[str], str | None] | None = None) -> str | None:
     """The A1111 infotext of the image an output node saves, read off the API workflow; None when no
     sampler feeds it. `size` is the saved image's (width, height); `batch_index` offsets the seed, as
     each image of a batch is drawn from seed + index; `model_hash(ckpt_name)` gives A1111's short hash,
-    `vae_hash(vae_name)` a VAE file's. A hires-fix pass or a refiner after the first sampler is
+    `vae_hash(vae_name)` a VAE file's, `lora_hash` a LoRA's and `ti_hash(name)` an embedding's that the
+    prompts reference (`embedding:NAME`). A hires-fix pass or a refiner after the first sampler is
     written as A1111 writes them, with the first pass's settings and size."""
     graph = _Graph(prompt)
     out = prompt.get(str(output_node_id))
@@ -265,6 +267,7 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
         "Clip skip": clip_skip if clip_skip and clip_skip > 1 else None,
         **passes,
         "Lora hashes": _lora_hashes(loras, lora_hash),
+        "TI hashes": _ti_hashes(f"{positive}\n{negative}", ti_hash),
         "Version": version or inkwash_version(),
     }
     return format_infotext(positive, negative, params)
@@ -428,6 +431,20 @@ def _lora_hashes(loras: list, lora_hash) -> str | None:
     hashes = {}
     for name, _, _ in loras:
         value = lora_hash(name) if lora_hash else None
+        if value:
+            hashes[os.path.splitext(os.path.basename(name))[0].translate(str.maketrans("", "", ":,"))] = value
+    return ", ".join(f"{name}: {value}" for name, value in hashes.items()) or None
+
+
+_EMBEDDING_REFERENCE = re.compile(r"(?<!\w)embedding:([^\s,;:!?)\]}>\"']+)")  # ComfyUI's, less trailing punctuation
+
+
+def _ti_hashes(text: str, ti_hash) -> str | None:
+    """A1111's "TI hashes": "name: hash, ..." of the embeddings a prompt references."""
+    hashes = {}
+    for name in _EMBEDDING_REFERENCE.findall(text) if ti_hash else []:
+        name = name.rstrip(".")
+        value = ti_hash(name)
         if value:
             hashes[os.path.splitext(os.path.basename(name))[0].translate(str.maketrans("", "", ":,"))] = value
     return ", ".join(f"{name}: {value}" for name, value in hashes.items()) or None
