@@ -75,7 +75,8 @@ _FIELD_NAMES = {"checkpoint": "override_settings.sd_model_checkpoint", "init_ima
                 "clip_skip": "override_settings.CLIP_stop_at_last_layers", "vae": "override_settings.sd_vae"}
 REFINER_SWITCH_AT = 0.8  # A1111's UI default, for a request with a refiner and no switch point
 HIRES_DENOISE = 0.7  # A1111's UI default, for a hires fix request without a denoising strength
-EXTRA_PARAMS = ("Hires ", "Refiner", "Lora hashes", "TI hashes")  # infotext keys A1111 reports as extra_generation_params
+# infotext keys A1111 reports as extra_generation_params
+EXTRA_PARAMS = ("Hires ", "Refiner", "Lora hashes", "TI hashes")
 
 
 # -- request bodies ---------------------------------------------------------------------------------------

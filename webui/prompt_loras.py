@@ -147,7 +147,8 @@ def infotext_fields(loras: list[LoraTag], folders: Folders) -> dict:
     hashes: dict[str, str] = {}
     for tag in loras:
         path = folders.find("loras", find_lora(tag.name, folders))
-        hashes[tag.name.translate(str.maketrans("", "", ":,"))] = file_hashes.current().wait_for(path, file_hashes.ADDNET)
+        name = tag.name.translate(str.maketrans("", "", ":,"))
+        hashes[name] = file_hashes.current().wait_for(path, file_hashes.ADDNET)
     if not hashes:
         return {}
     return {"Lora hashes": ", ".join(f"{name}: {value}" for name, value in hashes.items())}

@@ -94,7 +94,9 @@ class HashCache:
         except (OSError, ValueError, AttributeError) as exc:
             log.warning("hash cache %s not read (%s): files will be hashed again", self.file, exc)
             return {}
-        return {path: entry for path, entry in files.items() if isinstance(entry, dict)} if isinstance(files, dict) else {}
+        if not isinstance(files, dict):
+            return {}
+        return {path: entry for path, entry in files.items() if isinstance(entry, dict)}
 
     def get(self, path: str, size: int, mtime_ns: int, kind: str) -> str | None:
         with self._lock:
@@ -137,7 +139,8 @@ class Hasher:
         self._running: dict[tuple[str, str], FileProgress] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._batch = {"files_done": 0, "files_total": 0, "bytes_done": 0, "bytes_total": 0}  # since the queue was empty
+        # the work queued since the queue was last empty, for the overall progress
+        self._batch = {"files_done": 0, "files_total": 0, "bytes_done": 0, "bytes_total": 0}
 
     # -- answers -------------------------------------------------------------------------------------------
     def known(self, path: str | Path, kind: str = SHA256) -> str | None:

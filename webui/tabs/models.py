@@ -1,7 +1,7 @@
 """The Models panel: what is installed in each model folder (name, size, the family of a checkpoint read
-off its safetensors header, A1111's short hash, with the background hashing's progress), downloads started from a URL or a Hugging Face
-OWNER/REPO/FILE with their progress (webui/model_download_api.py runs them), and deleting a file after a
-confirmation. The bundled demo models can't be deleted: the tabs' defaults and examples use them."""
+off its safetensors header, A1111's short hash, with the background hashing's progress), downloads started
+from a URL or a Hugging Face OWNER/REPO/FILE with their progress (webui/model_download_api.py runs them),
+and deleting a file after a confirmation. The bundled demo models can't be deleted: the tabs' defaults and examples use them."""
 from __future__ import annotations
 
 import logging

@@ -18,8 +18,8 @@ from ..generation import BadRequest, sampler_and_scheduler
 from .uploads import not_an_image, refuse_non_images, uploaded_file
 
 # The form fields an infotext fills, as the generation tabs name them.
-SENT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
-               "height", "clip_skip")
+SENT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed",
+               "width", "height", "clip_skip")
 
 
 NO_PARAMETERS = "This picture carries no generation parameters (no A1111 infotext, no workflow)."
