@@ -174,8 +174,12 @@ def test_a_renamed_checkpoint_is_found_by_its_hash_then_by_name(folders, hasher)
     assert hasher.known(other) == sha256(other)
 
 
-def test_without_waiting_an_unhashed_file_is_queued_and_reported(folders, hasher):
+def test_without_waiting_an_unhashed_big_file_is_queued_and_reported(folders, hasher, monkeypatch):
     renamed = random_file(folders.models_dir / "checkpoints" / "renamed.safetensors", seed=7)
+    small = random_file(folders.models_dir / "checkpoints" / "small.safetensors", size=MB, seed=14)
+    monkeypatch.setattr(file_hashes, "HASH_ON_LISTING_BYTES", MB)
+    found = model_match.infotext_checkpoint(folders, {"Model": "old", "Model hash": sha256(small)[:10]})
+    assert found == model_match.Match("small.safetensors", "hash")  # small enough to hash on the spot
     release = threading.Event()
     hasher.on_chunk = lambda *_: release.wait(30)
     found = model_match.infotext_checkpoint(folders, {"Model": "old", "Model hash": sha256(renamed)[:10]})

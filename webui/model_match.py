@@ -3,8 +3,9 @@ infotext's `Model hash` / `Model`, its `Lora hashes` for the prompt's `<lora:nam
 
 The hash decides first, so a file renamed since the picture was made is still found; the name is the
 fallback. Hashes come from file_hashes: known ones are compared first, and with `wait` the files not
-hashed yet are hashed now (the A1111 API, as A1111 does); without it (the tabs) the answer says how many
-files the background hasher has still to do, so the page can say why a hash did not match yet.
+hashed yet are hashed now (the A1111 API, as A1111 does); without it (the tabs) only files small enough for
+a listing to hash are, and the answer says how many big files the background hasher has still to do, so
+the page can say why a hash did not match yet.
 """
 from __future__ import annotations
 
@@ -62,17 +63,23 @@ def find_model(folders: Folders, folder: str, name: str | None = None, short_has
             unknown.append(candidate)
         elif digest.lower().startswith(wanted):
             return Match(candidate, "hash")
-    if wait:
-        for candidate in unknown:
-            try:
-                if hasher.wait_for_digest(paths[candidate], kind).lower().startswith(wanted):
-                    return Match(candidate, "hash")
-            except (OSError, ValueError):
-                continue
-        unknown = []
-    else:
-        hasher.enqueue([paths[n] for n in unknown], kind)
+    waited_for = [n for n in unknown if wait or _small(paths[n])]  # as listings: small files are hashed now
+    for candidate in waited_for:
+        try:
+            if hasher.wait_for_digest(paths[candidate], kind).lower().startswith(wanted):
+                return Match(candidate, "hash")
+        except (OSError, ValueError):
+            continue
+    unknown = [n for n in unknown if n not in waited_for]
+    hasher.enqueue([paths[n] for n in unknown], kind)
     return Match(named[0] if named else None, "name" if named else None, len(unknown))
+
+
+def _small(path) -> bool:
+    try:
+        return path.stat().st_size <= file_hashes.HASH_ON_LISTING_BYTES
+    except OSError:
+        return False
 
 
 def find_checkpoint(folders: Folders, value: str, wait: bool = True) -> Match:

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..context import ServerContext
 from . import depth2img, extras, history, img2img, inpaint, models, pnginfo, txt2img, workflows
-from .common import GenerationTab
+from .common import GenerationTab, refresh_checkpoints
 from .generate import send_image
 from .page_script import PAGE_SCRIPT
 from .running import refused
@@ -76,7 +76,11 @@ def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict
 
     def sent(text) -> tuple:
         values = pnginfo.sent_values(text, ctx.folders)
-        return (*values, values[pnginfo.SENT_FIELDS.index("checkpoint")], pnginfo.checkpoint_note(text, ctx.folders))
+        at = pnginfo.SENT_FIELDS.index("checkpoint")
+        checkpoint = values[at]
+        if isinstance(checkpoint, str):  # the list again, titled: the file may be new since the page was built
+            values[at] = refresh_checkpoints(ctx, checkpoint)
+        return (*values, checkpoint, pnginfo.checkpoint_note(text, ctx.folders))
 
     png.send_txt2img.click(lambda text: (*sent(text), gr.Tabs(selected="txt2img")),
                            inputs=[png.parameters], outputs=[*fields_of("txt2img"), png.note, tabs])

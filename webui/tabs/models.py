@@ -1,7 +1,8 @@
 """The Models panel: what is installed in each model folder (name, size, the family of a checkpoint read
 off its safetensors header, A1111's short hash, with the background hashing's progress), downloads started
 from a URL or a Hugging Face OWNER/REPO/FILE with their progress (webui/model_download_api.py runs them),
-and deleting a file after a confirmation. The bundled demo models can't be deleted: the tabs' defaults and examples use them."""
+and deleting a file after a confirmation. The bundled demo models can't be deleted: the tabs' defaults and
+examples use them."""
 from __future__ import annotations
 
 import logging
@@ -73,7 +74,7 @@ def hashing_status() -> str:
             f"files, {overall} of {human_size(total)}; a hash shows here once computed.")
 
 
-def refresh(ctx: ServerContext) -> tuple[list[list[str]], str]:
+def relisted(ctx: ServerContext) -> tuple[list[list[str]], str]:
     """The installed list again, new files queued for hashing."""
     file_hashes.current().enqueue_folders(ctx.folders)
     return installed(ctx), hashing_status()
@@ -181,7 +182,7 @@ def build(ctx: ServerContext) -> None:
         return values[0], values[1], gr.Row(visible=False)
 
     table.select(pick, inputs=[table], outputs=[selected_folder, selected_name, confirm_row])
-    refresh.click(lambda: refresh(ctx), outputs=[table, hashing])
+    refresh.click(lambda: relisted(ctx), outputs=[table, hashing])
 
     def ask(kind, name):
         deletable(ctx, kind, name)  # refused before asking
