@@ -239,3 +239,38 @@ def test_the_infotext_names_the_prompts_embeddings_with_their_ti_hashes(folders,
     info = parse_infotext(infotext_from_workflow(graph, "9", ti_hash=_ti_hash, version="v"))
     assert info["TI hashes"] == f"style: {sha256(style)[:10]}, bad-hands: {sha256(bad_hands)[:10]}"
     assert "TI hashes" not in parse_infotext(infotext_from_workflow(graph, "9", version="v"))
+
+
+def test_the_server_queues_its_models_at_start_and_a_restart_reads_none_again(folders, tmp_path):
+    from inkwash.webui.serve_options import ServeOptions
+    from inkwash.webui.server import create_app, create_context
+
+    model = random_file(folders.models_dir / "checkpoints" / "m.safetensors", seed=15)
+    lora = random_file(folders.models_dir / "loras" / "l.pt", size=MB, seed=16)
+    options = ServeOptions(models_dir=folders.models_dir, output_dir=folders.output_dir,
+                           input_dir=folders.input_dir, data_dir=tmp_path / "data")
+    previous = file_hashes.current()
+    try:
+        ctx = create_context(options)
+        release = threading.Event()
+        file_hashes.current().on_chunk = lambda *_: release.wait(30)  # the background thread held at its first read
+        with TestClient(create_app(ctx, options, with_ui=False), base_url="http://127.0.0.1:7860") as client:
+            progress = file_hashes.current().progress()
+            assert (progress["files_total"], progress["bytes_total"]) == (2, 4 * MB)  # queued when the server started
+            release.set()
+            assert file_hashes.current().wait_for(model) == sha256(model)[:10]
+            assert file_hashes.current().wait_for(lora, file_hashes.ADDNET) == sha256(lora)[:12]
+            files = {f["name"]: f["hash"] for f in client.get("/api/models/hashes").json()["files"]}
+            assert files == {"m.safetensors": sha256(model)[:10], "l.pt": sha256(lora)[:12]}
+        assert (tmp_path / "data" / file_hashes.CACHE_FILE).is_file()
+
+        ctx = create_context(options)  # a restart
+        reads = counting(file_hashes.current())
+        with TestClient(create_app(ctx, options, with_ui=False), base_url="http://127.0.0.1:7860") as client:
+            assert file_hashes.current().progress()["files_total"] == 0
+            model_info, = client.get("/sdapi/v1/sd-models").json()
+            assert (model_info["hash"], model_info["sha256"]) == (sha256(model)[:10], sha256(model))
+        assert reads == []
+    finally:
+        file_hashes.current().stop()
+        file_hashes._current = previous
