@@ -20,6 +20,18 @@ def folders(tmp_path):
     folders_module._current = previous
 
 
+@pytest.fixture
+def hasher(tmp_path):
+    """A process-wide model hasher of its own for one test, its cache in tmp_path/data/hashes.json."""
+    from inkwash.nodes.formats import file_hashes
+
+    previous = file_hashes.current()
+    configured = file_hashes.configure(tmp_path / "data" / file_hashes.CACHE_FILE)
+    yield configured
+    configured.stop()
+    file_hashes._current = previous
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from threads, and two OpenMP threads on two shared cores can crawl."""

@@ -261,6 +261,34 @@ def test_listings(client, ctx):
     assert schedulers["Karras"] == "karras" and schedulers["Automatic"] == "automatic"
 
 
+def test_sd_models_titles_a_big_file_once_hashed_and_a_hash_finds_a_renamed_file(client, ctx, hasher, monkeypatch):
+    import hashlib
+
+    from inkwash.nodes.formats import file_hashes
+
+    checkpoints = ctx.folders.models_dir / "checkpoints"
+    renamed = checkpoints / "renamed.safetensors"
+    (checkpoints / CKPT).rename(renamed)
+    sha256 = hashlib.sha256(renamed.read_bytes()).hexdigest()
+    monkeypatch.setattr(file_hashes, "HASH_ON_LISTING_BYTES", renamed.stat().st_size - 1)  # too big to hash now
+    release = threading.Event()
+    hasher.on_chunk = lambda *_: release.wait(30)
+    model, = client.get("/sdapi/v1/sd-models").json()
+    assert (model["title"], model["hash"], model["sha256"]) == ("renamed.safetensors", None, None)
+    assert hasher.progress()["files_total"] == 1  # queued for the background thread
+    release.set()
+    assert hasher.wait_for(renamed) == sha256[:10]
+    model, = client.get("/sdapi/v1/sd-models").json()
+    assert (model["title"], model["hash"], model["sha256"]) == (f"renamed.safetensors [{sha256[:10]}]", sha256[:10],
+                                                                sha256)
+    assert model["model_name"] == "renamed" and model["filename"] == str(renamed)
+    # the title an infotext or client has from before the rename, or a bare hash, names the renamed file
+    for value in (f"{CKPT} [{sha256[:10]}]", sha256[:10], sha256):
+        assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": value}).status_code == 200
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == model["title"]
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "0123456789"}).status_code == 422
+
+
 def test_progress_and_interrupt_stop_the_whole_request(client, ctx):
     idle = client.get("/sdapi/v1/progress").json()
     assert idle["progress"] == 0 and idle["state"]["job"] == "" and idle["current_image"] is None

@@ -13,7 +13,8 @@ from inkwash.nodes.executor import Executor
 from inkwash.nodes.registry import object_info
 from inkwash.nodes.formats import prompt_syntax
 from inkwash.nodes.runtime import sampling
-from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext, read_png_metadata, short_hash
+from inkwash.nodes.formats import file_hashes
+from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext, read_png_metadata
 from inkwash.webui import generation as gen
 from inkwash.webui.a1111_api import router
 from inkwash.webui.context import ServerContext
@@ -162,7 +163,7 @@ def test_refiner_takes_over_at_the_switch(registry, folders, sdxl_files):
     steps = {node: [d["value"] for n, d in events if n == "progress" and d["node"] == node] for node in ("3", "33")}
     assert steps == {"3": [1, 2], "33": [1, 2]}  # base: steps 0-1 of 4, refiner: steps 2-3
     info = parse_infotext(read_png_metadata(path)["parameters"])
-    assert info["Refiner"] == f"tiny-sdxl-refiner [{short_hash(refiner_file)}]"
+    assert info["Refiner"] == f"tiny-sdxl-refiner [{file_hashes.current().wait_for(refiner_file)}]"
     assert info["Refiner switch at"] == "0.5" and info["Model"] == "tiny-sdxl" and info["Seed"] == "7"
 
     # the same as a KSamplerAdvanced pair built by hand, ComfyUI's way

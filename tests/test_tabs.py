@@ -224,7 +224,10 @@ def test_png_info_of_a_generated_image_and_send_to_txt2img(ctx):
     assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "DPM++ 2M",
                       "scheduler": "Karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
                       "clip_skip": 1}
-    assert pnginfo.sent_values(parameters) == [fields[name] for name in pnginfo.SENT_FIELDS]
+    sent = pnginfo.infotext_fields(parameters, ctx.folders)
+    assert sent == {**fields, "checkpoint": CKPT}  # found by its Model hash
+    assert pnginfo.sent_values(parameters, ctx.folders) == [sent[name] for name in pnginfo.SENT_FIELDS]
+    assert pnginfo.checkpoint_note(parameters, ctx.folders) == ""
     assert pnginfo.png_info(None) == ("", "", "")
     # the PNG opens in the Workflows tab as the API workflow that made it
     assert load_upload(ctx, path) == last.results["workflows"][0]

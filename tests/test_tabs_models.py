@@ -58,15 +58,19 @@ def test_the_installed_list_has_size_family_and_hash(ctx, checkpoint, folders):
     assert upscaler[3] == "" and len(upscaler[4]) == 10  # no family outside checkpoints
 
 
-def test_a_big_file_is_not_hashed_while_listing_but_shows_a_known_hash(ctx, checkpoint, monkeypatch):
-    from inkwash.nodes.formats import png_metadata
+def test_a_big_file_is_hashed_in_the_background_and_listed_once_known(ctx, checkpoint, monkeypatch, hasher):
+    from inkwash.nodes.formats import file_hashes
 
-    monkeypatch.setattr(models, "HASH_ON_LISTING_BYTES", checkpoint.stat().st_size - 1)
-    hashed = []
-    monkeypatch.setattr(png_metadata, "_sha256_of", lambda *signature: hashed.append(signature) or "ab" * 32)
-    assert rows_by_name(ctx)[("checkpoints", TINY_CKPT)][4] == "" and hashed == []
-    assert png_metadata.short_hash(checkpoint) == "ab" * 5  # as SaveImage does for the infotext
-    assert rows_by_name(ctx)[("checkpoints", TINY_CKPT)][4] == "ababababab" and len(hashed) == 1
+    monkeypatch.setattr(file_hashes, "HASH_ON_LISTING_BYTES", checkpoint.stat().st_size - 1)
+    reading, release = threading.Event(), threading.Event()
+    hasher.on_chunk = lambda *_: (reading.set(), release.wait(30))  # the background read held at its first chunk
+    assert rows_by_name(ctx)[("checkpoints", TINY_CKPT)][4] == ""  # not hashed on the spot: queued
+    assert reading.wait(30)
+    status = models.hashing_status()
+    assert status.startswith(f"Hashing {TINY_CKPT} (1.0 MB of ") and "0 of 1 files" in status
+    release.set()
+    assert hasher.wait_for(checkpoint) == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    assert rows_by_name(ctx)[("checkpoints", TINY_CKPT)][4] == hasher.wait_for(checkpoint)
 
 
 def test_delete_removes_the_file_inside_its_folder(ctx, folders):

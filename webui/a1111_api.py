@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import json
 import os
@@ -39,14 +38,14 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from ..nodes.folders import write_atomically
-from ..nodes.formats import lora_hash, png_metadata
+from ..nodes.formats import file_hashes, lora_hash, png_metadata
 from ..nodes.runtime import embeddings
 from ..nodes.formats.sampler_names import (
     A1111_SAMPLER_ALIASES,
     A1111_SAMPLERS,
     A1111_SCHEDULES,
 )
-from . import a1111_controlnet, generation, parameters, prompt_styles, xyz_plot
+from . import a1111_controlnet, generation, model_match, parameters, prompt_styles, xyz_plot
 from .context import ServerContext
 from .generation import BadRequest, Plan
 from .parameters import (
@@ -70,7 +69,6 @@ from .json_errors import Refused
 
 log = logging.getLogger(__name__)
 MAX_INPUT_PIXELS = 4096 * 4096  # an init image or mask larger than this is refused before decoding
-HASH_ON_LISTING_BYTES = 256 * 2**20  # /sd-models hashes files up to this size; larger ones once used
 OPTIONS_FILE = "options.json"
 
 # A1111 request fields as GenerationParams names them, for error messages in A1111's terms.
@@ -78,7 +76,8 @@ _FIELD_NAMES = {"checkpoint": "override_settings.sd_model_checkpoint", "init_ima
                 "clip_skip": "override_settings.CLIP_stop_at_last_layers", "vae": "override_settings.sd_vae"}
 REFINER_SWITCH_AT = 0.8  # A1111's UI default, for a request with a refiner and no switch point
 HIRES_DENOISE = 0.7  # A1111's UI default, for a hires fix request without a denoising strength
-EXTRA_PARAMS = ("Hires ", "Refiner", "Lora hashes")  # infotext keys A1111 reports as extra_generation_params
+# infotext keys A1111 reports as extra_generation_params
+EXTRA_PARAMS = ("Hires ", "Refiner", "Lora hashes", "TI hashes")
 
 
 # -- request bodies ---------------------------------------------------------------------------------------
@@ -292,46 +291,23 @@ class A1111Api:
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._interrupted: set[str] = set()
-        self._hashes: dict[str, tuple[tuple[int, int], str | None, str | None]] = {}
 
     # -- checkpoints and options ------------------------------------------------------------------------
     def checkpoints(self) -> list[str]:
         return self.ctx.folders.list("checkpoints")
 
-    def model_hash(self, name: str, compute_full: bool = False) -> tuple[str | None, str | None]:
-        """(A1111 short hash, sha256) of a checkpoint, or Nones where not known yet; a file is hashed
-        when `compute_full` or small enough."""
+    def model_hash(self, name: str, wait: bool = False) -> tuple[str | None, str | None]:
+        """(A1111 short hash, sha256) of a checkpoint, or Nones where not known yet: listings hash small
+        files on the spot and leave big ones to the background hasher (file_hashes); `wait` hashes now."""
+        path = self._path(name)
+        if path is None:
+            return None, None
+        hasher = file_hashes.current()
         try:
-            path = self.ctx.folders.find("checkpoints", name)
-            stat = path.stat()
+            short = hasher.wait_for(path) if wait else hasher.for_listing(path)
+            return short, hasher.known(path) if short else None
         except (OSError, ValueError):
             return None, None
-        signature = (stat.st_size, stat.st_mtime_ns)
-        known = self._hashes.get(str(path))
-        if known and known[0] == signature and (known[2] or not compute_full):
-            return known[1], known[2]
-        if not (compute_full or stat.st_size <= HASH_ON_LISTING_BYTES) or not path.is_file():
-            return (known[1], known[2]) if known and known[0] == signature else (None, None)
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        sha256 = digest.hexdigest()
-        self._hashes[str(path)] = (signature, sha256[:10], sha256)
-        return sha256[:10], sha256
-
-    def remember_short_hash(self, name: str) -> str | None:
-        """The short hash SaveImage computed for the infotext (cached there, so this is quick)."""
-        try:
-            path = self.ctx.folders.find("checkpoints", name)
-            stat = path.stat()
-            short = png_metadata.short_hash(path)
-        except (OSError, ValueError):
-            return None
-        known = self._hashes.get(str(path))
-        sha256 = known[2] if known and known[0] == (stat.st_size, stat.st_mtime_ns) else None
-        self._hashes[str(path)] = ((stat.st_size, stat.st_mtime_ns), short, sha256)
-        return short
 
     def title(self, name: str) -> str:
         short, _ = self.model_hash(name)
@@ -339,19 +315,14 @@ class A1111Api:
 
     def find_checkpoint(self, value: Any, field_name: str) -> str:
         """A checkpoint named as A1111 names them: file name, title "name [hash]", name without extension,
-        or a known hash."""
+        or a hash (model_match: the hash first, so a renamed file is found)."""
         if not isinstance(value, str) or not value.strip():
             raise BadRequest(field_name, f"expected a checkpoint name, got {value!r}")
-        names = self.checkpoints()
-        wanted = re.sub(r"\s*\[[0-9a-fA-F]{8,64}\]$", "", value.strip())
-        for name in names:
-            if wanted in (name, os.path.splitext(name)[0], os.path.splitext(os.path.basename(name))[0]):
-                return name
-        for name in names:
-            short, sha256 = self._hashes.get(str(self._path(name)), (None, None, None))[1:]
-            if value.lower() in (short, sha256):
-                return name
-        raise BadRequest(field_name, f"unknown checkpoint {value!r}; available: {', '.join(names) or 'none'}")
+        found = model_match.find_checkpoint(self.ctx.folders, value)
+        if found.name is None:
+            names = self.checkpoints()
+            raise BadRequest(field_name, f"unknown checkpoint {value!r}; available: {', '.join(names) or 'none'}")
+        return found.name
 
     def _path(self, name: str) -> Path | None:
         try:
@@ -597,7 +568,7 @@ class A1111Api:
             "height": params.height, "sampler_name": sampler, "cfg_scale": params.cfg_scale, "steps": params.steps,
             "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
             "sd_model_name": os.path.splitext(os.path.basename(params.checkpoint))[0],
-            "sd_model_hash": self.remember_short_hash(params.checkpoint),
+            "sd_model_hash": self.model_hash(params.checkpoint, wait=True)[0],
             "sd_vae_name": parsed.get("VAE"), "sd_vae_hash": parsed.get("VAE hash"),
             "seed_resize_from_w": -1, "seed_resize_from_h": -1,
             "denoising_strength": params.denoising_strength if plan.inputs is not None or params.enable_hr
@@ -803,6 +774,7 @@ def router(ctx: ServerContext) -> APIRouter:
 
     @routes.post("/refresh-checkpoints")
     def refresh_checkpoints():
+        file_hashes.current().enqueue_folders(api.ctx.folders)  # new files get hashed in the background
         return None  # the folder is read on every request
 
     @routes.post("/refresh-vae")
@@ -811,6 +783,7 @@ def router(ctx: ServerContext) -> APIRouter:
 
     @routes.post("/refresh-loras")
     def refresh_loras():
+        file_hashes.current().enqueue_folders(api.ctx.folders)
         return None  # the folder is read on every request
 
     @routes.get("/loras")

@@ -25,7 +25,7 @@ from ..nodes.formats.preview_frames import ImageFrame
 Event = tuple[str, dict]
 
 # Events that a later event of the same kind makes obsolete; safe to drop when a reader lags.
-TRANSIENT_EVENTS = frozenset({"progress", "status"})
+TRANSIENT_EVENTS = frozenset({"progress", "status", "hash_progress"})
 DEFAULT_BUFFER_SIZE = 512
 
 

@@ -13,7 +13,7 @@ import re
 from typing import NamedTuple
 
 from ..nodes.folders import Folders
-from ..nodes.formats.lora_hash import short_hash
+from ..nodes.formats import file_hashes
 
 # A1111's extra-network syntax `<kind:args>`, for the kinds that name a LoRA.
 _TAG = re.compile(r"<(lora|lyco):([^>]+)>")
@@ -147,7 +147,8 @@ def infotext_fields(loras: list[LoraTag], folders: Folders) -> dict:
     hashes: dict[str, str] = {}
     for tag in loras:
         path = folders.find("loras", find_lora(tag.name, folders))
-        hashes[tag.name.translate(str.maketrans("", "", ":,"))] = short_hash(path)
+        name = tag.name.translate(str.maketrans("", "", ":,"))
+        hashes[name] = file_hashes.current().wait_for(path, file_hashes.ADDNET)
     if not hashes:
         return {}
     return {"Lora hashes": ", ".join(f"{name}: {value}" for name, value in hashes.items())}

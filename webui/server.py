@@ -21,6 +21,8 @@ def create_context(options: ServeOptions) -> ServerContext:
     from ..nodes.registry import core_nodes
     from .events import EventHub
     from .jobs import JobQueue
+    from ..nodes.formats import file_hashes
+    from . import model_hashes_api
     from .model_download_api import Downloads
 
     data_dir = Path(options.data_dir or DEFAULT_DATA_DIR)
@@ -38,13 +40,16 @@ def create_context(options: ServeOptions) -> ServerContext:
     ctx = ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir,
                         preview_method=options.preview_method)
     ctx.downloads = Downloads(ctx)
+    file_hashes.configure(data_dir / file_hashes.CACHE_FILE, on_chunk=model_hashes_api.publisher(ctx))
     queue.executor.max_pixels = ctx.max_pixels  # every node's output, not only the sizes a request names
     return ctx
 
 
 def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_ui: bool = True) -> FastAPI:
     """The whole application. The queue's worker starts and stops with the app."""
-    from . import a1111_api, a1111_controlnet, a1111_extras, comfy_api, graph_editor, model_download_api
+    from ..nodes.formats import file_hashes
+    from . import (a1111_api, a1111_controlnet, a1111_extras, comfy_api, graph_editor, model_download_api,
+                   model_hashes_api)
     from .security import HostPolicy, SecurityMiddleware
 
     options = options or ServeOptions()
@@ -52,9 +57,11 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         ctx.queue.start()
+        file_hashes.current().enqueue_folders(ctx.folders)  # A1111's hashes, in the background
         try:
             yield
         finally:
+            file_hashes.current().stop()
             ctx.queue.stop()
 
     # No generated API docs unless asked for (--api-docs): they list every route to anyone who can reach
@@ -63,6 +70,7 @@ def create_app(ctx: ServerContext, options: ServeOptions | None = None, *, with_
                   openapi_url="/openapi.json" if options.api_docs else None, lifespan=lifespan)
     # Before the ComfyUI routes: their GET /api/models/{folder} would take /api/models/downloads.
     app.include_router(model_download_api.router(ctx))
+    app.include_router(model_hashes_api.router(ctx))
     comfy = comfy_api.router(ctx)
     install_error_handlers(app)
     app.include_router(comfy)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .. import folders
 from ..declare import Combo, Float, Input, Int, Node, Output, Result, String
-from ..formats import png_metadata
-from ..runtime import image_files, lora
+from ..formats import file_hashes, png_metadata
+from ..runtime import image_files
 from ..runtime import images as imaging
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -93,9 +93,10 @@ class LoadImageMask(Node):
         return (imaging.load_mask(input_file(image), channel),)
 
 
-def _file_hash(kind: str, name: str) -> str | None:
+def _file_hash(kind: str, name: str, hash_kind: str = file_hashes.SHA256) -> str | None:
+    """A1111's short hash of a model file for the infotext, hashed now if the background hasher hasn't yet."""
     try:
-        return png_metadata.short_hash(folders.current().find(kind, name))
+        return file_hashes.current().wait_for(folders.current().find(kind, name), hash_kind)
     except (OSError, ValueError):
         return None  # a model we can't find still gets the rest of the infotext
 
@@ -109,9 +110,17 @@ def _vae_hash(vae_name: str) -> str | None:
 
 
 def _lora_hash(lora_name: str) -> str | None:
-    """A1111's LoRA hash, which differs from its model hash (runtime/lora.short_hash)."""
+    """A1111's LoRA hash, which differs from its model hash (file_hashes.ADDNET)."""
+    return _file_hash("loras", lora_name, file_hashes.ADDNET)
+
+
+def _ti_hash(name: str) -> str | None:
+    """A1111's TI hash: the short sha256 of the embedding file a prompt's `embedding:NAME` loads."""
+    from ..runtime import embeddings
+
     try:
-        return lora.short_hash(folders.current().find("loras", lora_name))
+        path = embeddings.find_file(name)
+        return file_hashes.current().wait_for(path) if path is not None else None
     except (OSError, ValueError):
         return None
 
@@ -143,7 +152,7 @@ class SaveImage(Node):
             if self.ctx.prompt:
                 parameters = png_metadata.infotext_from_workflow(
                     self.ctx.prompt, self.ctx.node_id, size=pil.size, batch_index=index, model_hash=_model_hash,
-                    vae_hash=_vae_hash, lora_hash=_lora_hash)
+                    vae_hash=_vae_hash, lora_hash=_lora_hash, ti_hash=_ti_hash)
             metadata = png_metadata.png_text(self.ctx.prompt or None, self.ctx.extra_pnginfo, parameters)
             saved = image_files.save_png(pil, self.folder(), filename_prefix, metadata, batch_number=index,
                                          compress_level=self.compress_level, durable=self.durable)

@@ -5,14 +5,12 @@ stores its "infotext" as `parameters`. We write all three, so an image opens in 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import struct
 import zlib
-from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Callable, Iterator
@@ -211,11 +209,13 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
                            batch_index: int = 0, model_hash: Callable[[str], str | None] | None = None,
                            version: str | None = None,
                            vae_hash: Callable[[str], str | None] | None = None,
-                           lora_hash: Callable[[str], str | None] | None = None) -> str | None:
+                           lora_hash: Callable[[str], str | None] | None = None,
+                           ti_hash: Callable[[str], str | None] | None = None) -> str | None:
     """The A1111 infotext of the image an output node saves, read off the API workflow; None when no
     sampler feeds it. `size` is the saved image's (width, height); `batch_index` offsets the seed, as
     each image of a batch is drawn from seed + index; `model_hash(ckpt_name)` gives A1111's short hash,
-    `vae_hash(vae_name)` a VAE file's. A hires-fix pass or a refiner after the first sampler is
+    `vae_hash(vae_name)` a VAE file's, `lora_hash` a LoRA's and `ti_hash(name)` an embedding's that the
+    prompts reference (`embedding:NAME`). A hires-fix pass or a refiner after the first sampler is
     written as A1111 writes them, with the first pass's settings and size."""
     graph = _Graph(prompt)
     out = prompt.get(str(output_node_id))
@@ -267,6 +267,7 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
         "Clip skip": clip_skip if clip_skip and clip_skip > 1 else None,
         **passes,
         "Lora hashes": _lora_hashes(loras, lora_hash),
+        "TI hashes": _ti_hashes(f"{positive}\n{negative}", ti_hash),
         "Version": version or inkwash_version(),
     }
     return format_infotext(positive, negative, params)
@@ -435,6 +436,20 @@ def _lora_hashes(loras: list, lora_hash) -> str | None:
     return ", ".join(f"{name}: {value}" for name, value in hashes.items()) or None
 
 
+_EMBEDDING_REFERENCE = re.compile(r"(?<!\w)embedding:([^\s,;:!?)\]}>\"']+)")  # ComfyUI's, less trailing punctuation
+
+
+def _ti_hashes(text: str, ti_hash) -> str | None:
+    """A1111's "TI hashes": "name: hash, ..." of the embeddings a prompt references."""
+    hashes = {}
+    for name in _EMBEDDING_REFERENCE.findall(text) if ti_hash else []:
+        name = name.rstrip(".")
+        value = ti_hash(name)
+        if value:
+            hashes[os.path.splitext(os.path.basename(name))[0].translate(str.maketrans("", "", ":,"))] = value
+    return ", ".join(f"{name}: {value}" for name, value in hashes.items()) or None
+
+
 def _clip_skip(graph: _Graph, conditioning_link) -> int | None:
     """`-stop_at_clip_layer` of the CLIPSetLastLayer on the positive prompt's clip path."""
     encoder = graph.follow(conditioning_link, lambda c, i: "clip" in i and ("text" in i or "text_g" in i),
@@ -446,34 +461,6 @@ def _clip_skip(graph: _Graph, conditioning_link) -> int | None:
         return None
     value = graph.literal(last_layer[1]["stop_at_clip_layer"])
     return -value if isinstance(value, int) else None
-
-
-@lru_cache(maxsize=64)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_known_short_hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> short hash, once computed
-
-
-def short_hash(path: str | Path) -> str:
-    """A1111's model hash: the first 10 hex digits of the file's sha256 (remembered per size and mtime)."""
-    stat = os.stat(path)
-    signature = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    short = _sha256_of(*signature)[:10]
-    _known_short_hashes[signature] = short
-    return short
-
-
-def known_short_hash(path: str | Path) -> str | None:
-    """The short hash if `short_hash` already computed it for the file as it is now; None otherwise
-    (never reads the file: for listings of files too big to hash on the spot)."""
-    stat = os.stat(path)
-    return _known_short_hashes.get((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
 
 
 # -- PNG text chunks ------------------------------------------------------------------------------------

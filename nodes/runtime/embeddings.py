@@ -131,6 +131,11 @@ def load(name: str, folders: folders_module.Folders | None = None) -> Embedding:
     return _load_cached(name, path)
 
 
+def find_file(name: str, folders: folders_module.Folders | None = None) -> Path | None:
+    """The file an `embedding:NAME` reference names, None when there is none (its TI hash is of this file)."""
+    return _find_file(name, folders)
+
+
 def _find_file(name: str, folders) -> Path | None:
     """The file for a name: as given, with each known extension, or a file of that stem in a subfolder."""
     folders = folders or folders_module.current()

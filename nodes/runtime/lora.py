@@ -28,7 +28,6 @@ import torch
 from . import lora_keys, model_cache
 from .model_types import DiffusionModel, TextEncoder
 from .state_dict_files import CheckpointError, open_state_dict
-from ..formats.lora_hash import short_hash  # noqa: F401  (read without torch, for the web layer)
 
 log = logging.getLogger(__name__)
 

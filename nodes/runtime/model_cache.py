@@ -17,6 +17,7 @@ from typing import Any, Callable, Hashable
 
 import torch
 
+from ..formats.file_hashes import file_signature
 from . import devices
 
 # Leave room for activations, the VAE decode and the rest of the process.
@@ -58,16 +59,6 @@ def weight_bytes(value: Any) -> int:
         elif isinstance(item, dict):
             stack.extend(item.values())
     return total
-
-
-def file_signature(path: str | Path) -> tuple:
-    """(resolved path, mtime in ns, size); a folder (diffusers model) counts its newest entry."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    if resolved.is_dir():
-        stats = [stat] + [Path(root, name).stat() for root, _, names in os.walk(resolved) for name in names]
-        return str(resolved), max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)
-    return str(resolved), stat.st_mtime_ns, stat.st_size
 
 
 class ModelCache:

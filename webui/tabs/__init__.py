@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..context import ServerContext
 from . import depth2img, extras, history, img2img, inpaint, models, pnginfo, txt2img, workflows
-from .common import GenerationTab
+from .common import GenerationTab, refresh_checkpoints
 from .generate import send_image
 from .page_script import PAGE_SCRIPT
 from .running import refused
@@ -71,18 +71,27 @@ def _wire_send_to(generation: dict[str, GenerationTab], tabs: gr.Tabs) -> None:
 def _wire_png_info(ctx: ServerContext, png: pnginfo.PngInfoTab, generation: dict[str, GenerationTab],
                    workflows_tab: workflows.WorkflowsTab, tabs: gr.Tabs) -> None:
     def fields_of(mode: str) -> list:
-        return [generation[mode].inputs[name] for name in pnginfo.SENT_FIELDS]
+        # the checkpoint's defaults follow the sent checkpoint without touching the sent values
+        return [*(generation[mode].inputs[name] for name in pnginfo.SENT_FIELDS), generation[mode].checkpoint_before]
 
-    png.send_txt2img.click(lambda text: (*pnginfo.sent_values(text), gr.Tabs(selected="txt2img")),
-                           inputs=[png.parameters], outputs=[*fields_of("txt2img"), tabs])
+    def sent(text) -> tuple:
+        values = pnginfo.sent_values(text, ctx.folders)
+        at = pnginfo.SENT_FIELDS.index("checkpoint")
+        checkpoint = values[at]
+        if isinstance(checkpoint, str):  # the list again, titled: the file may be new since the page was built
+            values[at] = refresh_checkpoints(ctx, checkpoint)
+        return (*values, checkpoint, pnginfo.checkpoint_note(text, ctx.folders))
+
+    png.send_txt2img.click(lambda text: (*sent(text), gr.Tabs(selected="txt2img")),
+                           inputs=[png.parameters], outputs=[*fields_of("txt2img"), png.note, tabs])
 
     def to_img2img(path, text):
         if not path:
             raise refused("Drop an image first")
-        return (*pnginfo.sent_values(text), path, gr.Tabs(selected="img2img"))
+        return (*sent(text), path, gr.Tabs(selected="img2img"))
 
     png.send_img2img.click(to_img2img, inputs=[png.image, png.parameters],
-                           outputs=[*fields_of("img2img"), generation["img2img"].inputs["init_image"], tabs])
+                           outputs=[*fields_of("img2img"), png.note, generation["img2img"].inputs["init_image"], tabs])
     png.open_workflow.click(lambda path: (*workflows.open_upload(ctx, path), gr.Tabs(selected="workflows")),
                             inputs=[png.image], outputs=[*workflows_tab.opened_outputs, tabs])
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from gradio.components import Component
 
+from ...nodes.formats import file_hashes
 from ...nodes.formats.sampler_names import A1111_SAMPLERS, A1111_SCHEDULES
 from ..context import ServerContext
 from ..parameters import DEFAULT_CHECKPOINT, slider
@@ -34,9 +35,24 @@ def default_checkpoint(choices: list[str]) -> str | None:
     return choices[0] if choices else None
 
 
+def checkpoint_titles(ctx: ServerContext, choices: list[str]) -> list[tuple[str, str]]:
+    """(label, value) pairs: A1111's title "name [hash]" once the hash is known, the file name otherwise."""
+    hasher, titles = file_hashes.current(), []
+    for name in choices:
+        try:
+            short = hasher.for_listing(ctx.folders.find("checkpoints", name))
+        except (OSError, ValueError):
+            short = None
+        titles.append((f"{name} [{short}]" if short else name, name))
+    return titles
+
+
 def refresh_checkpoints(ctx: ServerContext, current: str | None) -> gr.Dropdown:
+    """The checkpoint list again (new files queued for hashing)."""
+    file_hashes.current().enqueue_folders(ctx.folders)
     choices = checkpoint_choices(ctx)
-    return gr.Dropdown(choices=choices, value=current if current in choices else default_checkpoint(choices))
+    return gr.Dropdown(choices=checkpoint_titles(ctx, choices),
+                       value=current if current in choices else default_checkpoint(choices))
 
 
 @dataclass
@@ -61,6 +77,7 @@ class GenerationTab:
     demo_help: gr.Accordion | None = None
     export_grid: gr.Button | None = None  # the X/Y/Z plot's "Export grid workflow"
     grid_workflow: gr.File | None = None
+    checkpoint_before: gr.State | None = None  # the checkpoint whose defaults the fields follow
 
     @property
     def outputs(self) -> list[Component]:
@@ -81,7 +98,8 @@ def generation_tab(ctx: ServerContext, mode: str,
     start = checkpoint_defaults.defaults(checkpoint, mode)
     inputs: dict[str, Component] = {}
     with gr.Row(equal_height=True):
-        inputs["checkpoint"] = gr.Dropdown(choices, value=checkpoint, label="Checkpoint", scale=4)
+        inputs["checkpoint"] = gr.Dropdown(checkpoint_titles(ctx, choices), value=checkpoint, label="Checkpoint",
+                                           scale=4)
         inputs.update(pass_inputs.model_inputs(ctx))
         refresh = gr.Button("Refresh", scale=0, min_width=90)
     with gr.Row():
@@ -191,7 +209,7 @@ def _wire_checkpoint_defaults(tab: GenerationTab) -> None:
     checkpoint = tab.inputs["checkpoint"]
     start = checkpoint_defaults.defaults(checkpoint.value, tab.mode)
     names = [name for name in start if name in tab.inputs and name != "inpainting_fill"]  # same for both
-    previous = gr.State(checkpoint.value)
+    previous = tab.checkpoint_before = gr.State(checkpoint.value)
 
     def switch(before, after, *values):
         updates = checkpoint_defaults.switched(before, after, tab.mode, dict(zip(names, values)))

@@ -1,7 +1,8 @@
 """The Models panel: what is installed in each model folder (name, size, the family of a checkpoint read
-off its safetensors header, A1111's short hash), downloads started from a URL or a Hugging Face
-OWNER/REPO/FILE with their progress (webui/model_download_api.py runs them), and deleting a file after a
-confirmation. The bundled demo models can't be deleted: the tabs' defaults and examples use them."""
+off its safetensors header, A1111's short hash, with the background hashing's progress), downloads started
+from a URL or a Hugging Face OWNER/REPO/FILE with their progress (webui/model_download_api.py runs them),
+and deleting a file after a confirmation. The bundled demo models can't be deleted: the tabs' defaults and
+examples use them."""
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from ...nodes.folders import UnsafePath, safe_path
-from ...nodes.formats import png_metadata
-from ..a1111_api import HASH_ON_LISTING_BYTES
+from ...nodes.formats import file_hashes
 from ..context import ServerContext
 from ..model_download_api import DownloadRequest
 from ..model_downloads import DownloadRefused
@@ -39,7 +39,8 @@ def installed(ctx: ServerContext) -> list[list[str]]:
             except (FileNotFoundError, UnsafePath):
                 continue  # removed since it was listed
             family = checkpoint_family(path) if kind == "checkpoints" else ""
-            rows.append([kind, name, human_size(_size(path)), family, short_hash(path)])
+            short = file_hashes.current().for_listing(path, file_hashes.HASHED_FOLDERS.get(kind, file_hashes.SHA256))
+            rows.append([kind, name, human_size(_size(path)), family, short or ""])
     return rows
 
 
@@ -59,15 +60,24 @@ def checkpoint_family(path: Path) -> str:
     return family.name if family.kind == "base" else f"{family.name} {family.kind}"
 
 
-def short_hash(path: Path) -> str:
-    """A1111's short hash (cached per file signature); a file over HASH_ON_LISTING_BYTES is not hashed
-    while listing (the A1111 API's /sd-models rule): it shows its hash once a generation has computed it
-    for the infotext, "" until then."""
-    if not path.is_file():
+def hashing_status() -> str:
+    """What the background hasher is doing, for the panel: the file it reads and the queue's totals;
+    "" when it is idle."""
+    progress = file_hashes.current().progress()
+    if not progress["hashing"] and not progress["queued"]:
         return ""
-    if path.stat().st_size > HASH_ON_LISTING_BYTES:
-        return png_metadata.known_short_hash(path) or ""
-    return png_metadata.short_hash(path)
+    files = [f"{item['name']} ({human_size(item['done'])} of {human_size(item['total'])})"
+             for item in progress["hashing"]]
+    done, total = progress["bytes_done"], progress["bytes_total"]
+    overall = f"{done * 100 // total}%" if total else "0%"
+    return (f"Hashing {', '.join(files) or 'next file'}: {progress['files_done']} of {progress['files_total']} "
+            f"files, {overall} of {human_size(total)}; a hash shows here once computed.")
+
+
+def relisted(ctx: ServerContext) -> tuple[list[list[str]], str]:
+    """The installed list again, new files queued for hashing."""
+    file_hashes.current().enqueue_folders(ctx.folders)
+    return installed(ctx), hashing_status()
 
 
 def start_download(ctx: ServerContext, source: str, folder: str, sha256: str) -> str:
@@ -154,6 +164,7 @@ def build(ctx: ServerContext) -> None:
         confirm_text = gr.Markdown()
         confirm = gr.Button("Yes, delete it", variant="stop", scale=0, min_width=140, elem_id="models-confirm-delete")
         cancel = gr.Button("Cancel", scale=0, min_width=100)
+    hashing = gr.Markdown(hashing_status(), elem_id="models-hashing")
     message = gr.Markdown(elem_id="models-message")
     with gr.Accordion("Download a model", open=True):
         with gr.Row():
@@ -171,7 +182,7 @@ def build(ctx: ServerContext) -> None:
         return values[0], values[1], gr.Row(visible=False)
 
     table.select(pick, inputs=[table], outputs=[selected_folder, selected_name, confirm_row])
-    refresh.click(lambda: installed(ctx), outputs=[table])
+    refresh.click(lambda: relisted(ctx), outputs=[table, hashing])
 
     def ask(kind, name):
         deletable(ctx, kind, name)  # refused before asking
@@ -183,4 +194,12 @@ def build(ctx: ServerContext) -> None:
     cancel.click(lambda: gr.Row(visible=False), outputs=[confirm_row])
     download.click(lambda s, f, h: (start_download(ctx, s, f, h), download_rows(ctx)),
                    inputs=[source, folder, sha256], outputs=[message, progress])
-    timer.tick(lambda: download_rows(ctx), outputs=[progress], show_progress="hidden", queue=False)
+    was_hashing = gr.State(False)
+
+    def tick(busy_before):
+        status = hashing_status()
+        done_hashing = busy_before and not status  # the hashes just computed go into the list
+        return download_rows(ctx), status, installed(ctx) if done_hashing else gr.skip(), bool(status)
+
+    timer.tick(tick, inputs=[was_hashing], outputs=[progress, hashing, table, was_hashing], show_progress="hidden",
+               queue=False)

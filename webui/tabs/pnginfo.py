@@ -1,5 +1,6 @@
 """PNG Info: what a picture carries (A1111's parameters, ComfyUI's workflow), and sending its settings
-to txt2img or img2img."""
+to txt2img or img2img: the checkpoint found by its `Model hash` (a renamed file too), else by `Model`, and
+the prompt's LoRA tags renamed to the files their `Lora hashes` match (webui/model_match.py)."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,16 @@ from typing import Any
 
 import gradio as gr
 
+from ...nodes.folders import Folders
 from ...nodes.formats.png_metadata import PngTextTooLarge, parse_infotext, read_png_metadata
 from ...nodes.formats.sampler_names import a1111_names
+from .. import model_match
 from ..generation import BadRequest, sampler_and_scheduler
 from .uploads import not_an_image, refuse_non_images, uploaded_file
 
 # The form fields an infotext fills, as the generation tabs name them.
-SENT_FIELDS = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
-               "height", "clip_skip")
+SENT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed",
+               "width", "height", "clip_skip")
 
 
 NO_PARAMETERS = "This picture carries no generation parameters (no A1111 infotext, no workflow)."
@@ -41,13 +44,19 @@ def png_info(upload: str | dict | None) -> tuple[str, str, str]:
     return parameters, json.dumps(workflow, indent=2) if workflow else "", note
 
 
-def infotext_fields(infotext: str) -> dict[str, Any]:
+def infotext_fields(infotext: str, folders: Folders | None = None) -> dict[str, Any]:
     """The generation form's values an infotext gives, with the tabs' (A1111's) sampler and schedule type
-    names; fields the text doesn't have are left out."""
+    names; fields the text doesn't have are left out. With `folders`, the installed checkpoint it names
+    and its LoRA tags relinked to renamed files (model_match; hashes not known yet aren't waited for)."""
     if not infotext or not infotext.strip():
         return {}
     parsed = parse_infotext(infotext, defaults=False)
     fields: dict[str, Any] = {"prompt": parsed.get("Prompt", ""), "negative_prompt": parsed.get("Negative prompt", "")}
+    if folders is not None:
+        fields["prompt"] = model_match.relink_lora_tags(fields["prompt"], parsed.get("Lora hashes"), folders)
+        checkpoint = model_match.infotext_checkpoint(folders, parsed)
+        if checkpoint.name:
+            fields["checkpoint"] = checkpoint.name
     if parsed.get("Sampler"):
         try:
             # through ComfyUI's names, so old combined names ("DPM++ 2M Karras") come out split
@@ -68,9 +77,25 @@ def infotext_fields(infotext: str) -> dict[str, Any]:
     return fields
 
 
-def sent_values(infotext: str) -> list:
+def checkpoint_note(infotext: str, folders: Folders) -> str:
+    """What the page says when the checkpoint an infotext names isn't found by its hash; "" when it is."""
+    parsed = parse_infotext(infotext or "", defaults=False)
+    if not parsed.get("Model hash") and not parsed.get("Model"):
+        return ""
+    found = model_match.infotext_checkpoint(folders, parsed)
+    if found.by == "hash":
+        return ""
+    wanted = f"{parsed.get('Model') or 'checkpoint'} [{parsed.get('Model hash') or 'no hash'}]"
+    pending = (f"; {found.unhashed} checkpoint(s) are still being hashed, send again once the Models tab shows "
+               "their hashes") if found.unhashed else ""
+    if found.by == "name":
+        return f"Checkpoint {found.name} chosen by name: no installed checkpoint has the hash of {wanted}{pending}."
+    return f"The checkpoint {wanted} is not installed; the form keeps its own{pending}."
+
+
+def sent_values(infotext: str, folders: Folders | None = None) -> list:
     """SENT_FIELDS' values in order; gr.skip() for those the infotext lacks."""
-    fields = infotext_fields(infotext)
+    fields = infotext_fields(infotext, folders)
     return [fields[name] if name in fields else gr.skip() for name in SENT_FIELDS]
 
 
@@ -82,6 +107,7 @@ class PngInfoTab:
     send_txt2img: gr.Button
     send_img2img: gr.Button
     open_workflow: gr.Button
+    note: gr.Markdown
 
 
 def build() -> PngInfoTab:
@@ -103,4 +129,4 @@ def build() -> PngInfoTab:
     # and is cleared.
     refuse_non_images(image)
     image.change(png_info, inputs=[image], outputs=[parameters, workflow_json, note], preprocess=False)
-    return PngInfoTab(image, parameters, workflow_json, send_txt2img, send_img2img, open_workflow)
+    return PngInfoTab(image, parameters, workflow_json, send_txt2img, send_img2img, open_workflow, note)
