@@ -194,6 +194,8 @@ def test_a_unet_larger_than_the_budget_is_streamed_and_gives_the_same_image(mana
     assert torch.equal(image, reference) and torch.equal(again, reference)
     assert streamed_during_sampling == [True, True]
     assert manager.where(model.unet) == STREAMED
+    assert manager.where(clip.encoders[0]) == STREAMED  # over the budget too: leaf by leaf
+    assert manager.where(vae.vae) == DEVICE
     assert [m.to for m in manager.moves if m.what == UNET] == [STREAMED]  # chosen once, kept between jobs
     assert sum("sampling with offloaded weights: slower" in r.getMessage() for r in caplog.records) == 1
 
@@ -201,6 +203,20 @@ def test_a_unet_larger_than_the_budget_is_streamed_and_gives_the_same_image(mana
     assert not _is_group_offload_enabled(model.unet)
     assert torch.equal(generate(model, clip, vae), reference)
     assert manager.where(model.unet) == DEVICE
+
+
+def test_fits_counts_what_could_be_moved_off(manager):
+    model, clip, vae = tiny_sd1()
+    unet, encoder, decoder = module_bytes(model.unet), module_bytes(clip.encoders[0]), module_bytes(vae.vae)
+    manager.configure("normal", device=SimulatedDevice(unet + decoder))
+    with manager.using(model):
+        assert not manager.fits(vae, decoder + 1)  # the UNet is in use: it stays
+        assert manager.fits(vae, 0)
+    assert manager.where(model.unet) == DEVICE
+    assert manager.fits(clip, unet + decoder - encoder)  # the idle UNet would go back to RAM
+    assert not manager.fits(clip, unet + decoder - encoder + 1)
+    assert manager.fits(model, decoder) and not manager.fits(model, decoder + 1)  # on the device already
+    assert manager.where(model.unet) == DEVICE and manager.moves == [memory_manager.Move(UNET, DEVICE, unet)]
 
 
 # -- modes ----------------------------------------------------------------------------------------------------

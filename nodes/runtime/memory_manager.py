@@ -272,6 +272,19 @@ class MemoryManager:
             self._make_room(bytes_needed, kept)
             return self._free() >= bytes_needed
 
+    def fits(self, models: Any, activation_bytes: int = 0) -> bool:
+        """Whether `models` whole and `activation_bytes` would fit on the device once every idle model and
+        cached output had been moved off (e.g. to choose a tiled VAE decode before trying a whole one)."""
+        with self._lock:
+            if not self.device.separate:
+                return True
+            wanted = {id(m): m for m in modules_in(models)}
+            movable = sum(e.bytes for key, e in self._entries.items()
+                          if key not in wanted and e.users == 0 and e.state == DEVICE)
+            missing = sum(module_bytes(m) for key, m in wanted.items()
+                          if key not in self._entries or self._entries[key].state != DEVICE)
+            return missing + activation_bytes <= self._free() + movable + self._intermediate_bytes()
+
     def release_all(self) -> None:
         """Every model back in RAM (streaming undone) and every cached output off the device."""
         with self._lock:
@@ -411,9 +424,10 @@ class MemoryManager:
         if entry.state == DEVICE:
             self._to_ram(entry)
         cuda = self.torch_device.type == "cuda"
+        blocks = _offload_type(entry.module) == "block_level"
         apply_group_offloading(entry.module, onload_device=self.torch_device, offload_device=torch.device("cpu"),
-                               offload_type="block_level", num_blocks_per_group=1, use_stream=cuda,
-                               record_stream=cuda)
+                               offload_type=_offload_type(entry.module), num_blocks_per_group=1 if blocks else None,
+                               use_stream=cuda, record_stream=cuda)
         entry.state = STREAMED
         self.moves.append(Move(entry.name, STREAMED, entry.bytes))
         if not self._warned_streaming:
@@ -518,12 +532,28 @@ def _hint_to_ram(hint: ControlHint) -> ControlHint:
 
 # -- sizes -------------------------------------------------------------------------------------------------
 
+def _offload_type(module: torch.nn.Module) -> str:
+    """diffusers models stream by blocks (their top-level block lists, or the blocks they name); others
+    (transformers' text encoders, whose layers sit one level down) leaf by leaf."""
+    from diffusers import ModelMixin
+
+    return "block_level" if isinstance(module, ModelMixin) else "leaf_level"
+
+
 def _stream_bytes(module: torch.nn.Module) -> int:
-    """What block-level group offloading holds on the device at once: the modules outside block lists
-    (onloaded for the whole forward) plus the largest block."""
+    """What group offloading holds on the device at once. Block level: the modules outside the blocks
+    (on the device for the whole forward) plus the largest block; leaf level: the largest leaf."""
+    if _offload_type(module) == "leaf_level":
+        return max((module_bytes(m) for m in module.modules() if not list(m.children())), default=0)
+    return _block_stream_bytes(module, set(getattr(module, "_group_offload_block_modules", None) or ()))
+
+
+def _block_stream_bytes(module: torch.nn.Module, named: set[str]) -> int:
     outside, largest = 0, 0
-    for child in module.children():
-        if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
+    for name, child in module.named_children():
+        if name in named:  # offloaded by blocks in turn
+            largest = max(largest, _block_stream_bytes(child, named))
+        elif isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
             largest = max([largest, *(module_bytes(block) for block in child)])
         else:
             outside += module_bytes(child)
@@ -597,6 +627,15 @@ def using(models: Any, activation_bytes: int = 0):
 
 def free_memory(bytes_needed: int, keep: Any = ()) -> bool:
     return _shared.free_memory(bytes_needed, keep)
+
+
+def fits(models: Any, activation_bytes: int = 0) -> bool:
+    return _shared.fits(models, activation_bytes)
+
+
+def release_all() -> None:
+    """Every model back in RAM and every cached output off the device (after an out-of-memory error)."""
+    _shared.release_all()
 
 
 def compute_device() -> torch.device:

@@ -69,7 +69,7 @@ def upscale(model, image: torch.Tensor, tile: int = TILE, overlap: int = OVERLAP
     with _run_lock:
         # room for its weights and a tile's activations (small models, moved here and back by this module)
         activation = 3 * tile * tile * model.scale ** 2 * 64 * torch.finfo(dtype).bits // 8
-        memory_manager.free_memory(model_cache.weight_bytes(model.model) + activation)
+        memory_manager.free_memory(model_cache.weight_bytes(getattr(model, "model", model)) + activation)
         model.to(device=device, dtype=dtype)
         try:
             while True:
