@@ -178,7 +178,7 @@ class Denoiser:
     def __init__(self, model: DiffusionModel, guide: "_Guide", cfg: float, hint_images, table, sigmas, first: int,
                  total: int, mask, clean, mask_noise, device=None):
         self.model, self.guide, self.cfg, self.hint_images, self.table = model, guide, cfg, hint_images, table
-        self.device = device if device is not None else clean.device
+        self.device = device  # where the UNet runs (None: where x is)
         self.run_sigmas, self.first, self.total = sigmas, first, total
         self.mask, self.clean, self.mask_noise = mask, clean, mask_noise
         self.uncond: torch.Tensor | None = None
@@ -194,7 +194,7 @@ class Denoiser:
         if self.mask is not None:
             x = x * self.mask + (self.clean + self.mask_noise * s) * (1 - self.mask)
         unet = self.model.unet
-        t = self.table.timestep(sigma).to(self.device)
+        t = self.table.timestep(sigma).to(self.device if self.device is not None else x.device)
         model_input = x / math.sqrt(s * s + 1.0)
         guide = self.guide.at_step(self.step_of(s), self.total, s)
         cond, uncond = _predictions(unet, model_input, t, guide, self.hint_images, self.step_of(s), self.total)
