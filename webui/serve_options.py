@@ -111,8 +111,8 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
     memory.add_argument("--vram", choices=VRAM_MODES, default="auto",
                         help="auto (default): move models between RAM and the GPU as needed, streaming one that "
                              "does not fit; high: keep every model on the GPU; normal: as auto; low: always "
-                             "stream the UNet, text encoder and VAE on the GPU only while they run; cpu: "
-                             "run on the CPU")
+                             "stream the UNet, and have the text encoder and VAE on the GPU only while they "
+                             "run; cpu: run on the CPU")
     memory.add_argument("--vram-budget", type=_gigabytes, default=None, metavar="GB",
                         help="use at most this many GB of GPU memory (default: what the GPU has free)")
 
