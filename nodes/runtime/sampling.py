@@ -96,6 +96,7 @@ def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Co
 
 def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise,
                progress, noise_rule, first_step, total_steps) -> tuple[dict, dict]:
+    """sample_sigmas' steps, with the models on `device` (the memory manager's)."""
     clean = latent["samples"].to(device, torch.float32)
     sigmas = sigmas.detach().float().cpu()
     total = total_steps if total_steps is not None else len(sigmas) - 1
