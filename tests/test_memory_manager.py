@@ -135,7 +135,7 @@ def test_cached_intermediates_are_moved_off_the_device_not_recomputed(
     assert np.array_equal(second, reference)
 
 
-def test_spilling_moves_device_tensors_of_cached_outputs_to_ram(manager):
+def test_cached_outputs_leave_the_device_oldest_first_and_keep_their_values(manager):
     """Cached outputs leave the device oldest first, only as many as make the room asked for, and keep
     their values (LATENT dicts, CONDITIONING lists of Conds with their extras)."""
     from inkwash.nodes.executor import CachedNode
