@@ -219,6 +219,17 @@ def test_fits_counts_what_could_be_moved_off(manager):
     assert manager.where(model.unet) == DEVICE and manager.moves == [memory_manager.Move(UNET, DEVICE, unet)]
 
 
+def test_gpu_free_memory_is_the_drivers_less_a_reserve_within_the_budget(monkeypatch):
+    gib = 2 ** 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * gib, 8 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 2 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: gib)  # 1 GiB held by torch, unused
+    unbounded = memory_manager.GpuDevice("cuda")
+    assert unbounded.free_bytes(placed=gib) == 4 * gib - memory_manager.CUDA_RESERVE
+    budgeted = memory_manager.GpuDevice("cuda", budget=2 * gib)
+    assert budgeted.free_bytes(placed=gib + 100) == gib - 100
+
+
 # -- modes ----------------------------------------------------------------------------------------------------
 
 def test_low_mode_streams_the_unet_and_keeps_nothing_else_between_nodes(manager, snapshots):
