@@ -205,6 +205,35 @@ def test_a_unet_larger_than_the_budget_is_streamed_and_gives_the_same_image(mana
     assert manager.where(model.unet) == DEVICE
 
 
+def test_a_controlnet_comes_with_the_unet_and_streams_with_it_when_both_do_not_fit(manager, snapshots):
+    from tiny_models import tiny_controlnet
+
+    from inkwash.nodes.runtime import control
+
+    model, clip, vae = tiny_sd1()
+    control_net = tiny_controlnet()
+
+    def controlled():
+        positive, negative = text_encode.encode(clip, "a red cat"), text_encode.encode(clip, "blurry")
+        positive, negative = control.apply(positive, negative, control_net, torch.rand(1, 64, 64, 3,
+                                           generator=torch.Generator().manual_seed(0)), 0.8)
+        out = sampling.sample(model, positive, negative, {"samples": torch.zeros(1, 4, 8, 8)}, 3, 2, 7.0, "euler",
+                              "normal")
+        return out["samples"]
+
+    manager.configure("normal", device=SimulatedDevice(UNLIMITED))
+    reference = controlled()
+    sampling_view = next(s for s in snapshots if UNET in s.wanted)
+    assert sampling_view.wanted == (UNET, "ControlNetModel") and set(sampling_view.resident) >= {UNET, "ControlNetModel"}
+
+    unet, cnet = module_bytes(model.unet), module_bytes(control_net.model)
+    manager.configure("normal", device=SimulatedDevice(unet + cnet // 2))  # the two do not fit together
+    snapshots.clear()
+    assert torch.equal(controlled(), reference)
+    sampling_view = next(s for s in snapshots if UNET in s.wanted)
+    assert sampling_view.streamed == (UNET,) and sampling_view.resident == ("ControlNetModel",)  # largest first
+
+
 def test_fits_counts_what_could_be_moved_off(manager):
     model, clip, vae = tiny_sd1()
     unet, encoder, decoder = module_bytes(model.unet), module_bytes(clip.encoders[0]), module_bytes(vae.vae)
