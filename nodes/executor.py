@@ -78,6 +78,11 @@ class Executor:
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def cached_entries(self) -> list[CachedNode]:
+        """The cached results, oldest first. The memory manager (runtime/memory_manager.py) may replace an
+        entry's `outputs` with copies in RAM when it needs device memory; they are never recomputed for it."""
+        return list(self._cache.values())
+
     @property
     def cache_size(self) -> int:
         return len(self._cache)

@@ -89,7 +89,9 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     from inkwash.nodes.executor import Executor
     from inkwash.nodes.registry import core_nodes
+    from inkwash.nodes.runtime import memory_manager
 
+    from .serve_options import apply_memory_options
     from .ui_workflow import UIWorkflowError
 
     registry = core_nodes()
@@ -108,7 +110,9 @@ def run_command(args: argparse.Namespace) -> int:
                                       "node_errors": {}})
             return EXIT_INVALID
 
+    apply_memory_options(args.vram, args.vram_budget)
     executor = Executor(registry)
+    memory_manager.shared().watch(executor)
     validation = executor.validate(source)
     if not validation.ok:
         emit("validation_error", validation.response())
@@ -130,7 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from .serve_options import ServeRefused, resolve
+    from .serve_options import ServeRefused, apply_memory_options, resolve
 
     try:
         options = resolve(args)
@@ -139,6 +143,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for warning in options.warnings:
         print(f"inkwash: warning: {warning}", file=sys.stderr)
+    apply_memory_options(options.vram, options.vram_budget_gb)
     from .server import serve
 
     serve(options)
@@ -180,7 +185,7 @@ def pull_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .auth import add_hash_password_arguments, hash_password_command
-    from .serve_options import add_serve_arguments
+    from .serve_options import add_memory_arguments, add_serve_arguments
 
     parser = argparse.ArgumentParser(prog="inkwash", description="Inkwash: a Stable Diffusion studio on a node graph")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-dir", help="where LoadImage looks (default: input/)")
     run.add_argument("--models-dir", help="model folders root (default: models/)")
     run.add_argument("--extra-model-paths", help="an extra_model_paths.yaml adding an A1111/ComfyUI install")
+    add_memory_arguments(run)
     run.set_defaults(handler=run_command)
     pull = commands.add_parser("pull", help="download a model from a URL or a Hugging Face OWNER/REPO/FILE")
     pull.add_argument("source", help="a URL, or OWNER/REPO/PATH on the Hugging Face hub (HF_ENDPOINT is honoured)")

@@ -27,6 +27,7 @@ from typing import Any
 from ..nodes import graph
 from ..nodes.executor import Executor
 from ..nodes.formats.preview_frames import ImageFrame
+from ..nodes.runtime import memory_manager
 from ..nodes.runtime.latent_preview import previewing
 from . import preview_method
 from .events import EventHub
@@ -361,6 +362,7 @@ class JobQueue:
         self.registry = registry
         self.hub = hub
         self.executor = executor if executor is not None else Executor(registry)
+        memory_manager.shared().watch(self.executor)  # cached outputs leave the GPU when models need it
         self._changed = threading.Condition()  # any job changed state; guards the fields below
         self._current: Job | None = None
         self._interrupt_current = False

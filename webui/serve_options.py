@@ -19,6 +19,7 @@ DEFAULT_HOST = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 DEFAULT_PORT = 7860
 AUTH_ENVIRONMENT = "INKWASH_AUTH"  # USER:PASS[,USER:PASS...], as --auth, out of the process list
+VRAM_MODES = ("auto", "high", "normal", "low", "cpu")  # nodes/runtime/memory_manager.MODES, without torch
 
 
 class ServeRefused(Exception):
@@ -43,6 +44,8 @@ class ServeOptions:
     api_docs: bool = False  # serve the app's OpenAPI description at /openapi.json
     warnings: list[str] = field(default_factory=list)  # for the CLI to print at start-up
     preview_method: str = preview_method.DEFAULT  # sampler previews on /ws for ComfyUI clients
+    vram: str = "auto"  # the memory manager's mode
+    vram_budget_gb: float | None = None  # GPU memory the memory manager may fill
 
     @property
     def exposed(self) -> bool:
@@ -99,6 +102,39 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview-method", choices=preview_method.METHODS, default=preview_method.DEFAULT,
                         help="sampler previews sent to ComfyUI clients, unless a prompt asks otherwise "
                              f"(default: {preview_method.DEFAULT}, as ComfyUI)")
+    add_memory_arguments(parser)
+
+
+def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
+    """--vram and --vram-budget, for `inkwash serve` and `inkwash run`."""
+    memory = parser.add_argument_group("GPU memory")
+    memory.add_argument("--vram", choices=VRAM_MODES, default="auto",
+                        help="auto (default): move models between RAM and the GPU as needed, streaming one that "
+                             "does not fit; high: keep every model on the GPU; normal: as auto; low: always "
+                             "stream the UNet, and have the text encoder and VAE on the GPU only while they "
+                             "run; cpu: run on the CPU")
+    memory.add_argument("--vram-budget", type=_gigabytes, default=None, metavar="GB",
+                        help="use at most this many GB of GPU memory (default: what the GPU has free)")
+
+
+def _gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number of GB, got {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expects a positive number of GB, got {text!r}")
+    return value
+
+
+def apply_memory_options(vram: str = "auto", vram_budget_gb: float | None = None) -> None:
+    """Hand --vram / --vram-budget to the memory manager (nothing to do, and torch not imported, for
+    the defaults)."""
+    if vram == "auto" and vram_budget_gb is None:
+        return
+    from inkwash.nodes.runtime import memory_manager
+
+    memory_manager.configure(vram, vram_budget_gb)
 
 
 def _existing_file(value: str | None, flag: str) -> Path | None:
@@ -154,6 +190,8 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
         api_docs=getattr(args, "api_docs", False))
 
     options.preview_method = getattr(args, "preview_method", preview_method.DEFAULT)
+    options.vram = getattr(args, "vram", "auto")
+    options.vram_budget_gb = getattr(args, "vram_budget", None)
     if options.exposed and credentials is None:
         where = "all network interfaces" if is_wildcard(host) else host
         if not args.insecure_no_auth:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import folders
 from ..declare import Combo, Float, Input, Node, Output
-from ..runtime import control, devices, model_cache
+from ..runtime import control, memory_manager, model_cache
 from ..runtime.checkpoint_load import load_controlnet
 
 
@@ -55,8 +55,7 @@ class DiffControlNetLoader(Node):
 
     def run(self, model, control_net_name: str):
         path = folders.current().find("controlnet", control_net_name)
-        device = devices.default_device()
-        return (load_controlnet(path, device, devices.default_dtype(device), base=model),)
+        return (load_controlnet(path, "cpu", memory_manager.shared().dtype(), base=model),)
 
 
 NODES = {"ControlNetApplyAdvanced": ControlNetApplyAdvanced, "ControlNetApply": ControlNetApply,

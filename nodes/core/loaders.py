@@ -6,7 +6,7 @@ import threading
 from .. import folders
 from ..declare import Combo, Input, Node, Output, Result, String
 from ..folders import UnsafePath
-from ..runtime import devices, lora, model_cache
+from ..runtime import lora, memory_manager, model_cache
 from ..runtime.checkpoint_load import load_checkpoint, load_controlnet, load_vae
 from ..runtime.checkpoint_save import save_checkpoint
 from ..runtime.image_files import next_counter, resolve_prefix
@@ -21,10 +21,11 @@ def _signature(kind: str, name: str):
 
 
 def _cached(kind: str, name: str, loader):
+    """Loaded into RAM in the precision of the device it will run on; the memory manager moves it."""
     path = folders.current().find(kind, name)
-    device = devices.default_device()
-    variant = (kind, str(device), str(devices.default_dtype(device)))
-    return model_cache.shared().get_or_load(path, lambda: loader(path), variant)
+    dtype = memory_manager.shared().dtype()
+    variant = (kind, "cpu", str(dtype))
+    return model_cache.shared().get_or_load(path, lambda: loader(path, "cpu", dtype), variant)
 
 
 class CheckpointLoaderSimple(Node):

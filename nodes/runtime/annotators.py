@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from .. import folders
-from . import demo_depth
+from . import demo_depth, memory_manager
 from .state_dict_files import CheckpointError, load_pickled
-from .devices import default_device
 
 MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"
 # Where people put the file: the folder itself, or the layout comfyui_controlnet_aux downloads into.
@@ -97,12 +96,11 @@ def _load_midas(path: Path) -> DepthEstimator:
     detector = aux.MidasDetector(net.eval())
 
     def estimate(image: np.ndarray, resolution: int, a: float = np.pi * 2.0, bg_threshold: float = 0.1) -> np.ndarray:
-        net.to(default_device())  # in fp32: MiDaS' BatchNorm isn't fp16-safe
-        try:
+        # in fp32 (MiDaS' BatchNorm isn't fp16-safe); on the device while it runs, its activations
+        # roughly a kilobyte per pixel at the detect resolution
+        with memory_manager.using(net, activation_bytes=1024 * resolution ** 2):
             return detector(image, a=a, bg_th=bg_threshold, detect_resolution=resolution,
                             image_resolution=resolution, output_type="np")
-        finally:
-            net.to("cpu")  # 470 MB that the diffusion model needs more, between calls
 
     return estimate
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import model_cache
+from . import memory_manager, model_cache
 
 ACTIVATIONS = {
     "linear": torch.nn.Identity, "relu": torch.nn.ReLU, "leakyrelu": torch.nn.LeakyReLU, "elu": torch.nn.ELU,
@@ -114,8 +114,10 @@ class HypernetworkPatch:
     def install(self, model) -> callable:
         """Wrap every matching attention's to_k / to_v in model.unet; returns the undo."""
         wrapped = []
-        param = next(model.unet.parameters())
-        placed = {dim: pair.to(param.device) for dim, pair in self.layers.items()}
+        device = next(model.unet.parameters()).device
+        if memory_manager.shared().where(model.unet) == memory_manager.STREAMED:
+            device = memory_manager.compute_device()  # its weights rest in RAM; attention runs on the device
+        placed = {dim: pair.to(device) for dim, pair in self.layers.items()}
         for module_name, attention in model.unet.named_modules():
             if not module_name.endswith(("attn1", "attn2")) or not hasattr(attention, "to_k"):
                 continue

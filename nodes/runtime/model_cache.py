@@ -18,16 +18,13 @@ from typing import Any, Callable, Hashable
 import torch
 
 from ..formats.file_hashes import file_signature
-from . import devices
 
-# Leave room for activations, the VAE decode and the rest of the process.
+# Loaded models live in RAM (the memory manager copies them to the GPU while they run): leave the
+# other half for the rest of the process and the system.
 DEFAULT_FRACTION = 0.5
 
 
 def default_budget() -> int:
-    device = devices.default_device()
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory * DEFAULT_FRACTION)
     return int(_total_ram() * DEFAULT_FRACTION)
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..formats import prompt_syntax
 from ..formats.sampler_names import SAMPLER_NAMES, check_sampler
-from . import cond_areas, control, diffusers_solvers, k_samplers, lora, noise, sigmas as sigma_schedules
+from . import cond_areas, control, diffusers_solvers, k_samplers, lora, memory_manager, noise, sigmas as sigma_schedules
 from .latent_preview import preview_image
 from .model_types import SDXL_REFINER, Cond, ControlHint, DiffusionModel
 
@@ -86,7 +86,17 @@ def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Co
     if len(sigmas) <= 1:
         return dict(latent), dict(latent)  # no steps to run: denoise 0
     spec = sampler_spec(sampler_name)
-    device = model.unet.device
+    hints = [h for c in [*positive, *(negative or [])] for h in c.controls]
+    rows = len(positive) + len(negative or [])
+    activation = memory_manager.unet_activation_bytes(model.unet, tuple(latent["samples"].shape), rows)
+    with memory_manager.using([model.unet, *(h.control_net.model for h in hints)], activation) as device:
+        return _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cfg, sampler_name,
+                          add_noise, progress, noise_rule, first_step, total_steps)
+
+
+def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise,
+               progress, noise_rule, first_step, total_steps) -> tuple[dict, dict]:
+    """sample_sigmas' steps, with the models on `device` (the memory manager's)."""
     clean = latent["samples"].to(device, torch.float32)
     sigmas = sigmas.detach().float().cpu()
     total = total_steps if total_steps is not None else len(sigmas) - 1
@@ -107,7 +117,8 @@ def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Co
     # outside the mask the input is put back at each call, noised with this (ddim draws its own, as ComfyUI)
     mask_noise = eps if sampler_name != "ddim" else torch.randn(
         clean.shape, generator=torch.Generator().manual_seed((seed + 1) % 2 ** 64)).to(device)
-    denoiser = Denoiser(model, guide, cfg, hint_images, table, sigmas, first_step, total, mask, clean, mask_noise)
+    denoiser = Denoiser(model, guide, cfg, hint_images, table, sigmas, first_step, total, mask, clean, mask_noise,
+                        device)
 
     # 3. the starting sample: ComfyUI scales full-denoise noise by sqrt(1 + sigma^2), A1111 by sigma
     s0 = float(sigmas[0])
@@ -166,8 +177,9 @@ class Denoiser:
     the unguided clean latent of the last call (for the CFG++ samplers)."""
 
     def __init__(self, model: DiffusionModel, guide: "_Guide", cfg: float, hint_images, table, sigmas, first: int,
-                 total: int, mask, clean, mask_noise):
+                 total: int, mask, clean, mask_noise, device=None):
         self.model, self.guide, self.cfg, self.hint_images, self.table = model, guide, cfg, hint_images, table
+        self.device = device  # where the UNet runs (None: where x is)
         self.run_sigmas, self.first, self.total = sigmas, first, total
         self.mask, self.clean, self.mask_noise = mask, clean, mask_noise
         self.uncond: torch.Tensor | None = None
@@ -183,7 +195,7 @@ class Denoiser:
         if self.mask is not None:
             x = x * self.mask + (self.clean + self.mask_noise * s) * (1 - self.mask)
         unet = self.model.unet
-        t = self.table.timestep(sigma).to(unet.device)
+        t = self.table.timestep(sigma).to(self.device if self.device is not None else x.device)
         model_input = x / math.sqrt(s * s + 1.0)
         guide = self.guide.at_step(self.step_of(s), self.total, s)
         cond, uncond = _predictions(unet, model_input, t, guide, self.hint_images, self.step_of(s), self.total)

@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..formats import prompt_syntax
-from . import embeddings, lora
+from . import embeddings, lora, memory_manager
 from .model_types import Cond, TextEncoder
 
 CHUNK = 75  # prompt tokens per 77-token window
@@ -35,7 +35,9 @@ def parse_prompt(text: str) -> list[tuple[str, float]]:
 def encode(clip: TextEncoder, text: str, check_interrupt: Callable[[], None] | None = None) -> list[Cond]:
     """CONDITIONING for one prompt: one Cond, or one per text its prompt editing can select.
     `check_interrupt` is called before each 77-token window is encoded (it raises to stop)."""
-    with lora.applied(clip):  # the CLIP's LoRA weights, only while it encodes
+    activation = memory_manager.text_activation_bytes(clip.encoders)
+    # on the device for the whole prompt; the LoRA weights only while it encodes (added once there)
+    with memory_manager.using(clip.encoders, activation), lora.applied(clip):
         texts = prompt_syntax.variants(text)
         if len(texts) == 1:
             return encode_segments(clip, parse_prompt(texts[0]), check_interrupt)
@@ -50,6 +52,11 @@ def encode(clip: TextEncoder, text: str, check_interrupt: Callable[[], None] | N
 def encode_segments(clip: TextEncoder, segments: list[tuple[str, float]],
                     check_interrupt: Callable[[], None] | None = None) -> list[Cond]:
     """CONDITIONING for weighted prompt segments: embeds [1, 77 * chunks, D], plus pooled for SDXL."""
+    with memory_manager.using(clip.encoders, memory_manager.text_activation_bytes(clip.encoders)) as device:
+        return _encode_segments(clip, segments, check_interrupt, device)
+
+
+def _encode_segments(clip: TextEncoder, segments, check_interrupt, device) -> list[Cond]:
     features, pooled = [], None
     for index, (tokenizer, encoder) in enumerate(zip(clip.tokenizers, clip.encoders)):
         key, width = embeddings.encoder_key(clip.family, index), encoder.get_input_embeddings().embedding_dim
@@ -57,7 +64,7 @@ def encode_segments(clip: TextEncoder, segments: list[tuple[str, float]],
         for window in _token_windows(tokenizer, segments, key, width):
             if check_interrupt is not None:  # a long prompt is many windows: stop between them
                 check_interrupt()
-            windows.append(_encode_window(encoder, window.ids, window.weights, clip, window.vectors))
+            windows.append(_encode_window(encoder, window.ids, window.weights, clip, window.vectors, device))
         features.append(torch.cat([hidden for hidden, _ in windows], dim=1))
         pooled = windows[0][1]  # SDXL pools from its last encoder (CLIP-G), first window, as ComfyUI
     if len({f.shape[1] for f in features}) != 1:
@@ -112,14 +119,14 @@ def _token_windows(tokenizer, segments: list[tuple[str, float]], encoder_key: st
 
 
 def _encode_window(encoder, ids: list[int], weights: list[float], clip: TextEncoder,
-                   vectors: dict[int, torch.Tensor] | None = None):
+                   vectors: dict[int, torch.Tensor] | None = None, device=None):
     """(hidden state [1, 77, D], pooled projection [1, P] or None) of one token window."""
     layer = clip.stop_at_clip_layer
     depth = encoder.config.num_hidden_layers
     if not -depth <= layer <= -1:
         raise ValueError(f"stop_at_clip_layer {layer} is outside this text encoder's {depth} layers")
     with torch.no_grad(), _token_embeddings_replaced(encoder, vectors or {}):
-        out = encoder(torch.tensor([ids], device=encoder.device), output_hidden_states=True)
+        out = encoder(torch.tensor([ids], device=device or encoder.device), output_hidden_states=True)
         if clip.family.is_xl:
             hidden = out.hidden_states[layer - 1]
         else:

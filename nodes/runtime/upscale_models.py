@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from . import devices, model_cache
+from . import memory_manager, model_cache
 from .state_dict_files import CheckpointError, open_state_dict
 
 TILE = 512
@@ -64,9 +64,12 @@ def upscale(model, image: torch.Tensor, tile: int = TILE, overlap: int = OVERLAP
     """IMAGE [B,H,W,C] in 0..1 upscaled by the model's scale, in tiles of `tile` pixels overlapping by
     `overlap`; `on_tile(done, total)` after each tile. A CUDA out-of-memory halves the tile (down to
     MIN_TILE) and starts again."""
-    device = devices.default_device()
+    device = memory_manager.compute_device()
     dtype = torch.float16 if device.type == "cuda" and model.supports_half else torch.float32
     with _run_lock:
+        # room for its weights and a tile's activations (small models, moved here and back by this module)
+        activation = 3 * tile * tile * model.scale ** 2 * 64 * torch.finfo(dtype).bits // 8
+        memory_manager.free_memory(model_cache.weight_bytes(getattr(model, "model", model)) + activation)
         model.to(device=device, dtype=dtype)
         try:
             while True:

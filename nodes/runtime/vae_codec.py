@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from . import memory_manager
 from .model_types import Vae
 
 SCALE = 8  # pixels per latent pixel
@@ -23,9 +24,10 @@ def decode(vae: Vae, samples: torch.Tensor) -> torch.Tensor:
     """LATENT samples [B,4,h,w] -> IMAGE [B,8h,8w,3] on the CPU."""
     model = vae.vae
     images = []
-    with torch.no_grad():
+    activation = memory_manager.vae_decode_bytes(model, samples.shape)
+    with memory_manager.using(model, activation) as device, torch.no_grad():
         for latent in samples:
-            latent = latent[None].to(model.device, model.dtype) / vae.scaling_factor
+            latent = latent[None].to(device, model.dtype) / vae.scaling_factor
             pixels = model.decode(latent).sample.float()
             images.append((pixels / 2 + 0.5).clamp(0, 1).movedim(1, -1).cpu())
     return torch.cat(images)
@@ -36,9 +38,10 @@ def encode(vae: Vae, pixels: torch.Tensor) -> torch.Tensor:
     model = vae.vae
     pixels = crop_to_multiple(pixels)[..., :3]
     latents = []
-    with torch.no_grad():
+    activation = memory_manager.vae_encode_bytes(model, pixels.shape)
+    with memory_manager.using(model, activation) as device, torch.no_grad():
         for image in pixels:
-            image = image.movedim(-1, 0)[None].to(model.device, model.dtype) * 2 - 1
+            image = image.movedim(-1, 0)[None].to(device, model.dtype) * 2 - 1
             latents.append(model.encode(image).latent_dist.mode().float() * vae.scaling_factor)
     return torch.cat(latents)
 
@@ -68,9 +71,10 @@ def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap:
     that of one tile whatever the image size."""
     model = vae.vae
     images = []
-    with torch.no_grad(), _tiling(model, tile_size, overlap):
+    activation = memory_manager.vae_decode_bytes(model, (tile_size // SCALE, tile_size // SCALE))
+    with memory_manager.using(model, activation) as device, torch.no_grad(), _tiling(model, tile_size, overlap):
         for latent in samples:
-            latent = latent[None].to(model.device, model.dtype) / vae.scaling_factor
+            latent = latent[None].to(device, model.dtype) / vae.scaling_factor
             pixels = model.tiled_decode(latent).sample.float()
             images.append((pixels / 2 + 0.5).clamp(0, 1).movedim(1, -1).cpu())
     return torch.cat(images)
@@ -81,9 +85,10 @@ def encode_tiled(vae: Vae, pixels: torch.Tensor, tile_size: int = 512, overlap: 
     model = vae.vae
     pixels = crop_to_multiple(pixels)[..., :3]
     latents = []
-    with torch.no_grad(), _tiling(model, tile_size, overlap):
+    activation = memory_manager.vae_encode_bytes(model, (1, tile_size, tile_size))
+    with memory_manager.using(model, activation) as device, torch.no_grad(), _tiling(model, tile_size, overlap):
         for image in pixels:
-            image = image.movedim(-1, 0)[None].to(model.device, model.dtype) * 2 - 1
+            image = image.movedim(-1, 0)[None].to(device, model.dtype) * 2 - 1
             moments = model._tiled_encode(image)
             latents.append(DiagonalGaussianDistribution(moments).mode().float() * vae.scaling_factor)
     return torch.cat(latents)
