@@ -43,6 +43,9 @@ class ServeOptions:
     api_docs: bool = False  # serve the app's OpenAPI description at /openapi.json
     warnings: list[str] = field(default_factory=list)  # for the CLI to print at start-up
     preview_method: str = preview_method.DEFAULT  # sampler previews on /ws for ComfyUI clients
+    workers: str = "local"  # "local": the in-process worker; "ray": Ray actors (webui/workers/ray_worker.py)
+    ray_workers: int | None = None  # --ray-workers: local CPU workers (None: one per local GPU)
+    ray_address: str | None = None  # --ray: join this cluster instead of starting a local runtime
 
     @property
     def exposed(self) -> bool:
@@ -96,6 +99,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                        help="previews and temporary uploads, emptied at start (default: temp/ in the data folder)")
     paths.add_argument("--extra-model-paths", metavar="YAML",
                        help="an extra_model_paths.yaml adding an A1111/ComfyUI install's models")
+    workers = parser.add_argument_group("workers")
+    workers.add_argument("--workers", choices=("local", "ray"), default="local",
+                         help="where jobs run: in this process (default), or on Ray workers: a local Ray "
+                              "runtime with one worker per GPU (see --ray-workers, --ray)")
+    workers.add_argument("--ray-workers", type=int, metavar="N",
+                         help="with --workers ray: N CPU workers instead of one per local GPU")
+    workers.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
+                         help="join the Ray cluster at ADDRESS (auto, or HOST:PORT) and place one worker on "
+                              "every GPU it has (one on a node without GPUs); implies --workers ray")
     parser.add_argument("--preview-method", choices=preview_method.METHODS, default=preview_method.DEFAULT,
                         help="sampler previews sent to ComfyUI clients, unless a prompt asks otherwise "
                              f"(default: {preview_method.DEFAULT}, as ComfyUI)")
@@ -154,6 +166,16 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
         api_docs=getattr(args, "api_docs", False))
 
     options.preview_method = getattr(args, "preview_method", preview_method.DEFAULT)
+    options.ray_address = getattr(args, "ray_address", None) or None
+    options.ray_workers = getattr(args, "ray_workers", None)
+    options.workers = "ray" if options.ray_address else getattr(args, "workers", "local")
+    if options.ray_workers is not None:
+        if options.workers != "ray":
+            raise ServeRefused("--ray-workers goes with --workers ray")
+        if options.ray_address:
+            raise ServeRefused("--ray-workers starts a local Ray runtime; --ray joins a cluster: give one of them")
+        if options.ray_workers < 1:
+            raise ServeRefused(f"--ray-workers must be at least 1, not {options.ray_workers}")
     if options.exposed and credentials is None:
         where = "all network interfaces" if is_wildcard(host) else host
         if not args.insecure_no_auth:
