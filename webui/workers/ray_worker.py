@@ -228,9 +228,12 @@ class RayWorkers:
     # -- starting --------------------------------------------------------------------------------------
     def start(self) -> list[RayWorker]:
         """Start or join Ray and bring up the first workers (waits until each has loaded the nodes)."""
+        os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")  # read when Ray is imported
+        if self.options.address and "RAY_AUTH_MODE" not in os.environ and (
+                os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").is_file()):
+            os.environ["RAY_AUTH_MODE"] = "token"  # `ray start` left this machine the cluster's token
         import ray
 
-        os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
         if self.options.address:
             ray.init(address=self.options.address, log_to_driver=False)
             self._reconcile()
