@@ -3,6 +3,7 @@ shared by the tests of this module (Ray starts slowly). Skipped where Ray is not
 import copy
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def ray_queue(ray_workers, tmp_path):
     """(queue, hub, folders): a job queue on the two Ray workers, its output folder emptied first."""
     folders = ray_workers.folders
     for path in folders.output_dir.iterdir():
-        path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     hub = EventHub()
     queue = JobQueue(tmp_path / "jobs.db", ray_workers.registry, hub, workers=ray_workers.workers)
     queue.start()
@@ -154,6 +155,8 @@ def test_interrupt_and_cancel_reach_jobs_on_ray_workers(ray_queue):
     first, second = (queue.submit(demo_job(seed, steps=1000)) for seed in (31, 32))
     for job in (first, second):
         wait_for_event(watching, "progress", job.id)
+    live = queue.progress_of(first.id)  # what A1111's /progress reads: steps and the live preview
+    assert live.max == 1000 and live.value >= 1 and isinstance(live.preview, Image.Image)
     pending = queue.submit(demo_job(33))
     assert queue.cancel(pending.id) and queue.get(pending.id).status == "cancelled"
 
@@ -167,3 +170,21 @@ def test_interrupt_and_cancel_reach_jobs_on_ray_workers(ray_queue):
     steps = [d["value"] for e, d in watching.drain() if e == "progress" and d["prompt_id"] == second.id]
     assert max(steps) < 1000
     assert queue.get(pending.id).started is None  # the cancelled job never ran
+
+
+def test_a_ray_worker_gets_input_images_by_content_and_returns_its_outputs(ray_queue):
+    queue, hub, folders = ray_queue
+    picture = Image.new("RGB", (24, 16), (10, 200, 30))
+    picture.putpixel((3, 4), (250, 0, 0))
+    (folders.input_dir / "sub").mkdir(exist_ok=True)
+    picture.save(folders.input_dir / "sub" / "in.png")
+    workflow = {"1": {"class_type": "LoadImage", "inputs": {"image": "sub/in.png"}},
+                "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "copies/copy"}},
+                "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    done = queue.wait(queue.submit(workflow).id, timeout=300)
+    assert done.status == "success", done.error
+    (saved,) = done.outputs["2"]["images"]
+    assert saved == {"filename": "copy_00001_.png", "subfolder": "copies", "type": "output"}
+    np.testing.assert_array_equal(pixels(folders.output_dir / "copies" / "copy_00001_.png"), np.asarray(picture))
+    (preview,) = done.outputs["3"]["images"]
+    assert preview["type"] == "temp" and (folders.temp_dir / preview["filename"]).is_file()
