@@ -2,6 +2,7 @@
 the worker whose cache holds their checkpoint, and a worker that dies gets its job requeued."""
 import threading
 
+import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
@@ -123,3 +124,58 @@ def test_an_idle_worker_leaves_a_job_to_the_idle_worker_whose_cache_holds_its_ch
     assert dispatch.choose([a_job, b_job], warm_a, [warm_a, cold]) is a_job
     assert dispatch.choose([a_job], cold, [warm_a, cold]) is None  # the warm worker takes it
     assert dispatch.choose([a_job], cold, [cold]) is a_job  # the warm one is busy: nothing waits
+
+
+class Lacking(StandIn):
+    """A worker whose models folder lacks the job's checkpoint: the job is invalid there."""
+
+    def run(self, request, emit, warn):
+        self.ran.append(request.job_id)
+        error = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                 "details": f"value not in list: ckpt_name 'a.safetensors' (on worker {self.name})", "extra_info": {}}
+        return WorkResult("invalid", invalid={"error": error, "node_errors": {}})
+
+
+def test_a_job_goes_to_a_worker_that_has_its_model_or_fails_naming_the_workers(folders, registry, tmp_path):
+    (folders.input_dir / "in.png").write_bytes(b"")
+    lacking, having = Lacking("lacking"), StandIn("having")
+    having.release.set()
+    queue = JobQueue(tmp_path / "jobs.db", registry, EventHub(), workers=[lacking, having])
+    queue.start()
+    try:
+        for _ in range(3):
+            done = queue.wait(queue.submit(SAVE).id, timeout=10)
+            assert done.status == "success" and done.worker == "having"
+    finally:
+        queue.close()
+
+    both = [Lacking("one"), Lacking("two")]
+    queue = JobQueue(tmp_path / "jobs2.db", registry, EventHub(), workers=both)
+    queue.start()
+    try:
+        done = queue.wait(queue.submit(SAVE).id, timeout=10)
+        assert done.status == "error" and done.error["exception_type"] == "InvalidWorkflow"
+        message = done.error["exception_message"]
+        assert "ckpt_name 'a.safetensors'" in message and "every worker refused it: one, two" in message
+        assert [len(worker.ran) for worker in both] == [1, 1]
+    finally:
+        queue.close()
+
+
+def test_serve_options_for_ray_workers():
+    import argparse
+
+    from inkwash.webui.serve_options import ServeRefused, add_serve_arguments, resolve
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    assert resolve(parser.parse_args([])).workers == "local"
+    options = resolve(parser.parse_args(["--workers", "ray", "--ray-workers", "2"]))
+    assert (options.workers, options.ray_workers, options.ray_address) == ("ray", 2, None)
+    options = resolve(parser.parse_args(["--ray", "127.0.0.1:6379"]))
+    assert (options.workers, options.ray_address) == ("ray", "127.0.0.1:6379")
+    for argv, said in ((["--ray-workers", "2"], "goes with --workers ray"),
+                       (["--ray", "auto", "--ray-workers", "2"], "give one of them"),
+                       (["--workers", "ray", "--ray-workers", "0"], "at least 1")):
+        with pytest.raises(ServeRefused, match=said):
+            resolve(parser.parse_args(argv))

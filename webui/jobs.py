@@ -414,6 +414,7 @@ class JobQueue:
         self._stopping = False
         self._progress_lock = threading.Lock()
         self._last_remaining: int | None = None
+        self._refused: dict[str, set[str]] = {}  # job id -> workers that found it invalid (a model they lack)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -618,7 +619,9 @@ class JobQueue:
         """The job this slot's worker should run next, marked running on it (lock held)."""
         idle = [s.worker for s in self._slots if s.job is None and not s.removed]
         while True:
-            job = dispatch.choose(self.store.with_status(PENDING), slot.worker, idle)
+            pending = [job for job in self.store.with_status(PENDING)
+                       if slot.worker.name not in self._refused.get(job.id, ())]
+            job = dispatch.choose(pending, slot.worker, idle)
             if job is None:
                 return None
             claimed = self.store.claim(job.id, slot.worker.name)
@@ -684,13 +687,21 @@ class JobQueue:
             self.hub.publish("execution_warning", warning, job.client_id)
 
         lost: WorkerLost | None = None
+        refused = False  # a worker found it invalid (it lacks a model), another may not
         request = WorkRequest(job.id, job.workflow, job.extra.get("extra_pnginfo"), method)
         try:
             result = worker.run(request, on_event, on_warning)
             status, outputs, error = result.status, result.outputs, result.error
-            if status == "invalid":  # valid when queued, not now (a model file removed meanwhile)
-                status, error = ERROR, self._failure(job, "InvalidWorkflow", result.invalid or {})
-                on_event("execution_error", error)
+            if status == "invalid":  # valid when queued, not there (a model that worker lacks) or not now
+                with self._changed:
+                    tried = self._refused.setdefault(job.id, set())
+                    tried.add(worker.name)
+                    refused = any(s.worker.name not in tried for s in self._slots if not s.removed)
+                if not refused:
+                    status, error = ERROR, self._failure(job, "InvalidWorkflow", result.invalid or {})
+                    if len(tried) > 1:
+                        error["exception_message"] += f" (every worker refused it: {', '.join(sorted(tried))})"
+                    on_event("execution_error", error)
             else:
                 worker.warm = job_checkpoints(job.workflow)
         except WorkerLost as exc:
@@ -704,7 +715,9 @@ class JobQueue:
             on_event("execution_error", error)
 
         with self._changed:
-            requeued = status == INTERRUPTED and self._stopping
+            requeued = (status == INTERRUPTED and self._stopping) or refused
+            if lost is None and not requeued:
+                self._refused.pop(job.id, None)
             if lost is not None:
                 worker.warm = set()
                 error = self.store.worker_lost(job.id, f"{worker.name}: {lost}")
