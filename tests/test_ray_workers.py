@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: on 127.0.0.1 only
 ray = pytest.importorskip("ray")
 
 from inkwash.nodes import folders as folders_module  # noqa: E402
@@ -33,7 +35,6 @@ def demo_job(seed: int, steps: int = 6) -> dict:
 def ray_workers(tmp_path_factory):
     """Two CPU workers on a local Ray runtime; the server's folders in a temp folder, the models the
     repo's (the demo checkpoint)."""
-    os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
     root = tmp_path_factory.mktemp("ray")
     previous = folders_module.current()
     folders = folders_module.configure(output_dir=root / "output", input_dir=root / "input", temp_dir=root / "temp")
@@ -118,7 +119,8 @@ def test_four_jobs_from_two_clients_run_two_at_a_time_with_in_process_pixels(ray
         for workflow, job in zip(workflows, done):
             result = executor.execute(workflow)
             (entry,) = result.outputs["9"]["images"]
-            np.testing.assert_array_equal(pixels(local.output_dir / entry["filename"]), pixels(saved_file(folders, job)))
+            in_process = pixels(local.output_dir / entry["filename"])
+            np.testing.assert_array_equal(in_process, pixels(saved_file(folders, job)))
     finally:
         folders_module._current = folders
 

@@ -45,23 +45,26 @@ def write_inputs(files: Mapping[str, bytes], input_dir: Path) -> None:
         folders_module.write_atomically(folders_module.safe_path(Path(input_dir), name), data)
 
 
-def _entries(ui: Mapping):
-    for items in ui.values():
-        if isinstance(items, list):
-            for entry in items:
-                if isinstance(entry, dict) and entry.get("type") in FILE_KINDS and isinstance(entry.get("filename"), str):
-                    yield entry
+def _is_file(entry: object) -> bool:
+    return isinstance(entry, dict) and entry.get("type") in FILE_KINDS and isinstance(entry.get("filename"), str)
+
+
+def _folder(folders: folders_module.Folders, entry: dict) -> Path:
+    return Path(folders.output_dir if entry["type"] == "output" else folders.temp_dir)
 
 
 def with_contents(ui: dict, folders: folders_module.Folders) -> dict:
     """A worker's ui dict with each file entry carrying its bytes (worker side)."""
-    packed = {key: [dict(entry) if isinstance(entry, dict) else entry for entry in items]
-              if isinstance(items, list) else items for key, items in ui.items()}
-    for entry in _entries(packed):
-        folder = folders.output_dir if entry["type"] == "output" else folders.temp_dir
-        path = folders_module.safe_path(Path(folder), "/".join(p for p in (entry.get("subfolder"), entry["filename"]) if p))
-        entry[DATA_KEY] = path.read_bytes()
+    packed = {}
+    for key, items in ui.items():
+        packed[key] = [_with_content(entry, folders) if _is_file(entry) else entry for entry in items] \
+            if isinstance(items, list) else items
     return packed
+
+
+def _with_content(entry: dict, folders: folders_module.Folders) -> dict:
+    name = "/".join(part for part in (entry.get("subfolder"), entry["filename"]) if part)
+    return {**entry, DATA_KEY: folders_module.safe_path(_folder(folders, entry), name).read_bytes()}
 
 
 class ReceivedFiles:
@@ -79,7 +82,7 @@ class ReceivedFiles:
             if not isinstance(items, list):
                 stored[key] = items
                 continue
-            stored[key] = [self._store_entry(entry, incarnation) if isinstance(entry, dict) and DATA_KEY in entry
+            stored[key] = [self._store_entry(entry, incarnation) if _is_file(entry) and DATA_KEY in entry
                            else entry for entry in items]
         return stored
 
@@ -90,11 +93,13 @@ class ReceivedFiles:
             known = self._saved.get(key)
             if known is not None:
                 return dict(known)
-            folder = self.folders.output_dir if entry["type"] == "output" else self.folders.temp_dir
-            match = _NUMBERED.match(entry["filename"])
-            name, extension = (match["name"], match["extension"]) if match else (Path(entry["filename"]).stem, Path(entry["filename"]).suffix)
-            prefix = "/".join(p for p in (entry.get("subfolder"), name) if p)
-            saved = image_files.save_file(data, folder, prefix, extension or ".png", durable=entry["type"] == "output")
+            # the worker's `{prefix}_{counter}_.ext`: saved here under the same prefix, numbered here
+            filename = Path(entry["filename"])
+            match = _NUMBERED.match(filename.name)
+            name, extension = (match["name"], match["extension"]) if match else (filename.stem, filename.suffix)
+            prefix = "/".join(part for part in (entry.get("subfolder"), name) if part)
+            saved = image_files.save_file(data, _folder(self.folders, entry), prefix, extension or ".png",
+                                          durable=entry["type"] == "output")
             result = {**{k: v for k, v in entry.items() if k != DATA_KEY},
                       "filename": saved.filename, "subfolder": saved.subfolder}
             self._saved[key] = result

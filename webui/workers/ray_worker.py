@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 ACTOR_CONCURRENCY = 4  # the job's thread, plus interrupt / describe / free calls while it runs
 DESCRIBE_TIMEOUT_S = 600  # an actor's first answer waits for torch and the nodes to import
 POLL_SECONDS = 5.0  # how often a cluster's nodes are checked for joins and departures
+# Ray's switch for multi-node clusters (on by default on Linux): off, a node's address is 127.0.0.1
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class ExecutorActor:
@@ -228,7 +230,9 @@ class RayWorkers:
     # -- starting --------------------------------------------------------------------------------------
     def start(self) -> list[RayWorker]:
         """Start or join Ray and bring up the first workers (waits until each has loaded the nodes)."""
-        os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")  # read when Ray is imported
+        os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")  # these are read when Ray is imported
+        if not self.options.address:  # a local runtime on 127.0.0.1, not on this machine's network address
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
         if self.options.address and "RAY_AUTH_MODE" not in os.environ and (
                 os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").is_file()):
             os.environ["RAY_AUTH_MODE"] = "token"  # `ray start` left this machine the cluster's token
