@@ -190,3 +190,10 @@ def test_a_ray_worker_gets_input_images_by_content_and_returns_its_outputs(ray_q
     np.testing.assert_array_equal(pixels(folders.output_dir / "copies" / "copy_00001_.png"), np.asarray(picture))
     (preview,) = done.outputs["3"]["images"]
     assert preview["type"] == "temp" and (folders.temp_dir / preview["filename"]).is_file()
+
+    # ComfyUI's /free reaches the worker that holds the cached nodes
+    (worker,) = [w for w in queue.workers if w.name == done.worker]
+    assert worker.wait_ready()["cached_nodes"] == 3
+    queue.free_memory()
+    ray.get(worker._freeing)
+    assert worker.wait_ready()["cached_nodes"] == 0

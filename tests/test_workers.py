@@ -179,3 +179,39 @@ def test_serve_options_for_ray_workers():
                        (["--workers", "ray", "--ray-workers", "0"], "at least 1")):
         with pytest.raises(ServeRefused, match=said):
             resolve(parser.parse_args(argv))
+
+
+def test_workers_follow_the_ray_cluster_s_nodes_as_they_join_and_leave(folders, registry, tmp_path, monkeypatch):
+    """Against the node list Ray would give (no Ray runtime: a real cluster join is in test_ray_cluster.py)."""
+    from inkwash.webui.workers.ray_worker import RayOptions, RayWorker, RayWorkers
+
+    nodes = [{"NodeID": "a", "Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 8.0}}]
+    monkeypatch.setattr(RayWorkers, "_nodes", staticmethod(lambda: [dict(node) for node in nodes]))
+    placed = []
+
+    def place(self, name, gpu, node_id):  # where Ray would start an actor on that node
+        worker = RayWorker(name, None, registry, folders, node_id=node_id)
+        worker.wait_ready = lambda timeout=0: {}
+        placed.append((name, gpu, node_id))
+        self.workers.append(worker)
+        return worker
+
+    monkeypatch.setattr(RayWorkers, "_add", place)
+    pool = RayWorkers(RayOptions(address="auto", poll_seconds=0.01), registry, folders)
+    pool._reconcile()
+    queue = JobQueue(tmp_path / "jobs.db", registry, EventHub(), workers=list(pool.workers))
+    pool.attach(queue)
+    try:
+        assert placed == [("ray-10.0.0.1-cpu0", False, "a")]  # a node without GPUs: one CPU worker
+        nodes.append({"NodeID": "b", "Alive": True, "NodeManagerAddress": "10.0.0.2",
+                      "Resources": {"CPU": 16.0, "GPU": 2.0}})
+        wait_until(lambda: len(queue.workers) == 3)
+        assert placed[1:] == [("ray-10.0.0.2-gpu0", True, "b"), ("ray-10.0.0.2-gpu1", True, "b")]
+        first = queue.workers[0]
+        nodes[0]["Alive"] = False
+        wait_until(lambda: [w.name for w in queue.workers] == ["ray-10.0.0.2-gpu0", "ray-10.0.0.2-gpu1"])
+        assert first.gone and not first.alive
+        assert len(placed) == 3  # no worker placed twice
+    finally:
+        pool._stop.set()
+        queue.close()

@@ -64,7 +64,7 @@ class ExecutorActor:
         from .base import local_device_stats
 
         return {"device": local_device_stats(), "incarnation": self.incarnation, "pid": os.getpid(),
-                "node_id": ray.get_runtime_context().get_node_id()}
+                "node_id": ray.get_runtime_context().get_node_id(), "cached_nodes": self.executor.cache_size}
 
     def run(self, request: WorkRequest):
         """Yields ("start", incarnation), ("event", name, data) and ("warning", message) items as the
@@ -120,6 +120,7 @@ class RayWorker(Worker):
         self.gone = False  # its node left the cluster
         self.received = ReceivedFiles(folders)
         self._described: dict = {}
+        self._freeing = None  # a free_memory call on its way: the next job waits for it
 
     def wait_ready(self, timeout: float = DESCRIBE_TIMEOUT_S) -> dict:
         """The actor's description, once it answers (a restarting actor is asked again until then)."""
@@ -143,6 +144,9 @@ class RayWorker(Worker):
         request.input_files = input_files(request.workflow, self.registry, self.folders.input_dir)
         incarnation = ""
         try:
+            if self._freeing is not None:
+                freeing, self._freeing = self._freeing, None
+                ray.get(freeing, timeout=120)
             for ref in self.actor.run.options(num_returns="streaming").remote(request):
                 kind, *item = ray.get(ref)
                 if kind == "start":
@@ -177,9 +181,7 @@ class RayWorker(Worker):
         self.actor.interrupt.remote()
 
     def free_memory(self) -> None:
-        import ray
-
-        ray.get(self.actor.free_memory.remote(), timeout=120)
+        self._freeing = self.actor.free_memory.remote()  # not waited for here: the queue's lock is held
 
     def device(self) -> dict:
         try:
@@ -289,9 +291,7 @@ class RayWorkers:
 
     def _reconcile(self) -> tuple[list[RayWorker], list[RayWorker]]:
         """Workers for nodes that joined, and the workers of nodes that left: (added, removed)."""
-        import ray
-
-        alive = {node["NodeID"]: node for node in ray.nodes() if node.get("Alive")}
+        alive = {node["NodeID"]: node for node in self._nodes() if node.get("Alive")}
         with self._lock:
             removed = [w for w in self.workers if w.node_id not in alive]
             for worker in removed:
@@ -306,6 +306,12 @@ class RayWorkers:
                     added.append(self._add(f"ray-{node['NodeManagerAddress']}-{kind}{index}", gpu=bool(gpus),
                                            node_id=node_id))
         return added, removed
+
+    @staticmethod
+    def _nodes() -> list[dict]:
+        import ray
+
+        return ray.nodes()
 
     def _watch(self) -> None:
         while not self._stop.wait(self.options.poll_seconds):
