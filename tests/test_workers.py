@@ -215,3 +215,32 @@ def test_workers_follow_the_ray_cluster_s_nodes_as_they_join_and_leave(folders, 
     finally:
         pool._stop.set()
         queue.close()
+
+
+class GoneForGood(StandIn):
+    """Dies under its first job and never comes back (its machine left)."""
+
+    def wait_until_back(self):
+        self.gone = True
+
+    @property
+    def alive(self):
+        return not getattr(self, "gone", False)
+
+
+def test_a_worker_that_does_not_come_back_is_dropped_and_a_new_one_takes_its_job(folders, registry, tmp_path):
+    (folders.input_dir / "in.png").write_bytes(b"")
+    lost = GoneForGood("lost", dies=True)
+    queue = JobQueue(tmp_path / "jobs.db", registry, EventHub(), workers=[lost])
+    queue.start()
+    try:
+        job = queue.submit(SAVE)
+        wait_until(lambda: queue.workers == [])
+        assert lost.ran == [job.id] and queue.get(job.id).status == "pending"
+        joined = StandIn("joined")
+        joined.release.set()
+        queue.add_worker(joined)
+        done = queue.wait(job.id, timeout=10)
+        assert (done.status, done.worker) == ("success", "joined")
+    finally:
+        queue.close()

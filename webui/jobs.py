@@ -654,6 +654,9 @@ class JobQueue:
                 continue
             if lost:  # take no job before the worker is back: the others take the requeued one
                 slot.worker.wait_until_back()
+                if not slot.worker.alive:  # gone for good: its slot goes too
+                    self.remove_worker(slot.worker)
+                    return
 
     def _run(self, slot: _Slot, job: Job) -> bool:
         """Run one job on the slot's worker and record how it ended; True when the worker was lost."""

@@ -174,8 +174,9 @@ class RayWorker(Worker):
     def wait_until_back(self) -> None:
         try:  # Ray restarts the actor (max_restarts); its first answer says it is up again
             self.wait_ready()
-        except Exception:  # gone for good (its node left): the cluster watcher removes it
+        except Exception:  # gone for good (its node left, or it cannot start again)
             log.warning("worker %s did not come back", self.name, exc_info=True)
+            self.gone = True
 
     def interrupt(self) -> None:
         self.actor.interrupt.remote()
@@ -293,7 +294,7 @@ class RayWorkers:
         """Workers for nodes that joined, and the workers of nodes that left: (added, removed)."""
         alive = {node["NodeID"]: node for node in self._nodes() if node.get("Alive")}
         with self._lock:
-            removed = [w for w in self.workers if w.node_id not in alive]
+            removed = [w for w in self.workers if w.node_id not in alive or w.gone]
             for worker in removed:
                 worker.gone = True
                 self.workers.remove(worker)
