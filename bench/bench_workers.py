@@ -3,8 +3,10 @@
 Every worker runs torch on one thread (a Ray CPU worker is given one CPU), so on a machine with two
 free cores the ceiling of 2 workers over 1 is 2x. Prints jobs per minute for each, the scaling
 efficiency of 2 Ray workers over 1 ((jobs/min 2 / jobs/min 1) / 2), and the per-job overhead of Ray
-dispatch: seconds per job on 1 Ray worker over seconds per job in process, the same jobs one at a time.
-Each setup runs one warm-up job per worker first (model load), not counted.
+dispatch: seconds per job on 1 Ray worker over seconds per job in process, and the time a job spends
+outside its execution (queue claim to record, less execution_start to execution_success: transfers,
+event streaming, saving) per job, in process and on Ray. Each setup runs one warm-up job per worker
+first (model load), not counted.
 
   python bench/bench_workers.py              # 8 jobs of 10 steps at 128x128
   python bench/bench_workers.py --jobs 4 --steps 4
@@ -29,16 +31,27 @@ def workflow(seed: int, steps: int) -> dict:
     return flow
 
 
-def jobs_per_minute(queue, jobs: int, steps: int, warm_ups: int) -> float:
-    """Warm every worker up, then time `jobs` jobs submitted at once."""
+def jobs_per_minute(queue, jobs: int, steps: int, warm_ups: int) -> tuple[float, float]:
+    """Warm every worker up, then time `jobs` jobs submitted at once: (jobs per minute, mean seconds
+    a job spent outside its execution)."""
     for job in [queue.submit(workflow(1000 + n, steps)) for n in range(warm_ups)]:
         assert queue.wait(job.id, timeout=1800).status == "success"
+    events = queue.hub.subscribe(None)
     start = time.perf_counter()
     submitted = [queue.submit(workflow(seed, steps)) for seed in range(jobs)]
+    finished = []
     for job in submitted:
         done = queue.wait(job.id, timeout=1800)
         assert done.status == "success", done.error
-    return jobs / (time.perf_counter() - start) * 60
+        finished.append(done)
+    rate = jobs / (time.perf_counter() - start) * 60
+    stamps: dict[str, dict] = {}
+    for name, data in events.drain():
+        if name in ("execution_start", "execution_success"):
+            stamps.setdefault(data["prompt_id"], {})[name] = data["timestamp"] / 1000
+    outside = [(job.finished - job.started) - (stamps[job.id]["execution_success"] - stamps[job.id]["execution_start"])
+               for job in finished]
+    return rate, sum(outside) / len(outside)
 
 
 def main() -> None:
@@ -64,27 +77,28 @@ def main() -> None:
         path.mkdir(parents=True)
     registry = core_nodes()
 
-    def measure(name: str, workers) -> float:
+    def measure(name: str, workers) -> tuple[float, float]:
         queue = JobQueue(root / f"{name}.db", registry, EventHub(), workers=workers)
         queue.start()
         try:
-            rate = jobs_per_minute(queue, args.jobs, args.steps, warm_ups=len(workers or [None]))
+            rate, outside = jobs_per_minute(queue, args.jobs, args.steps, warm_ups=len(workers or [None]))
         finally:
             queue.close()
-        print(f"{name:>14}: {rate:6.1f} jobs/min", flush=True)
-        return rate
+        print(f"{name:>14}: {rate:6.1f} jobs/min, {outside * 1000:6.1f} ms a job outside its execution", flush=True)
+        return rate, outside
 
-    in_process = measure("in-process", None)
+    in_process, local_outside = measure("in-process", None)
     pool = RayWorkers(RayOptions(workers=2, object_store_bytes=100 * 2**20), registry, folders)
     pool.start()
     try:
-        one = measure("1 Ray worker", pool.workers[:1])
-        two = measure("2 Ray workers", pool.workers)
+        one, ray_outside = measure("1 Ray worker", pool.workers[:1])
+        two, _ = measure("2 Ray workers", pool.workers)
     finally:
         pool.shutdown()
     print(f"scaling efficiency, 2 Ray workers over 1: {two / one / 2:.2f} (1.00 = twice the jobs per minute)")
-    print(f"per-job time, 1 Ray worker / in-process: {in_process / one:.2f} "
-          f"(+{60 / one - 60 / in_process:.2f} s of dispatch per job)")
+    print(f"per-job time, 1 Ray worker / in-process: {in_process / one:.2f}")
+    print(f"time a job spends outside its execution, Ray / in-process: {ray_outside / max(local_outside, 1e-6):.1f} "
+          f"(+{(ray_outside - local_outside) * 1000:.0f} ms per job)")
     print(f"jobs per minute, 2 Ray workers / in-process: {two / in_process:.2f}")
 
 
