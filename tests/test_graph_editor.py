@@ -79,6 +79,9 @@ class StubQueue:
     def running(self):
         return next((j for j in self.jobs.values() if j.status == "running"), None)
 
+    def running_jobs(self):
+        return [j for j in self.jobs.values() if j.status == "running"]
+
     def pending(self):
         return [j for j in self.jobs.values() if j.status == "pending"]
 

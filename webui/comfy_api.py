@@ -457,24 +457,11 @@ def _inkwash_version() -> str:
         return "0.0.0"
 
 
-def _system_stats() -> dict:
+def _system_stats(ctx: ServerContext) -> dict:
     import psutil
     import torch
 
-    from ..nodes.runtime.devices import default_device
-
     memory = psutil.virtual_memory()
-    device = default_device()
-    # On the CPU (and Apple's shared memory) "VRAM" is the system RAM, as ComfyUI reports it.
-    name, vram_total, vram_free = str(device.type), memory.total, memory.available
-    torch_total, torch_free = vram_total, vram_free
-    if device.type == "cuda":
-        index = torch.cuda.current_device()
-        name = f"cuda:{index} {torch.cuda.get_device_name(index)}"
-        vram_free, vram_total = torch.cuda.mem_get_info(index)
-        torch_total = torch.cuda.memory_reserved(index)
-        torch_free = torch_total - torch.cuda.memory_allocated(index)
-        device = torch.device("cuda", index)
     return {
         "system": {
             "os": os.name,
@@ -487,9 +474,16 @@ def _system_stats() -> dict:
             "argv": [],  # never the real command line: it may carry passwords
             "platform": platform.platform(),
         },
-        "devices": [{"name": name, "type": device.type, "index": device.index, "vram_total": vram_total,
-                     "vram_free": vram_free, "torch_vram_total": torch_total, "torch_vram_free": torch_free}],
+        "devices": [_worker_device(worker) for worker in ctx.queue.workers],
     }
+
+
+def _worker_device(worker) -> dict:
+    """A worker's device as ComfyUI lists one, with the worker's name (a remote one's name in it too)."""
+    device = dict(worker.device())
+    if worker.remote:
+        device["name"] = f"{device.get('name')} ({worker.name})"
+    return {**device, "worker": worker.name}
 
 
 def _model_kinds() -> list[str]:
@@ -546,12 +540,12 @@ async def _websocket_session(ctx: ServerContext, websocket: WebSocket) -> None:
     try:
         status = {"status": {"exec_info": {"queue_remaining": ctx.queue.remaining()}}, "sid": client_id}
         await websocket.send_text(json.dumps({"type": "status", "data": status}))
-        running = ctx.queue.running()
-        node = getattr(getattr(ctx.queue, "progress", None), "node", None)
-        if running is not None and running.client_id == client_id and node is not None:
-            # A client reconnecting mid-run learns which node is executing, as ComfyUI does.
-            await websocket.send_text(json.dumps({"type": "executing", "data": {
-                "node": node, "display_node": node, "prompt_id": running.id}}))
+        for running in ctx.queue.running_jobs():
+            node = ctx.queue.progress_of(running.id).node
+            if running.client_id == client_id and node is not None:
+                # A client reconnecting mid-run learns which node is executing, as ComfyUI does.
+                await websocket.send_text(json.dumps({"type": "executing", "data": {
+                    "node": node, "display_node": node, "prompt_id": running.id}}))
         async with anyio.create_task_group() as group:
             async def until_either_ends(part: Callable[[], Awaitable[None]]) -> None:
                 try:
@@ -584,8 +578,7 @@ def router(ctx: ServerContext) -> APIRouter:
 
     @api.get("/queue")
     def get_queue():
-        running = ctx.queue.running()
-        return {"queue_running": [_queue_item(ctx, running)] if running is not None else [],
+        return {"queue_running": [_queue_item(ctx, job) for job in ctx.queue.running_jobs()],
                 "queue_pending": [_queue_item(ctx, job) for job in ctx.queue.pending()]}
 
     @api.post("/queue")
@@ -666,7 +659,7 @@ def router(ctx: ServerContext) -> APIRouter:
 
     @api.get("/system_stats")
     def system_stats():
-        return _system_stats()
+        return _system_stats(ctx)
 
     @api.get("/embeddings")
     def embeddings():

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .events import EventHub
     from .jobs import JobQueue
     from .model_download_api import Downloads
+    from .workers.ray_worker import RayWorkers
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ServerContext:
     max_pixels: int = 2048 * 2048  # width x height x batch a single API request may ask for
     preview_method: str = "none"  # --preview-method: ComfyUI clients' sampler previews (preview_method.py)
     downloads: Downloads | None = None  # model downloads the server runs (model_download_api.py)
+    ray_workers: RayWorkers | None = None  # with --workers ray: the Ray runtime and its workers
 
 
 def oversized_nodes(workflow: Mapping, max_pixels: int) -> dict[str, dict]:

@@ -279,8 +279,7 @@ def job_entry(job: Any, detail: bool = False) -> dict:
 
 
 def _all_jobs(ctx: ServerContext) -> list[Any]:
-    running = ctx.queue.running()
-    return [*([running] if running is not None else []), *ctx.queue.pending(), *ctx.queue.history(None)]
+    return [*ctx.queue.running_jobs(), *ctx.queue.pending(), *ctx.queue.history(None)]
 
 
 # -- our workflows as templates ------------------------------------------------------------------------

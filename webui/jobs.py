@@ -1,10 +1,12 @@
-"""The job queue every door shares: workflows wait in SQLite and one worker thread runs them in order.
+"""The job queue every door shares: workflows wait in SQLite and workers run them in order.
 
-JobStore keeps each job (workflow, status, outputs, error, messages) in one SQLite file, so the queue
-and the history survive a restart; a job the process died in is run again on the next start (up to
-MAX_ATTEMPTS times, so a job that kills the process cannot crash-loop the server). JobQueue validates
-on submit, runs jobs on a single reused Executor (its cache makes seed-only re-runs fast), publishes
-every event to the EventHub for the job's client, and tracks live progress for A1111's /progress.
+JobStore keeps each job (workflow, status, outputs, error, messages, the worker that ran it) in one
+SQLite file, so the queue and the history survive a restart; a job the process died in is run again on
+the next start (up to MAX_ATTEMPTS times, so a job that kills the process cannot crash-loop the
+server), and so is a job whose worker died under it. JobQueue validates on submit and gives each job to
+an idle worker (webui/workers/: by default one, the in-process worker with its single reused Executor,
+whose cache makes seed-only re-runs fast; Ray actors run several jobs at once). It publishes every event
+to the EventHub for the job's client, and tracks live progress for A1111's /progress.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import json
 import logging
 import math
 import sqlite3
-import sys
 import threading
 import time
 import traceback
@@ -28,10 +29,11 @@ from ..nodes import graph
 from ..nodes.executor import Executor
 from ..nodes.formats.preview_frames import ImageFrame
 from ..nodes.runtime import memory_manager
-from ..nodes.runtime.latent_preview import previewing
 from . import preview_method
 from .events import EventHub
-from .node_warnings import node_warnings
+from .workers import dispatch
+from .workers.base import Worker, WorkerLost, WorkRequest, job_checkpoints
+from .workers.in_process import InProcessWorker
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ SUCCESS, ERROR, INTERRUPTED, CANCELLED = "success", "error", "interrupted", "can
 ACTIVE = (PENDING, RUNNING)
 FINISHED = (SUCCESS, ERROR, INTERRUPTED)  # what ComfyUI's /history lists
 DONE = FINISHED + (CANCELLED,)
-MAX_ATTEMPTS = 3  # starts of one job the process may die in before it is marked failed
+MAX_ATTEMPTS = 3  # starts of one job the process (or its worker) may die in before it is marked failed
 # A job whose extra data holds PREVIEW_METHOD_KEY: NO_PREVIEWS gets no sampler previews on the
 # websocket (ComfyUI's default); the door that queues it decides (webui/preview_method.py).
 PREVIEW_METHOD_KEY, NO_PREVIEWS = "preview_method", "none"
@@ -77,6 +79,7 @@ class Job:
     error: dict | None = None  # the executor's execution_error data
     messages: list = field(default_factory=list)  # [[event, data], ...] as ComfyUI's status.messages
     output_nodes: list = field(default_factory=list)  # ComfyUI's outputs_to_execute
+    worker: str | None = None  # the worker that ran it (the last one, when a worker died under it)
 
     @property
     def done(self) -> bool:
@@ -119,7 +122,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts     INTEGER NOT NULL DEFAULT 0,
     outputs      TEXT NOT NULL DEFAULT '{}',
     error        TEXT,
-    messages     TEXT NOT NULL DEFAULT '[]'
+    messages     TEXT NOT NULL DEFAULT '[]',
+    worker       TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, number);
 CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished, number);
@@ -154,7 +158,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
               client_id=row["client_id"], extra=stored("extra", {}), status=row["status"],
               created=row["created"], started=row["started"], finished=row["finished"],
               outputs=stored("outputs", {}), error=stored("error", None), messages=stored("messages", []),
-              output_nodes=stored("output_nodes", []))
+              output_nodes=stored("output_nodes", []), worker=row["worker"])
     if corrupt:
         job.error = {**(job.error if isinstance(job.error, dict) else {}),
                      "exception_message": f"this job's stored record is corrupt: {'; '.join(corrupt)}",
@@ -180,6 +184,8 @@ class JobStore:
         """Databases from before client-chosen numbers had `number INTEGER NOT NULL UNIQUE`: rebuild
         the table (same columns, same rows) without the constraint."""
         row = self._conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        if row is not None and "worker" not in row[0]:  # from before several workers
+            self._conn.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
         if row is None or "INTEGER NOT NULL UNIQUE" not in row[0]:
             return
         columns = "id, number, status, workflow, client_id, extra, output_nodes, created, started, finished," \
@@ -243,19 +249,27 @@ class JobStore:
         conn.execute("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (name, number))
         return number
 
-    def claim_next(self) -> Job | None:
-        """Mark the lowest-numbered pending job running and return it."""
+    def claim_next(self, worker: str | None = None) -> Job | None:
+        """Mark the lowest-numbered pending job running (on `worker`) and return it."""
         with self._transaction() as conn:
             # equal numbers (a client may choose one already taken) run in the order they came
             row = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY number, rowid LIMIT 1",
                                (PENDING,)).fetchone()
-            if row is None:
-                return None
-            started = time.time()
-            conn.execute("UPDATE jobs SET status = ?, started = ?, attempts = attempts + 1 WHERE id = ?",
-                         (RUNNING, started, row["id"]))
+            return None if row is None else self._start(conn, row, worker)
+
+    def claim(self, job_id: str, worker: str | None = None) -> Job | None:
+        """Mark this job running on `worker`, if it is still pending."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ? AND status = ?", (job_id, PENDING)).fetchone()
+            return None if row is None else self._start(conn, row, worker)
+
+    @staticmethod
+    def _start(conn: sqlite3.Connection, row: sqlite3.Row, worker: str | None) -> Job:
+        started = time.time()
+        conn.execute("UPDATE jobs SET status = ?, started = ?, attempts = attempts + 1, worker = ? WHERE id = ?",
+                     (RUNNING, started, worker, row["id"]))
         job = _job_from_row(row)
-        job.status, job.started = RUNNING, started
+        job.status, job.started, job.worker = RUNNING, started, worker
         return job
 
     def finish(self, job_id: str, status: str, outputs: dict, error: dict | None, messages: list) -> None:
@@ -277,14 +291,32 @@ class JobStore:
             stuck = conn.execute("SELECT id, attempts FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
             failed = [row["id"] for row in stuck if row["attempts"] >= max_attempts]
             for job_id in failed:
-                error = {"prompt_id": job_id, "node_id": None, "node_type": None, "executed": [],
-                         "exception_type": "ServerStopped", "traceback": [], "current_inputs": {},
-                         "current_outputs": {}, "timestamp": int(time.time() * 1000),
-                         "exception_message": f"the server stopped during this job {max_attempts} times"}
-                conn.execute("UPDATE jobs SET status = ?, finished = ?, error = ?, messages = ? WHERE id = ?",
-                             (ERROR, time.time(), _dumps(error), _dumps([["execution_error", error]]), job_id))
+                self._fail_stopped(conn, job_id, "ServerStopped",
+                                   f"the server stopped during this job {max_attempts} times")
             conn.execute("UPDATE jobs SET status = ?, started = NULL WHERE status = ?", (PENDING, RUNNING))
         return len(stuck) - len(failed), len(failed)
+
+    def worker_lost(self, job_id: str, reason: str, max_attempts: int = MAX_ATTEMPTS) -> dict | None:
+        """A running job whose worker died: back to pending (the attempt counts), or failed once it has
+        been started `max_attempts` times. Returns the failed job's error, None when it was requeued."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT attempts FROM jobs WHERE id = ? AND status = ?", (job_id, RUNNING)).fetchone()
+            if row is None:
+                return None
+            if row["attempts"] >= max_attempts:
+                return self._fail_stopped(conn, job_id, "WorkerLost",
+                                          f"a worker died during this job {max_attempts} times (last: {reason})")
+            conn.execute("UPDATE jobs SET status = ?, started = NULL WHERE id = ?", (PENDING, job_id))
+        return None
+
+    @staticmethod
+    def _fail_stopped(conn: sqlite3.Connection, job_id: str, kind: str, message: str) -> dict:
+        error = {"prompt_id": job_id, "node_id": None, "node_type": None, "executed": [],
+                 "exception_type": kind, "traceback": [], "current_inputs": {},
+                 "current_outputs": {}, "timestamp": int(time.time() * 1000), "exception_message": message}
+        conn.execute("UPDATE jobs SET status = ?, finished = ?, error = ?, messages = ? WHERE id = ?",
+                     (ERROR, time.time(), _dumps(error), _dumps([["execution_error", error]]), job_id))
+        return error
 
     def cancel_pending(self, job_ids: list[str] | None = None) -> int:
         """Cancel these pending jobs (None: all of them); returns how many were pending."""
@@ -352,57 +384,108 @@ def _without_preview(data: dict) -> dict:
     return {k: v for k, v in data.items() if k != "preview"}
 
 
-class JobQueue:
-    """Runs submitted workflows one at a time, in queue-number order, on a worker thread.
+@dataclass
+class _Slot:
+    """One worker and the job it runs, guarded by the queue's `_changed` lock."""
 
+    worker: Worker
+    thread: threading.Thread | None = None
+    job: Job | None = None
+    interrupt: bool = False  # an interrupt asked for this job: passed on again at execution_start
+    free_requested: bool = False
+    removed: bool = False
+    progress: Progress = field(default_factory=Progress)
+
+
+class JobQueue:
+    """Runs submitted workflows in queue-number order, each on an idle worker (one thread per worker).
+
+    With no `workers`, one in-process worker runs `executor`: one job at a time, as ComfyUI.
     One JobQueue per database file: start() treats every job marked running as abandoned."""
 
-    def __init__(self, db_path: Path | str, registry: Mapping, hub: EventHub, executor: Executor | None = None):
+    def __init__(self, db_path: Path | str, registry: Mapping, hub: EventHub, executor: Executor | None = None,
+                 workers: list[Worker] | None = None):
         self.store = JobStore(db_path)
         self.registry = registry
         self.hub = hub
         self.executor = executor if executor is not None else Executor(registry)
         memory_manager.shared().watch(self.executor)  # cached outputs leave the GPU when models need it
         self._changed = threading.Condition()  # any job changed state; guards the fields below
-        self._current: Job | None = None
-        self._interrupt_current = False
+        self._slots = [_Slot(worker) for worker in (workers or [InProcessWorker(self.executor)])]
+        self._started = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._progress = Progress()
         self._progress_lock = threading.Lock()
         self._last_remaining: int | None = None
-        self._free_requested = False
+        self._refused: dict[str, set[str]] = {}  # job id -> workers that found it invalid (a model they lack)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Recover jobs a dead process left running, then start the worker."""
+        """Recover jobs a dead process left running, then start the workers."""
         with self._changed:
-            if self._thread is not None and self._thread.is_alive():
-                self._stopping = False  # a stop that timed out: that worker carries on
-                return
-            self._stopping = False
-            requeued, failed = self.store.recover()
-            if requeued or failed:
-                log.info("recovered %d interrupted job(s); %d failed too often", requeued, failed)
-            self._thread = threading.Thread(target=self._work, name="inkwash-jobs", daemon=True)
-            self._thread.start()
-            self._broadcast_status(force=True)
+            carrying_on = any(self._thread_alive(slot) for slot in self._slots)  # a stop that timed out
+            self._stopping, self._started = False, True
+            if not carrying_on:
+                requeued, failed = self.store.recover()
+                if requeued or failed:
+                    log.info("recovered %d interrupted job(s); %d failed too often", requeued, failed)
+            for slot in self._slots:
+                self._start_thread(slot)
+            if not carrying_on:
+                self._broadcast_status(force=True)
+
+    @staticmethod
+    def _thread_alive(slot: _Slot) -> bool:
+        return slot.thread is not None and slot.thread.is_alive()
+
+    def _start_thread(self, slot: _Slot) -> None:
+        if not self._thread_alive(slot):
+            slot.thread = threading.Thread(target=self._work, args=(slot,), daemon=True,
+                                           name=f"inkwash-jobs-{slot.worker.name}")
+            slot.thread.start()
 
     def stop(self, timeout: float = 10) -> None:
-        """Stop the worker; a job it was running goes back to pending and runs on the next start."""
+        """Stop the workers; jobs they were running go back to pending and run on the next start."""
         with self._changed:
             self._stopping = True
-            if self._current is not None:
-                self._interrupt_locked()
+            for slot in self._slots:
+                if slot.job is not None:
+                    self._interrupt_locked(slot)
             self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if not self._thread.is_alive():
-                self._thread = None
+        deadline = time.monotonic() + timeout
+        for slot in list(self._slots):
+            if slot.thread is not None:
+                slot.thread.join(max(deadline - time.monotonic(), 0))
+                if not slot.thread.is_alive():
+                    slot.thread = None
 
     def close(self) -> None:
+        """Stop the workers' threads and close the store (the workers belong to whoever made them)."""
         self.stop()
         self.store.close()
+
+    # -- workers -------------------------------------------------------------------------------------
+    @property
+    def workers(self) -> list[Worker]:
+        with self._changed:
+            return [slot.worker for slot in self._slots if not slot.removed]
+
+    def add_worker(self, worker: Worker) -> None:
+        """A worker that came up (a node joined the cluster): it takes jobs from now on."""
+        with self._changed:
+            slot = _Slot(worker)
+            self._slots.append(slot)
+            if self._started and not self._stopping:
+                self._start_thread(slot)
+            self._changed.notify_all()
+
+    def remove_worker(self, worker: Worker) -> None:
+        """A worker that is gone: it takes no more jobs (one it runs ends as its worker is lost)."""
+        with self._changed:
+            for slot in self._slots:
+                if slot.worker is worker:
+                    slot.removed = True
+            self._slots = [s for s in self._slots if not (s.removed and s.job is None)]
+            self._changed.notify_all()
 
     # -- submitting and controlling ------------------------------------------------------------------
     def submit(self, workflow: dict, client_id: str | None = None, extra: dict | None = None,
@@ -421,11 +504,15 @@ class JobQueue:
             self._broadcast_status()
         return job
 
+    def _slot_running(self, job_id: str) -> _Slot | None:
+        return next((slot for slot in self._slots if slot.job is not None and slot.job.id == job_id), None)
+
     def cancel(self, job_id: str) -> bool:
-        """A pending job is cancelled (never runs); the running one is interrupted."""
+        """A pending job is cancelled (never runs); a running one is interrupted."""
         with self._changed:
-            if self._current is not None and self._current.id == job_id:
-                self._interrupt_locked()
+            slot = self._slot_running(job_id)
+            if slot is not None:
+                self._interrupt_locked(slot)
                 return True
             cancelled = self.store.cancel_pending([job_id])
             self._changed.notify_all()
@@ -440,18 +527,21 @@ class JobQueue:
         return cancelled
 
     def interrupt(self, job_id: str | None = None) -> bool:
-        """Interrupt the running job (only if it is `job_id`, when given)."""
+        """Interrupt the running job `job_id`; None: every running job."""
         with self._changed:
-            if self._current is None or (job_id is not None and self._current.id != job_id):
-                return False
-            self._interrupt_locked()
-            return True
+            slots = [slot for slot in self._slots if slot.job is not None and job_id in (None, slot.job.id)]
+            for slot in slots:
+                self._interrupt_locked(slot)
+            return bool(slots)
 
-    def _interrupt_locked(self) -> None:
+    def _interrupt_locked(self, slot: _Slot) -> None:
         # Remembered as well: the executor clears its flag when a run starts, so an interrupt that
         # lands between claiming a job and starting it is passed on again at execution_start.
-        self._interrupt_current = True
-        self.executor.interrupt()
+        slot.interrupt = True
+        try:
+            slot.worker.interrupt()
+        except Exception:  # a worker that is gone has nothing left to interrupt
+            log.warning("could not interrupt worker %s", slot.worker.name, exc_info=True)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job is done; TimeoutError after `timeout` s, KeyError for an unknown id."""
@@ -476,8 +566,13 @@ class JobQueue:
         return self.store.with_status(PENDING)
 
     def running(self) -> Job | None:
-        running = self.store.with_status(RUNNING)
+        """The first running job (the one a single-worker client shows)."""
+        running = self.running_jobs()
         return running[0] if running else None
+
+    def running_jobs(self) -> list[Job]:
+        """Every running job, in queue order."""
+        return self.store.with_status(RUNNING)
 
     def history(self, max_items: int | None = None) -> list[Job]:
         """Finished jobs (success, error, interrupted), oldest first; cancelled ones are not history."""
@@ -491,61 +586,93 @@ class JobQueue:
 
     @property
     def progress(self) -> Progress:
-        """A snapshot of the running job's progress (job_id None when idle)."""
+        """A snapshot of the longest-running job's progress (job_id None when idle)."""
         with self._progress_lock:
-            return copy.copy(self._progress)
+            running = [slot.progress for slot in self._slots if slot.progress.job_id is not None]
+            return copy.copy(min(running, key=lambda p: p.started or 0)) if running else Progress()
+
+    def progress_of(self, job_id: str) -> Progress:
+        """A snapshot of this running job's progress (job_id None when it is not running)."""
+        with self._progress_lock:
+            found = next((slot.progress for slot in self._slots if slot.progress.job_id == job_id), None)
+            return copy.copy(found) if found is not None else Progress()
 
     def free_memory(self) -> None:
-        """Drop cached node outputs and loaded models (ComfyUI's /free): now when idle, else between
-        jobs, so that a running job never loses a value it is about to read."""
+        """Drop cached node outputs and loaded models (ComfyUI's /free): now on idle workers, else
+        between jobs, so that a running job never loses a value it is about to read."""
         with self._changed:
-            if self._current is None:
-                self._free_now()
-            else:
-                self._free_requested = True
+            for slot in self._slots:
+                if slot.job is None:
+                    self._free_now(slot)
+                else:
+                    slot.free_requested = True
 
-    def _free_now(self) -> None:
-        self._free_requested = False
-        self.executor.clear_cache()
-        if "torch" in sys.modules:  # no model can be loaded if torch never was
-            from ..nodes.runtime import model_cache
+    @staticmethod
+    def _free_now(slot: _Slot) -> None:
+        slot.free_requested = False
+        slot.worker.warm = set()
+        try:
+            slot.worker.free_memory()
+        except Exception:
+            log.warning("worker %s could not free its memory", slot.worker.name, exc_info=True)
 
-            model_cache.shared().clear()
+    # -- the workers' threads ------------------------------------------------------------------------
+    def _claim(self, slot: _Slot) -> Job | None:
+        """The job this slot's worker should run next, marked running on it (lock held)."""
+        idle = [s.worker for s in self._slots if s.job is None and not s.removed]
+        while True:
+            pending = [job for job in self.store.with_status(PENDING)
+                       if slot.worker.name not in self._refused.get(job.id, ())]
+            job = dispatch.choose(pending, slot.worker, idle)
+            if job is None:
+                return None
+            claimed = self.store.claim(job.id, slot.worker.name)
+            if claimed is not None:
+                return claimed
 
-    # -- the worker ----------------------------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, slot: _Slot) -> None:
         while True:
             with self._changed:
                 job = None
-                while not self._stopping and (job := self.store.claim_next()) is None:
+                while not (self._stopping or slot.removed) and (job := self._claim(slot)) is None:
                     self._changed.wait()
                 if job is None:
+                    if slot.removed:
+                        self._slots = [s for s in self._slots if s is not slot]
                     return
-                if self._free_requested:
-                    self._free_now()
-                self._current, self._interrupt_current = job, False
+                if slot.free_requested:
+                    self._free_now(slot)
+                slot.job, slot.interrupt = job, False
                 self._changed.notify_all()
             with self._progress_lock:
-                self._progress = Progress(job_id=job.id, started=job.started)
+                slot.progress = Progress(job_id=job.id, started=job.started)
             try:
-                self._run(job)
+                lost = self._run(slot, job)
             except Exception:  # the store itself failed; keep serving the next job
                 log.exception("job %s could not be recorded", job.id)
                 with self._changed:
-                    self._current = None
+                    slot.job = None
                     self._changed.notify_all()
+                continue
+            if lost:  # take no job before the worker is back: the others take the requeued one
+                slot.worker.wait_until_back()
+                if not slot.worker.alive:  # gone for good: its slot goes too
+                    self.remove_worker(slot.worker)
+                    return
 
-    def _run(self, job: Job) -> None:
+    def _run(self, slot: _Slot, job: Job) -> bool:
+        """Run one job on the slot's worker and record how it ended; True when the worker was lost."""
         messages: list = []
         method = preview_method.resolve(job.extra.get(PREVIEW_METHOD_KEY), preview_method.FOR_OTHER_DOORS)
         previews = method != NO_PREVIEWS
+        worker = slot.worker
 
         def on_event(name: str, data: dict) -> None:
-            if name == "execution_start" and self._interrupt_current:
-                self.executor.interrupt()
+            if name == "execution_start" and slot.interrupt:
+                worker.interrupt()
             if name == "executing" and data.get("node") is None:
                 return  # ComfyUI's "this prompt is over": sent below, once the history is written
-            self._track_progress(name, data)
+            self._track_progress(slot, name, data)
             if name.startswith("execution_"):  # what ComfyUI keeps in history status.messages
                 messages.append([name, _without_preview(data)])
             if name == "progress" and not previews and not isinstance(data.get("preview"), ImageFrame):
@@ -555,7 +682,7 @@ class JobQueue:
         warned: set[tuple] = set()
 
         def on_warning(message: str) -> None:
-            node_id = self.progress.node
+            node_id = slot.progress.node
             if (node_id, message) in warned:  # once per node (SDXL's two text encoders read one prompt)
                 return
             warned.add((node_id, message))
@@ -564,14 +691,27 @@ class JobQueue:
             messages.append(["execution_warning", warning])
             self.hub.publish("execution_warning", warning, job.client_id)
 
+        lost: WorkerLost | None = None
+        refused = False  # a worker found it invalid (it lacks a model), another may not
+        request = WorkRequest(job.id, job.workflow, job.extra.get("extra_pnginfo"), method)
         try:
-            with node_warnings(on_warning), previewing(method):
-                result = self.executor.execute(job.workflow, prompt_id=job.id, on_event=on_event,
-                                               extra_pnginfo=job.extra.get("extra_pnginfo"))
+            result = worker.run(request, on_event, on_warning)
             status, outputs, error = result.status, result.outputs, result.error
-            if status == "invalid":  # valid when queued, not now (a model file removed meanwhile)
-                status, error = ERROR, self._failure(job, "InvalidWorkflow", result.validation.response())
-                on_event("execution_error", error)
+            if status == "invalid":  # valid when queued, not there (a model that worker lacks) or not now
+                with self._changed:
+                    tried = self._refused.setdefault(job.id, set())
+                    tried.add(worker.name)
+                    refused = any(s.worker.name not in tried for s in self._slots if not s.removed)
+                if not refused:
+                    status, error = ERROR, self._failure(job, "InvalidWorkflow", result.invalid or {})
+                    if len(tried) > 1:
+                        error["exception_message"] += f" (every worker refused it: {', '.join(sorted(tried))})"
+                    on_event("execution_error", error)
+            else:
+                worker.warm = job_checkpoints(job.workflow)
+        except WorkerLost as exc:
+            log.warning("worker %s was lost during job %s: %s", worker.name, job.id, exc)
+            lost, status, outputs, error = exc, ERROR, {}, None
         except Exception as exc:  # a fault outside any node must not take the worker down
             log.exception("job %s failed outside its nodes", job.id)
             status, outputs = ERROR, {}
@@ -580,14 +720,24 @@ class JobQueue:
             on_event("execution_error", error)
 
         with self._changed:
-            requeued = status == INTERRUPTED and self._stopping
-            if requeued:
+            requeued = (status == INTERRUPTED and self._stopping) or refused
+            if lost is None and not requeued:
+                self._refused.pop(job.id, None)
+            if lost is not None:
+                worker.warm = set()
+                error = self.store.worker_lost(job.id, f"{worker.name}: {lost}")
+                requeued = error is None
+                if error is not None:
+                    self.hub.publish("execution_error", error, job.client_id)
+            elif requeued:
                 self.store.requeue(job.id)
             else:
                 self.store.finish(job.id, status, outputs, error, messages)
             with self._progress_lock:
-                self._progress = Progress()
-            self._current = None
+                slot.progress = Progress()
+            slot.job = None
+            if slot.removed:
+                self._slots = [s for s in self._slots if s is not slot]
             self._broadcast_status()
             if not requeued:
                 # As ComfyUI: after success, error or interrupt alike, and only once /history has the
@@ -595,6 +745,7 @@ class JobQueue:
                 self.hub.publish("executing", {"node": None, "display_node": None, "prompt_id": job.id},
                                  job.client_id)
             self._changed.notify_all()
+        return lost is not None
 
     @staticmethod
     def _failure(job: Job, kind: str, details: dict) -> dict:
@@ -609,16 +760,17 @@ class JobQueue:
             error.update(details)
         return error
 
-    def _track_progress(self, name: str, data: dict) -> None:
+    def _track_progress(self, slot: _Slot, name: str, data: dict) -> None:
         if name not in ("progress", "executing") or data.get("node") is None:
             return
         with self._progress_lock:
-            self._progress.node = data["node"]
+            progress = slot.progress
+            progress.node = data["node"]
             if name == "progress":
-                self._progress.value, self._progress.max = data.get("value", 0), data.get("max", 0)
+                progress.value, progress.max = data.get("value", 0), data.get("max", 0)
                 preview = data.get("preview")
                 if preview is not None:  # keep the last preview between steps that send none
-                    self._progress.preview = preview.image if isinstance(preview, ImageFrame) else preview
+                    progress.preview = preview.image if isinstance(preview, ImageFrame) else preview
 
     def _broadcast_status(self, force: bool = False) -> None:
         """ComfyUI's "status" event to everyone, when the number of queued jobs changed. Called with

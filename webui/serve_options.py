@@ -46,6 +46,9 @@ class ServeOptions:
     preview_method: str = preview_method.DEFAULT  # sampler previews on /ws for ComfyUI clients
     vram: str = "auto"  # the memory manager's mode
     vram_budget_gb: float | None = None  # GPU memory the memory manager may fill
+    workers: str = "local"  # "local": the in-process worker; "ray": Ray actors (webui/workers/ray_worker.py)
+    ray_workers: int | None = None  # --ray-workers: local CPU workers (None: one per local GPU)
+    ray_address: str | None = None  # --ray: join this cluster instead of starting a local runtime
 
     @property
     def exposed(self) -> bool:
@@ -99,6 +102,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                        help="previews and temporary uploads, emptied at start (default: temp/ in the data folder)")
     paths.add_argument("--extra-model-paths", metavar="YAML",
                        help="an extra_model_paths.yaml adding an A1111/ComfyUI install's models")
+    workers = parser.add_argument_group("workers")
+    workers.add_argument("--workers", choices=("local", "ray"), default="local",
+                         help="where jobs run: in this process (default), or on Ray workers: a local Ray "
+                              "runtime with one worker per GPU (see --ray-workers, --ray)")
+    workers.add_argument("--ray-workers", type=int, metavar="N",
+                         help="with --workers ray: N CPU workers instead of one per local GPU")
+    workers.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
+                         help="join the Ray cluster at ADDRESS (auto, or HOST:PORT) and place one worker on "
+                              "every GPU it has (one on a node without GPUs); implies --workers ray")
     parser.add_argument("--preview-method", choices=preview_method.METHODS, default=preview_method.DEFAULT,
                         help="sampler previews sent to ComfyUI clients, unless a prompt asks otherwise "
                              f"(default: {preview_method.DEFAULT}, as ComfyUI)")
@@ -125,6 +137,16 @@ def _gigabytes(text: str) -> float:
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"expects a positive number of GB, got {text!r}")
     return value
+
+
+def device_options(options: "ServeOptions") -> dict:
+    """The options that set up a process's device use, for the server and each of its workers."""
+    return {"vram": options.vram, "vram_budget_gb": options.vram_budget_gb}
+
+
+def apply_device_options(**options) -> None:
+    """Set up this process's device use from `device_options`' dict (a Ray worker runs this too)."""
+    apply_memory_options(options.get("vram", "auto"), options.get("vram_budget_gb"))
 
 
 def apply_memory_options(vram: str = "auto", vram_budget_gb: float | None = None) -> None:
@@ -192,6 +214,16 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
     options.preview_method = getattr(args, "preview_method", preview_method.DEFAULT)
     options.vram = getattr(args, "vram", "auto")
     options.vram_budget_gb = getattr(args, "vram_budget", None)
+    options.ray_address = getattr(args, "ray_address", None) or None
+    options.ray_workers = getattr(args, "ray_workers", None)
+    options.workers = "ray" if options.ray_address else getattr(args, "workers", "local")
+    if options.ray_workers is not None:
+        if options.workers != "ray":
+            raise ServeRefused("--ray-workers goes with --workers ray")
+        if options.ray_address:
+            raise ServeRefused("--ray-workers starts a local Ray runtime; --ray joins a cluster: give one of them")
+        if options.ray_workers < 1:
+            raise ServeRefused(f"--ray-workers must be at least 1, not {options.ray_workers}")
     if options.exposed and credentials is None:
         where = "all network interfaces" if is_wildcard(host) else host
         if not args.insecure_no_auth:

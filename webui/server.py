@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from ..nodes import folders as folders_module
 from .context import ServerContext
-from .serve_options import ServeOptions
+from .serve_options import ServeOptions, device_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
@@ -36,12 +36,24 @@ def create_context(options: ServeOptions) -> ServerContext:
     folders_module.fresh_temp_dir(temp_dir)
     registry = core_nodes()
     hub = EventHub()
-    queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub)
+    ray_workers = None
+    if options.workers == "ray":
+        from .workers.ray_worker import RayOptions, RayWorkers
+
+        ray_workers = RayWorkers(RayOptions(
+            address=options.ray_address, workers=options.ray_workers, max_pixels=ServerContext.max_pixels,
+            models_dir=str(options.models_dir) if options.models_dir else None,
+            extra_model_paths=str(options.extra_model_paths) if options.extra_model_paths else None,
+            device_options=device_options(options)),
+            registry, folders)
+    queue = JobQueue(data_dir / "jobs.sqlite3", registry, hub, workers=ray_workers.start() if ray_workers else None)
     ctx = ServerContext(queue=queue, hub=hub, folders=folders, registry=registry, data_dir=data_dir,
-                        preview_method=options.preview_method)
+                        preview_method=options.preview_method, ray_workers=ray_workers)
     ctx.downloads = Downloads(ctx)
     file_hashes.configure(data_dir / file_hashes.CACHE_FILE, on_chunk=model_hashes_api.publisher(ctx))
     queue.executor.max_pixels = ctx.max_pixels  # every node's output, not only the sizes a request names
+    if ray_workers is not None:
+        ray_workers.attach(queue)
     return ctx
 
 
@@ -146,7 +158,11 @@ def serve(options: ServeOptions) -> None:
     ctx = create_context(options)
     app = create_app(ctx, options)
     print(f"Inkwash is running at {options.url}  (graph editor: {options.url.rstrip('/')}/graph/)", flush=True)
-    uvicorn.run(app, **uvicorn_options(options), log_level="warning", **tls_kwargs(options))
+    try:
+        uvicorn.run(app, **uvicorn_options(options), log_level="warning", **tls_kwargs(options))
+    finally:
+        if ctx.ray_workers is not None:
+            ctx.ray_workers.shutdown()
 
 
 def uvicorn_options(options: ServeOptions) -> dict:

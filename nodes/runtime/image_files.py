@@ -83,24 +83,35 @@ def save_png(image: Image.Image, folder: str | Path, filename_prefix: str, metad
     `durable` flushes the file to disk before it appears under its name (worth it for outputs, not
     for previews)."""
     prefix = expand_prefix(filename_prefix, image.width, image.height, batch_number)
-    directory, subfolder, name = resolve_prefix(folder, prefix)
-    directory.mkdir(parents=True, exist_ok=True)
-    directory = safe_path(Path(folder), subfolder) if subfolder else directory  # re-check once it exists
-
     info = PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(key, value)
-    temp = directory / f".{secrets.token_hex(8)}.png.tmp"
+    return _save(lambda file: image.save(file, format="PNG", pnginfo=info, compress_level=compress_level),
+                 folder, prefix, ".png", durable)
+
+
+def save_file(data: bytes, folder: str | Path, filename_prefix: str, extension: str = ".png", *,
+              durable: bool = True) -> SavedImage:
+    """Save `data` as `{prefix}_{counter:05}_{extension}` inside `folder`: a file another process made
+    (a remote worker's image), named as this folder's own saves are."""
+    return _save(lambda file: file.write(data), folder, filename_prefix, extension, durable)
+
+
+def _save(write, folder: str | Path, prefix: str, extension: str, durable: bool) -> SavedImage:
+    directory, subfolder, name = resolve_prefix(folder, prefix)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory = safe_path(Path(folder), subfolder) if subfolder else directory  # re-check once it exists
+    temp = directory / f".{secrets.token_hex(8)}{extension}.tmp"
     try:
         # os.open with 0o666 so the final file gets the usual permissions (mkstemp would give 0o600).
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as file:
-            image.save(file, format="PNG", pnginfo=info, compress_level=compress_level)
+            write(file)
             if durable:
                 file.flush()
                 os.fsync(file.fileno())
         with _name_lock:
-            filename = f"{name}_{next_counter(directory, name):05}_.png"
+            filename = f"{name}_{next_counter(directory, name):05}_{extension}"
             os.replace(temp, directory / filename)
     except BaseException:
         temp.unlink(missing_ok=True)

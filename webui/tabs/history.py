@@ -14,7 +14,7 @@ from ..context import ServerContext
 from ..jobs import CANCELLED, Job
 from .running import error_message, output_files, refused
 
-COLUMNS = ["id", "#", "status", "from", "prompt", "queued", "seconds", "images", "error"]
+COLUMNS = ["id", "#", "status", "from", "prompt", "queued", "seconds", "images", "worker", "error"]
 HISTORY_ROWS = 50
 REFRESH_SECONDS = 2.0
 PROMPT_CHARS = 80
@@ -51,17 +51,16 @@ def _row(job: Job) -> list:
     prompt = job_prompt(job.workflow)
     return [job.id, job.number, job.status, (job.extra or {}).get("source", ""),
             prompt if len(prompt) <= PROMPT_CHARS else prompt[:PROMPT_CHARS - 3] + "...",
-            time.strftime("%H:%M:%S", time.localtime(job.created)), seconds, images,
+            time.strftime("%H:%M:%S", time.localtime(job.created)), seconds, images, job.worker or "",
             error_message(job) if job.status == "error" else ""]
 
 
 def listed_jobs(ctx: ServerContext, max_history: int = HISTORY_ROWS) -> list[Job]:
     """Running first, then pending in queue order, then the most recent finished or cancelled jobs,
     newest first (a cancelled job stays listed as cancelled)."""
-    running = ctx.queue.running()
     done = [*ctx.queue.history(max_history), *ctx.queue.store.with_status(CANCELLED)]
     done.sort(key=lambda job: (job.finished or job.created, job.number), reverse=True)
-    return [*([running] if running is not None else []), *ctx.queue.pending(), *done[:max_history]]
+    return [*ctx.queue.running_jobs(), *ctx.queue.pending(), *done[:max_history]]
 
 
 def job_rows(ctx: ServerContext, max_history: int = HISTORY_ROWS) -> list[list]:

@@ -120,8 +120,8 @@ def watch(ctx: ServerContext, job_ids: list[str], poll: float = POLL_SECONDS) ->
             if job.done:
                 state.done[job_id] = job
                 state.newly_done.append(job_id)
-        progress = ctx.queue.progress
-        state.progress = progress if progress.job_id in job_ids else Progress()
+        state.progress = next((progress for job_id in job_ids
+                               if (progress := ctx.queue.progress_of(job_id)).job_id is not None), Progress())
         if state.progress.job_id is not None:
             if state.progress.max:
                 state.steps[state.progress.job_id] = state.progress.value / state.progress.max
@@ -149,7 +149,7 @@ def _jobs_ahead(ctx: ServerContext, ours: list[str]) -> int:
     first = next((job.number for job in pending if job.id in ours), None)
     if first is None:
         return 0
-    return sum(job.number < first for job in pending) + (ctx.queue.running() is not None)
+    return sum(job.number < first for job in pending) + len(ctx.queue.running_jobs())
 
 
 def progress_html(state: Watch, label: str = "Image", workflows: list[dict] | None = None) -> str:
