@@ -147,8 +147,14 @@ def test_a_killed_worker_s_job_finishes_on_the_other_and_the_worker_comes_back(r
 
     # the killed worker is back (a new process) and takes jobs again
     assert victim.wait_ready()["pid"] != old_pid
-    pair = [queue.submit(demo_job(seed, steps=20)) for seed in (22, 23)]
-    assert {queue.wait(j.id, timeout=600).worker for j in pair} == {"ray-0", "ray-1"}
+    # (its slot may still be between polls when the first pair arrives: a few pairs, bounded)
+    ran_on = set()
+    for seed in (22, 24, 26):
+        pair = [queue.submit(demo_job(s, steps=30)) for s in (seed, seed + 1)]
+        ran_on |= {queue.wait(j.id, timeout=600).worker for j in pair}
+        if victim_name in ran_on:
+            break
+    assert ran_on == {"ray-0", "ray-1"}
 
 
 def test_interrupt_and_cancel_reach_jobs_on_ray_workers(ray_queue):
