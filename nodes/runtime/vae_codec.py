@@ -109,9 +109,12 @@ def _fitting(vae: Vae, direction: str, latent_size, whole, tiled):
             raise
     # out of the except block, so the failed attempt's tensors (held by the traceback) can go
     devices.free_cached_memory()
+    tile = AUTO_TILE
+    while tile >= max(height, width) and tile > MIN_AUTO_TILE:  # tiles smaller than the image, or no gain
+        tile //= 2
     log.warning("VAE %s of %dx%d ran out of memory on %s; retrying in %d px tiles",
-                direction, width, height, device, AUTO_TILE)
-    return tiled(AUTO_TILE, AUTO_OVERLAP)
+                direction, width, height, device, tile)
+    return tiled(tile, min(AUTO_OVERLAP, tile // 4))
 
 
 def _fitting_tile(vae: Vae, direction: str, free: int) -> int:
