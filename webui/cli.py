@@ -80,6 +80,10 @@ def emit(event: str, data: dict) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from inkwash.nodes import folders
 
+    from .serve_options import apply_runtime_arguments
+
+    apply_runtime_arguments(args)
+
     folders.configure(models_dir=args.models_dir, output_dir=args.output_dir, input_dir=args.input_dir,
                       extra_model_paths=args.extra_model_paths)
     try:
@@ -130,7 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from .serve_options import ServeRefused, resolve
+    from .serve_options import ServeRefused, apply_runtime_arguments, resolve
 
     try:
         options = resolve(args)
@@ -140,6 +144,8 @@ def serve_command(args: argparse.Namespace) -> int:
     for warning in options.warnings:
         print(f"inkwash: warning: {warning}", file=sys.stderr)
     from .server import serve
+
+    apply_runtime_arguments(args)
 
     serve(options)
     return EXIT_OK
@@ -180,7 +186,7 @@ def pull_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .auth import add_hash_password_arguments, hash_password_command
-    from .serve_options import add_serve_arguments
+    from .serve_options import add_runtime_arguments, add_serve_arguments
 
     parser = argparse.ArgumentParser(prog="inkwash", description="Inkwash: a Stable Diffusion studio on a node graph")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-dir", help="where LoadImage looks (default: input/)")
     run.add_argument("--models-dir", help="model folders root (default: models/)")
     run.add_argument("--extra-model-paths", help="an extra_model_paths.yaml adding an A1111/ComfyUI install")
+    add_runtime_arguments(run)
     run.set_defaults(handler=run_command)
     pull = commands.add_parser("pull", help="download a model from a URL or a Hugging Face OWNER/REPO/FILE")
     pull.add_argument("source", help="a URL, or OWNER/REPO/PATH on the Hugging Face hub (HF_ENDPOINT is honoured)")

@@ -99,6 +99,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview-method", choices=preview_method.METHODS, default=preview_method.DEFAULT,
                         help="sampler previews sent to ComfyUI clients, unless a prompt asks otherwise "
                              f"(default: {preview_method.DEFAULT}, as ComfyUI)")
+    add_runtime_arguments(parser)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """How models run: precision and compiling (`inkwash serve` and `inkwash run`)."""
+    from inkwash.nodes.runtime.devices import PRECISIONS
+
+    runtime = parser.add_argument_group("models")
+    runtime.add_argument("--precision", choices=PRECISIONS, default="auto",
+                         help="dtype of the models: auto = fp16 on GPUs (the VAE in bf16 where the GPU supports "
+                              "it) and fp32 on the CPU (default: auto). A half-precision VAE that gives NaN "
+                              "moves to bf16/fp32 on its own.")
+    runtime.add_argument("--compile", action="store_true",
+                         help="compile the UNet with torch.compile: the first image of each size takes longer "
+                              "(compiling), the following ones are faster")
+
+
+def apply_runtime_arguments(args: argparse.Namespace) -> None:
+    from inkwash.nodes.runtime import devices, unet_compile
+
+    devices.set_precision(getattr(args, "precision", "auto"))
+    unet_compile.set_compile(getattr(args, "compile", False))
 
 
 def _existing_file(value: str | None, flag: str) -> Path | None:

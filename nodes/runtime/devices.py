@@ -116,6 +116,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
+def set_memory_format(model: torch.nn.Module) -> None:
+    """channels_last for models on CUDA: cuDNN's tensor-core convolutions work in NHWC, so the UNet's
+    and VAE's convolutions skip a transpose each. Moving the model later keeps the layout. On other
+    devices the default layout is as fast or faster."""
+    on_cuda = any(p.device.type == "cuda" for p in model.parameters())
+    if on_cuda or default_device().type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+
 def xformers_available() -> bool:
     return importlib.util.find_spec("xformers") is not None
 

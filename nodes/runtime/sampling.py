@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..formats import prompt_syntax
 from ..formats.sampler_names import SAMPLER_NAMES, check_sampler
-from . import cond_areas, control, diffusers_solvers, k_samplers, lora, noise, sigmas as sigma_schedules
+from . import cond_areas, control, diffusers_solvers, k_samplers, lora, noise, sigmas as sigma_schedules, unet_compile
 from .latent_preview import preview_image
 from .model_types import SDXL_REFINER, Cond, ControlHint, DiffusionModel
 
@@ -182,7 +182,7 @@ class Denoiser:
         s = float(sigma)
         if self.mask is not None:
             x = x * self.mask + (self.clean + self.mask_noise * s) * (1 - self.mask)
-        unet = self.model.unet
+        unet = unet_compile.for_sampling(self.model.unet)
         t = self.table.timestep(sigma).to(unet.device)
         model_input = x / math.sqrt(s * s + 1.0)
         guide = self.guide.at_step(self.step_of(s), self.total, s)
