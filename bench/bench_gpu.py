@@ -13,7 +13,8 @@ Measured (full size, fp16 by --precision auto, 20 Euler steps, CFG 7):
      (torch.cuda.set_per_process_memory_fraction), each in a process of its own: finished or not, time;
   5. the time from starting `inkwash run` to its first saved image (SD 1.5, 512x512, 20 steps).
 Models are built from the shipped configs with random weights (bench_models.py); nothing is downloaded.
-Without a CUDA device (and without --smoke) it says so and exits with status 2.
+Without a CUDA device (and without --smoke) it says so and exits (status 0: `./inkwash.sh bench` goes on
+with the other benchmarks).
 """
 from __future__ import annotations
 
@@ -283,8 +284,8 @@ def markdown(results: dict) -> str:
                      f"{gib(theirs['peak_gib'])} |")
         if "inkwash_compiled" in case:
             compiled = case["inkwash_compiled"]
-            lines.append(f"| {NAMES[family]}, `--compile` ({case['compile_backend']}) | {case['size']}x{case['size']}, {case['steps']} | "
-                         f"{case['dtype']} ({case['vae_dtype']}) | {num(compiled['it_s'])} | {num(theirs['it_s'])} | "
+            lines.append(f"| {NAMES[family]}, `--compile` ({case['compile_backend']}) | "
+                         f"{case['size']}x{case['size']}, {case['steps']} | {case['dtype']} ({case['vae_dtype']}) | {num(compiled['it_s'])} | {num(theirs['it_s'])} | "
                          f"{num(case['compiled_ratio'])} | {num(compiled['seconds'])} (compiling run "
                          f"{num(case['compile_first_run']['seconds'])}) | {num(theirs['seconds'])} | "
                          f"{gib(compiled['peak_gib'])} | {gib(theirs['peak_gib'])} |")
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke and not cuda():
         print("bench_gpu: no CUDA device here; nothing measured. Run it on a machine with an NVIDIA GPU, "
               "or with --smoke to check the code paths on tiny models.", file=sys.stderr)
-        return 2
+        return 0
 
     import diffusers
     import torch

@@ -89,8 +89,12 @@ def free_memory(device: torch.device | str) -> int:
     memory manager (or a test) can replace it with a budget of its own."""
     device = torch.device(device)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        free, total = torch.cuda.mem_get_info(device)
+        allocated = torch.cuda.memory_allocated(device)
+        available = free + torch.cuda.memory_reserved(device) - allocated
+        # a cap set with torch.cuda.set_per_process_memory_fraction binds before the card is full
+        capped = int(total * torch.cuda.get_per_process_memory_fraction(device)) - allocated
+        return max(0, min(available, capped))
     if device.type == "mps":
         return max(0, torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
     try:

@@ -39,8 +39,8 @@ def decode(vae: Vae, samples: torch.Tensor) -> torch.Tensor:
                 return model.decode(_vae_input(vae, latent[None]) / vae.scaling_factor).sample
 
             def tiled(tile, overlap):
-                return _blend_tiles(lambda z: model.decode(z).sample, _vae_input(vae, latent[None]) / vae.scaling_factor,
-                                    tile // SCALE, overlap // SCALE, SCALE)
+                z = _vae_input(vae, latent[None]) / vae.scaling_factor
+                return _blend_tiles(lambda part: model.decode(part).sample, z, tile // SCALE, overlap // SCALE, SCALE)
 
             pixels = _finite(vae, "decode", lambda: _fitting(vae, "decode", latent.shape[-2:], whole, tiled))
             images.append((pixels.float() / 2 + 0.5).clamp(0, 1).movedim(1, -1).cpu())
