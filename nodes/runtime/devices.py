@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import logging
 import os
 
 import torch
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -112,12 +109,6 @@ def free_cached_memory() -> None:
         torch.cuda.empty_cache()
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         torch.mps.empty_cache()
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """torch's OutOfMemoryError (CUDA's is a subclass), or the RuntimeError MPS and older builds raise."""
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 def set_memory_format(model: torch.nn.Module) -> None:

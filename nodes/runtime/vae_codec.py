@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..out_of_memory import is_out_of_memory
 from . import devices
 from .model_types import Vae
 
@@ -105,7 +106,7 @@ def _fitting(vae: Vae, direction: str, latent_size, whole, tiled):
     try:
         return whole()
     except Exception as exc:
-        if not devices.is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
     # out of the except block, so the failed attempt's tensors (held by the traceback) can go
     devices.free_cached_memory()
