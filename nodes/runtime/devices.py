@@ -90,7 +90,8 @@ def free_memory(device: torch.device | str) -> int:
         allocated = torch.cuda.memory_allocated(device)
         available = free + torch.cuda.memory_reserved(device) - allocated
         # a cap set with torch.cuda.set_per_process_memory_fraction binds before the card is full
-        capped = int(total * torch.cuda.get_per_process_memory_fraction(device)) - allocated
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _: 1.0)(device)
+        capped = int(total * fraction) - allocated
         return max(0, min(available, capped))
     if device.type == "mps":
         return max(0, torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
