@@ -79,3 +79,20 @@ def test_sdpa_is_the_attention_kernel_off_cuda():
     model, _, vae = tiny_sd1()
     assert devices.set_attention(model.unet) == "sdpa"
     assert devices.set_attention(vae.vae) == "sdpa"
+
+
+def test_the_compiled_wrapper_adds_no_weights_and_does_not_keep_an_evicted_unet_alive(settings_restored):
+    import gc
+    import weakref
+
+    from tiny_models import tiny_unet
+
+    unet_compile.set_compile(True, backend="eager")
+    unet = tiny_unet()
+    keys = list(unet.state_dict())
+    compiled = unet_compile.for_sampling(unet)
+    assert compiled is not unet and list(unet.state_dict()) == keys
+    alive = weakref.ref(unet)
+    del unet, compiled
+    gc.collect()
+    assert alive() is None
