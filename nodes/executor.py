@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import graph
+from . import graph, out_of_memory
 from .declare import Interrupted, Node, NodeContext, Result
 
 EventSink = Callable[[str, dict], None]
@@ -173,6 +173,10 @@ class Executor:
                 "current_inputs": {k: repr(v)[:200] for k, v in validation.values.get(current, {}).items()},
                 "current_outputs": {}, "timestamp": _now_ms(),
             }
+            out_of_device_memory = isinstance(exc, out_of_memory.OutOfDeviceMemory)
+        if result.status == "error":
+            if out_of_device_memory:  # now that the traceback and the failed node's tensors are gone
+                out_of_memory.release_device_memory()
             emit("execution_error", result.error)
             return result
         emit("executing", {"node": None, "display_node": None, "prompt_id": prompt_id})
@@ -201,7 +205,16 @@ class Executor:
                                      f"more than this server allows ({self.max_pixels})")
         ctx = NodeContext(node_id, prompt=validation.workflow.raw, extra_pnginfo=extra_pnginfo,
                           on_progress=on_progress, is_interrupted=self._interrupt.is_set)
-        returned = cls(ctx).run(**kwargs)
+        try:
+            returned = cls(ctx).run(**kwargs)
+        except Exception as exc:
+            if not out_of_memory.is_out_of_memory(exc):
+                raise
+            failure = out_of_memory.describe(exc, node_id, spec.class_type, kwargs)
+        else:
+            failure = None
+        if failure is not None:  # raised outside the handler: the original's frames (and tensors) go
+            raise failure
         if isinstance(returned, Result):
             outputs, ui = tuple(returned.outputs), returned.ui
         else:

@@ -62,7 +62,7 @@ def sizes() -> dict:
     model, clip, vae = tiny_sd1()
     return {"unet": module_bytes(model.unet), "clip": module_bytes(clip.encoders[0]), "vae": module_bytes(vae.vae),
             "unet_activation": memory_manager.unet_activation_bytes(model.unet, (1, 4, 8, 8), rows=2),
-            "vae_activation": memory_manager.vae_decode_bytes(vae.vae, (1, 4, 8, 8))}
+            "vae_activation": vae_codec.activation_bytes(vae, (8, 8), "decode")}
 
 
 def weight_moves(manager) -> list:
@@ -316,4 +316,3 @@ def test_vram_options_refuse_bad_values(capsys):
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(["run", "workflow.json", *argv])
         assert "--vram" in capsys.readouterr().err
-    assert serve_options.VRAM_MODES == memory_manager.MODES

@@ -80,6 +80,9 @@ def emit(event: str, data: dict) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from inkwash.nodes import folders
 
+    from .serve_options import apply_device_options, device_arguments
+
+    apply_device_options(**device_arguments(args))
     folders.configure(models_dir=args.models_dir, output_dir=args.output_dir, input_dir=args.input_dir,
                       extra_model_paths=args.extra_model_paths)
     try:
@@ -91,7 +94,6 @@ def run_command(args: argparse.Namespace) -> int:
     from inkwash.nodes.registry import core_nodes
     from inkwash.nodes.runtime import memory_manager
 
-    from .serve_options import apply_memory_options
     from .ui_workflow import UIWorkflowError
 
     registry = core_nodes()
@@ -110,7 +112,6 @@ def run_command(args: argparse.Namespace) -> int:
                                       "node_errors": {}})
             return EXIT_INVALID
 
-    apply_memory_options(args.vram, args.vram_budget)
     executor = Executor(registry)
     memory_manager.shared().watch(executor)
     validation = executor.validate(source)
@@ -134,7 +135,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from .serve_options import ServeRefused, apply_memory_options, resolve
+    from .serve_options import ServeRefused, apply_device_options, device_options, resolve
 
     try:
         options = resolve(args)
@@ -143,7 +144,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for warning in options.warnings:
         print(f"inkwash: warning: {warning}", file=sys.stderr)
-    apply_memory_options(options.vram, options.vram_budget_gb)
+    apply_device_options(**device_options(options))
     from .server import serve
 
     serve(options)
@@ -185,7 +186,7 @@ def pull_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .auth import add_hash_password_arguments, hash_password_command
-    from .serve_options import add_memory_arguments, add_serve_arguments
+    from .serve_options import add_device_arguments, add_serve_arguments
 
     parser = argparse.ArgumentParser(prog="inkwash", description="Inkwash: a Stable Diffusion studio on a node graph")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-dir", help="where LoadImage looks (default: input/)")
     run.add_argument("--models-dir", help="model folders root (default: models/)")
     run.add_argument("--extra-model-paths", help="an extra_model_paths.yaml adding an A1111/ComfyUI install")
-    add_memory_arguments(run)
+    add_device_arguments(run)
     run.set_defaults(handler=run_command)
     pull = commands.add_parser("pull", help="download a model from a URL or a Hugging Face OWNER/REPO/FILE")
     pull.add_argument("source", help="a URL, or OWNER/REPO/PATH on the Hugging Face hub (HF_ENDPOINT is honoured)")

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..nodes.device_choices import PRECISIONS, VRAM_MODES
 from . import preview_method
 from .auth import Credentials, CredentialsError
 from .security import is_loopback, is_wildcard, machine_names
@@ -19,7 +20,6 @@ DEFAULT_HOST = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 DEFAULT_PORT = 7860
 AUTH_ENVIRONMENT = "INKWASH_AUTH"  # USER:PASS[,USER:PASS...], as --auth, out of the process list
-VRAM_MODES = ("auto", "high", "normal", "low", "cpu")  # nodes/runtime/memory_manager.MODES, without torch
 
 
 class ServeRefused(Exception):
@@ -46,6 +46,8 @@ class ServeOptions:
     preview_method: str = preview_method.DEFAULT  # sampler previews on /ws for ComfyUI clients
     vram: str = "auto"  # the memory manager's mode
     vram_budget_gb: float | None = None  # GPU memory the memory manager may fill
+    precision: str = "auto"  # the models' dtype (nodes/runtime/devices.py)
+    compile: bool = False  # torch.compile the UNet
     workers: str = "local"  # "local": the in-process worker; "ray": Ray actors (webui/workers/ray_worker.py)
     ray_workers: int | None = None  # --ray-workers: local CPU workers (None: one per local GPU)
     ray_address: str | None = None  # --ray: join this cluster instead of starting a local runtime
@@ -114,11 +116,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview-method", choices=preview_method.METHODS, default=preview_method.DEFAULT,
                         help="sampler previews sent to ComfyUI clients, unless a prompt asks otherwise "
                              f"(default: {preview_method.DEFAULT}, as ComfyUI)")
-    add_memory_arguments(parser)
+    add_device_arguments(parser)
 
 
-def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
-    """--vram and --vram-budget, for `inkwash serve` and `inkwash run`."""
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--vram, --vram-budget, --precision and --compile, for `inkwash serve` and `inkwash run`."""
     memory = parser.add_argument_group("GPU memory")
     memory.add_argument("--vram", choices=VRAM_MODES, default="auto",
                         help="auto (default): move models between RAM and the GPU as needed, streaming one that "
@@ -127,6 +129,14 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
                              "run; cpu: run on the CPU")
     memory.add_argument("--vram-budget", type=_gigabytes, default=None, metavar="GB",
                         help="use at most this many GB of GPU memory (default: what the GPU has free)")
+    models = parser.add_argument_group("models")
+    models.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="dtype of the models: auto = fp16 on GPUs (the VAE in bf16 where the GPU supports "
+                             "it) and fp32 on the CPU (default: auto). A half-precision VAE that gives NaN "
+                             "moves to bf16/fp32 on its own.")
+    models.add_argument("--compile", action="store_true",
+                        help="compile the UNet with torch.compile: the first image of each size takes longer "
+                             "(compiling), the following ones are faster")
 
 
 def _gigabytes(text: str) -> float:
@@ -139,14 +149,26 @@ def _gigabytes(text: str) -> float:
     return value
 
 
+def device_arguments(args: argparse.Namespace) -> dict:
+    """The device options given on a command line, as apply_device_options takes them."""
+    return {"vram": getattr(args, "vram", "auto"), "vram_budget_gb": getattr(args, "vram_budget", None),
+            "precision": getattr(args, "precision", "auto"), "compile": getattr(args, "compile", False)}
+
+
 def device_options(options: "ServeOptions") -> dict:
-    """The options that set up a process's device use, for the server and each of its workers."""
-    return {"vram": options.vram, "vram_budget_gb": options.vram_budget_gb}
+    """A server's device options, for this process and each of its workers."""
+    return {"vram": options.vram, "vram_budget_gb": options.vram_budget_gb, "precision": options.precision,
+            "compile": options.compile}
 
 
-def apply_device_options(**options) -> None:
-    """Set up this process's device use from `device_options`' dict (a Ray worker runs this too)."""
-    apply_memory_options(options.get("vram", "auto"), options.get("vram_budget_gb"))
+def apply_device_options(vram: str = "auto", vram_budget_gb: float | None = None, precision: str = "auto",
+                         compile: bool = False) -> None:
+    """Set up this process's device use (a Ray worker runs this too)."""
+    apply_memory_options(vram, vram_budget_gb)
+    from inkwash.nodes.runtime import devices, unet_compile
+
+    devices.set_precision(precision)
+    unet_compile.set_compile(compile)
 
 
 def apply_memory_options(vram: str = "auto", vram_budget_gb: float | None = None) -> None:
@@ -214,6 +236,8 @@ def resolve(args: argparse.Namespace, iterations: int | None = None) -> ServeOpt
     options.preview_method = getattr(args, "preview_method", preview_method.DEFAULT)
     options.vram = getattr(args, "vram", "auto")
     options.vram_budget_gb = getattr(args, "vram_budget", None)
+    options.precision = getattr(args, "precision", "auto")
+    options.compile = getattr(args, "compile", False)
     options.ray_address = getattr(args, "ray_address", None) or None
     options.ray_workers = getattr(args, "ray_workers", None)
     options.workers = "ray" if options.ray_address else getattr(args, "workers", "local")

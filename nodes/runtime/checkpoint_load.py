@@ -77,8 +77,8 @@ def load_vae(path: str | Path, device=None, dtype: torch.dtype | None = None, fa
     if path.is_dir():
         with _reading(path, "VAE"):
             config = AutoencoderKL.load_config(path)
-            vae = AutoencoderKL.from_pretrained(path, local_files_only=True,
-                                                torch_dtype=devices.vae_dtype(dtype, config.get("force_upcast", False)))
+            vae_dtype = devices.vae_dtype(dtype, config.get("force_upcast", False), device)
+            vae = AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=vae_dtype)
         return Vae(_place(_owned(vae, device), device), family)
     sd = open_state_dict(path)
     prefix = next((p for p in (VAE, "vae.") if any(k.startswith(p) for k in sd)), "")
@@ -191,7 +191,7 @@ def _text_encoder(sd: StateDict, family: Family, prefix: str, layout: str, name:
 
 def _vae(sd: StateDict, prefix: str, base: dict, device, dtype: torch.dtype):
     view = sd.subset(prefix)
-    view.dtype = devices.vae_dtype(dtype, base.get("force_upcast", False))
+    view.dtype = devices.vae_dtype(dtype, base.get("force_upcast", False), device)
     diffusers_layout = prefix + "encoder.down_blocks.0.resnets.0.conv1.weight" in view
     if diffusers_layout:
         weights = {k[len(prefix):]: view[k] for k in view}
@@ -228,6 +228,7 @@ def _fill(model: torch.nn.Module, weights: dict, view: StateDict, used: set[str]
 def _place(model, device):
     model = model.to(device).eval()
     devices.set_attention(model)
+    devices.set_memory_format(model)
     return model
 
 
@@ -275,7 +276,7 @@ def _load_diffusers_folder(path: Path, device, dtype) -> tuple[DiffusionModel, T
             encoders.append(CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", dtype=dtype,
                                                                         local_files_only=True))
         upcast = AutoencoderKL.load_config(path, subfolder="vae").get("force_upcast", False)
-        vae_dtype = devices.vae_dtype(dtype, upcast)
+        vae_dtype = devices.vae_dtype(dtype, upcast, device)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype, local_files_only=True)
     if not encoders:
         raise CheckpointError(f"{path.name}: no text encoder in this diffusers folder")

@@ -44,12 +44,13 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from ..device_choices import VRAM_MODES
 from . import devices
 from .model_types import Cond, ControlHint
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "high", "normal", "low", "cpu")
+MODES = VRAM_MODES
 GIB = 2 ** 30
 # Room CUDA needs besides what torch allocates (cuDNN workspaces, fragmentation); ComfyUI keeps about as much.
 CUDA_RESERVE = 512 * 2 ** 20
@@ -575,20 +576,6 @@ def unet_activation_bytes(unet: torch.nn.Module, latent_shape: tuple, rows: int 
     batch, _, height, width = latent_shape
     scale = unet.config.block_out_channels[0] / 320
     return int(rows * batch * height * width * _dtype_size(unet) * 0.01 * 2 ** 20 * scale)
-
-
-def vae_decode_bytes(vae: torch.nn.Module, latent_shape: tuple) -> int:
-    """Activation memory of decoding one [1,4,h,w] latent whole (ComfyUI's estimate, scaled by width)."""
-    height, width = latent_shape[-2:]
-    scale = vae.config.block_out_channels[-1] / 512
-    return int(2178 * 64 * height * width * _dtype_size(vae) * scale)
-
-
-def vae_encode_bytes(vae: torch.nn.Module, pixel_shape: tuple) -> int:
-    """Activation memory of encoding one [1,H,W,C] image whole (ComfyUI's estimate, scaled by width)."""
-    height, width = pixel_shape[1:3]
-    scale = vae.config.block_out_channels[-1] / 512
-    return int(1767 * height * width * _dtype_size(vae) * scale)
 
 
 def text_activation_bytes(encoders: Iterable[torch.nn.Module], windows: int = 1) -> int:

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from ..formats import prompt_syntax
 from ..formats.sampler_names import SAMPLER_NAMES, check_sampler
-from . import cond_areas, control, diffusers_solvers, k_samplers, lora, memory_manager, noise, sigmas as sigma_schedules
+from . import cond_areas, control, diffusers_solvers, k_samplers, lora, memory_manager, noise, unet_compile
+from . import sigmas as sigma_schedules
 from .latent_preview import preview_image
 from .model_types import SDXL_REFINER, Cond, ControlHint, DiffusionModel
 
@@ -194,7 +195,7 @@ class Denoiser:
         s = float(sigma)
         if self.mask is not None:
             x = x * self.mask + (self.clean + self.mask_noise * s) * (1 - self.mask)
-        unet = self.model.unet
+        unet = unet_compile.for_sampling(self.model.unet)
         t = self.table.timestep(sigma).to(self.device if self.device is not None else x.device)
         model_input = x / math.sqrt(s * s + 1.0)
         guide = self.guide.at_step(self.step_of(s), self.total, s)
