@@ -2,12 +2,15 @@
 
 Images go through the VAE one at a time, so a large batch costs no more memory than one image.
 Encoding takes the mean of the latent distribution, so the same image always gives the same latent.
+Each function takes an optional `check_interrupt` (it raises to stop), called before each image, each
+tile and each of the VAE's resolution blocks: one decode of a large image is minutes on a CPU.
 """
 from __future__ import annotations
 
 import math
 import threading
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +20,14 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from .model_types import Vae
 
 SCALE = 8  # pixels per latent pixel
+CheckInterrupt = Callable[[], None] | None
 
 
-def decode(vae: Vae, samples: torch.Tensor) -> torch.Tensor:
+def decode(vae: Vae, samples: torch.Tensor, check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """LATENT samples [B,4,h,w] -> IMAGE [B,8h,8w,3] on the CPU."""
     model = vae.vae
     images = []
-    with torch.no_grad():
+    with torch.no_grad(), interruptible(model, check_interrupt):
         for latent in samples:
             latent = latent[None].to(model.device, model.dtype) / vae.scaling_factor
             pixels = model.decode(latent).sample.float()
@@ -31,19 +35,20 @@ def decode(vae: Vae, samples: torch.Tensor) -> torch.Tensor:
     return torch.cat(images)
 
 
-def encode(vae: Vae, pixels: torch.Tensor) -> torch.Tensor:
+def encode(vae: Vae, pixels: torch.Tensor, check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """IMAGE [B,H,W,C] -> LATENT samples [B,4,H/8,W/8]; sizes not a multiple of 8 are center-cropped."""
     model = vae.vae
     pixels = crop_to_multiple(pixels)[..., :3]
     latents = []
-    with torch.no_grad():
+    with torch.no_grad(), interruptible(model, check_interrupt):
         for image in pixels:
             image = image.movedim(-1, 0)[None].to(model.device, model.dtype) * 2 - 1
             latents.append(model.encode(image).latent_dist.mode().float() * vae.scaling_factor)
     return torch.cat(latents)
 
 
-def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int = 6) -> dict:
+def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int = 6,
+                       check_interrupt: CheckInterrupt = None) -> dict:
     """ComfyUI's VAEEncodeForInpaint: grey out the masked pixels, encode, and set the mask (grown by
     `grow_mask_by` pixels so the seam blends) as the LATENT's noise_mask. For 9-channel inpainting
     models, whose extra input is exactly this greyed-out image."""
@@ -59,16 +64,17 @@ def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_
         grown = hard
     keep = (1 - hard).movedim(1, -1)  # [B,H,W,1]
     greyed = (pixels[..., :3] - 0.5) * keep + 0.5
-    return {"samples": encode(vae, greyed), "noise_mask": grown.round()}
+    return {"samples": encode(vae, greyed, check_interrupt), "noise_mask": grown.round()}
 
 
-def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64,
+                 check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """LATENT samples -> IMAGE, decoding tile_size x tile_size pixel tiles that overlap by `overlap`
     pixels and are blended linearly across the overlap (diffusers' tiled decoder), so memory stays
     that of one tile whatever the image size."""
     model = vae.vae
     images = []
-    with torch.no_grad(), _tiling(model, tile_size, overlap):
+    with torch.no_grad(), _tiling(model, tile_size, overlap), interruptible(model, check_interrupt):
         for latent in samples:
             latent = latent[None].to(model.device, model.dtype) / vae.scaling_factor
             pixels = model.tiled_decode(latent).sample.float()
@@ -76,17 +82,44 @@ def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap:
     return torch.cat(images)
 
 
-def encode_tiled(vae: Vae, pixels: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+def encode_tiled(vae: Vae, pixels: torch.Tensor, tile_size: int = 512, overlap: int = 64,
+                 check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """IMAGE -> LATENT samples, encoding overlapping tiles blended across the overlap."""
     model = vae.vae
     pixels = crop_to_multiple(pixels)[..., :3]
     latents = []
-    with torch.no_grad(), _tiling(model, tile_size, overlap):
+    with torch.no_grad(), _tiling(model, tile_size, overlap), interruptible(model, check_interrupt):
         for image in pixels:
             image = image.movedim(-1, 0)[None].to(model.device, model.dtype) * 2 - 1
             moments = model._tiled_encode(image)
             latents.append(DiagonalGaussianDistribution(moments).mode().float() * vae.scaling_factor)
     return torch.cat(latents)
+
+
+@contextmanager
+def interruptible(model, check_interrupt: CheckInterrupt):
+    """While inside, `check_interrupt` runs before each pass through the VAE's encoder or decoder (once
+    per image, or per tile when diffusers tiles) and before each of their resolution blocks. The model
+    is shared: the hooks act only in the thread that entered."""
+    if check_interrupt is None:
+        yield
+        return
+    thread = threading.get_ident()
+
+    def check(module, args) -> None:
+        if threading.get_ident() == thread:
+            check_interrupt()
+
+    parts = [getattr(model, name, None) for name in ("encoder", "decoder")]
+    modules = [part for part in parts if part is not None]
+    for part in list(modules):
+        modules += [*getattr(part, "down_blocks", ()), *getattr(part, "up_blocks", ())]
+    hooks = [module.register_forward_pre_hook(check) for module in modules]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 # diffusers reads the tile geometry from attributes of the (shared, cached) model
