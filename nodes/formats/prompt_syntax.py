@@ -112,18 +112,21 @@ class _Parser:
             return found
         if not self._closable[i] or self._depth >= MAX_NESTING:
             return None
+        # a group with no bracket inside: one regex match, not kept (it is asked for again at most by
+        # the top level, after the group around it failed, and it reads the same at any depth)
         if self.text[i] == "[":
             leaf = _LEAF_SQUARE.match(self.text, i)
-            found = _square_leaf(leaf) if leaf else None
+            if leaf:
+                return _square_leaf(leaf)
         else:
             leaf = _LEAF_ROUND.match(self.text, i)
-            found = ((), leaf.end()) if leaf else None
-        if leaf is None:
-            self._depth += 1
-            try:
-                found = self.bracket(i) if self.text[i] == "[" else self.paren(i)
-            finally:
-                self._depth -= 1
+            if leaf:
+                return (), leaf.end()
+        self._depth += 1
+        try:
+            found = self.bracket(i) if self.text[i] == "[" else self.paren(i)
+        finally:
+            self._depth -= 1
         self._groups[i] = found
         return found
 
@@ -277,10 +280,11 @@ def _render(nodes: tuple, step: int, steps: int, out: list[str]) -> None:
             chosen = node.before if step <= _step_of(node.when, steps) else node.after
         else:
             chosen = node.options[(step - 1) % len(node.options)]
-        if _is_text(chosen):  # most edits hold text: no call deeper
-            out += chosen
-        else:
-            _render(chosen, step, steps, out)
+        for part in chosen:  # most edits hold text: no call deeper
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                _render((part,), step, steps, out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -452,6 +456,8 @@ def emphasis(text: str) -> list[tuple[str, float]]:
     for index, (round_top, square_top, opened) in enumerate(zip(rounds, squares, nesting)):
         if round_top < 0:
             weight = BREAK[1]
+        elif opened <= 1:  # 1.0 times the one factor, if any
+            weight = factor[round_top or square_top]
         elif opened > EXACT_NESTING:
             weight = products[round_top] * products[square_top]
         else:
