@@ -21,7 +21,7 @@ import bisect
 import functools
 import gc
 import itertools
-import operator
+import math
 import re
 from typing import NamedTuple
 
@@ -63,7 +63,7 @@ _LEAF_SQUARE = re.compile(rf"\[({_LEAF_TEXT})(?:(\])|((?:\|{_LEAF_TEXT})++)\]|:{
 _LEAF_ROUND = re.compile(rf"\({_LEAF_TEXT}(?::{_LEAF_TEXT})?+\)", re.S)
 _OPTION = re.compile(rf"\|({_LEAF_TEXT})", re.S)
 _ESCAPED = re.compile(r"\\.", re.S)
-_BRACKET = re.compile(r"[\[\]()]")
+_BRACKET_RUN = re.compile(r"([(\[]++|\)++|\]++)")  # opening brackets, or closing brackets of one kind
 _UNPARSED = object()
 
 
@@ -211,21 +211,45 @@ def _is_text(nodes: tuple) -> bool:
 
 def _closable(text: str) -> bytearray:
     """1 at the brackets that have a partner with only properly nested brackets between them (escapes
-    skipped): the only ones that can open a group. The brackets and their positions come from regex
-    calls; only the stack of open brackets is kept in Python."""
+    skipped): the only ones that can open a group. The runs of brackets and where they start come from
+    regex calls, and a run is handled by list operations: Python looks at each run, not each bracket."""
     plain = _ESCAPED.sub("__", text) if "\\" in text else text  # same length, escapes hide their brackets
-    chars = _BRACKET.findall(plain)
-    # a bracket's position: the text before it plus one for each bracket before it
-    positions = map(operator.add, itertools.accumulate(map(len, _BRACKET.split(plain))), itertools.count())
+    pieces = _BRACKET_RUN.split(plain)  # text, run, text, run, ..., text
+    run_starts = itertools.islice(itertools.accumulate(map(len, pieces)), 0, None, 2)
     closable = bytearray(len(text))
-    stack: list[int] = []
-    for char, position in zip(chars, positions):
-        if char == "(" or char == "[":
-            stack.append(position)
-        elif stack and plain[stack[-1]] == ("(" if char == ")" else "["):
-            closable[stack.pop()] = 1
-        else:
-            stack.clear()  # a stray closer inside would end every group still open
+    positions: list[int] = []  # the open brackets, innermost last
+    kinds: list[str] = []
+    for run, start in zip(pieces[1::2], run_starts):
+        first = run[0]
+        if first == "(" or first == "[":
+            if len(run) == 1:
+                positions.append(start)
+                kinds.append(first)
+            else:
+                positions += range(start, start + len(run))
+                kinds += run
+            continue
+        opener, count = ("(" if first == ")" else "["), len(run)
+        if count == 1:
+            if kinds and kinds[-1] == opener:
+                closable[positions.pop()] = 1
+                kinds.pop()
+            else:
+                positions.clear()
+                kinds.clear()
+            continue
+        if count <= len(kinds) and kinds[len(kinds) - count:].count(opener) == count:
+            for position in positions[len(positions) - count:]:  # each closes the innermost open one
+                closable[position] = 1
+            del positions[len(positions) - count:], kinds[len(kinds) - count:]
+            continue
+        closing = 0  # the closers before the first that meets no partner close; that one ends every group
+        while closing < len(kinds) and kinds[len(kinds) - 1 - closing] == opener:
+            closing += 1
+        for position in positions[len(positions) - closing:]:
+            closable[position] = 1
+        positions.clear()
+        kinds.clear()
     return closable
 
 
@@ -359,12 +383,15 @@ def _joined(texts: list[str], middle: str, options: list[str]) -> list[str]:
 
 # -- pass 2: emphasis ---------------------------------------------------------------------------------
 
-_ESCAPE_OR_BRACKET = r"\\[()\[\]\\]?+ | [()\[\]] | :[+-]?+[.\d]++\)"  # escape, bracket, ":1.2)"
-# A run of text; a colon that starts no explicit weight is text too, so "a:b" is one token.
-_EMPHASIS_TOKEN = re.compile(_ESCAPE_OR_BRACKET + r" | (?: [^\\()\[\]:]++ | :(?![+-]?+[.\d]++\)) )++", re.X)
-# A1111's own tokens ("a", ":", "b"): used when a negative weight may make a segment's weight exactly
-# -1.0, since such segments are never joined and A1111's tokens then show
-_EMPHASIS_TOKEN_A1111 = re.compile(_ESCAPE_OR_BRACKET + r" | [^\\()\[\]:]++ | :", re.X)
+_WEIGHT_TOKEN = r":[+-]?+[.\d]++\)"  # ":1.2)", an explicit weight closing a round bracket
+_ESCAPE = r"\\[()\[\]\\]?+"  # an escaped bracket or backslash; a lone backslash
+# Runs of opening brackets, runs of one closing bracket, and runs of text (a colon that starts no
+# explicit weight is text too, so "a:b" is one token): a long soup of brackets is a few tokens.
+_EMPHASIS_TOKEN = re.compile(rf"{_ESCAPE} | [(\[]++ | \)++ | \]++ | {_WEIGHT_TOKEN}"
+                             rf" | (?: [^\\()\[\]:]++ | :(?!{_WEIGHT_TOKEN[1:]}) )++", re.X)
+# A1111's own tokens ("a", ":", "b", one bracket each): used when a negative weight may make a segment's
+# weight exactly -1.0, since such segments are never joined and A1111's tokens then show
+_EMPHASIS_TOKEN_A1111 = re.compile(rf"{_ESCAPE} | [()\[\]] | {_WEIGHT_TOKEN} | [^\\()\[\]:]++ | :", re.X)
 _BREAK_WORD = re.compile(r"\bBREAK\b")
 
 
@@ -374,17 +401,21 @@ def emphasis(text: str) -> list[tuple[str, float]]:
     the factors of the brackets around it, in the order they close (the unclosed ones at the end: round,
     then square, outermost first), which is A1111's float arithmetic exactly.
 
-    Linear, in one pass over the tokens of one regex: each opening bracket becomes a node (its factor,
-    the open bracket of its kind around it, when it closed), each run of text a segment that remembers
-    the innermost open round and square bracket, and text under the same open brackets joins the segment
-    before it. Then each segment's weight follows from its two chains of brackets. Past EXACT_NESTING
-    open brackets the factors are multiplied outermost first (the last bit may differ from A1111).
-    Everything is kept in flat lists of numbers and strings, which the garbage collector need not scan."""
+    Linear, in one pass over the tokens of one regex: each opening bracket becomes a node (the open
+    bracket of its kind around it, its factor, when it closed; round and square ones apart, since each
+    kind closes its own), a run of opening brackets in a few list operations; each run of text becomes
+    a segment that remembers the innermost open round and square bracket, and text under the same open
+    brackets joins the segment before it. Then each segment's weight follows from its two chains of
+    brackets. Past EXACT_NESTING open brackets the factors are multiplied outermost first (the last bit
+    may differ from A1111). All is kept in flat lists of numbers and strings, which the garbage
+    collector need not scan."""
     exact_tokens = ":-" in text  # only a negative weight can give -1.0
     tokens = (_EMPHASIS_TOKEN_A1111 if exact_tokens else _EMPHASIS_TOKEN).findall(text)
-    # per opening bracket (node 0 stands for "none"): the open one of its kind around it, its factor
-    parent, factor = [0], [1.0]
-    closed: dict[int, int] = {}  # per closed bracket: how many brackets closed before it
+    # per opening bracket, node 0 standing for "none": the open one of its kind around it; the factor
+    # of round ones (square ones are all SQUARE); how many brackets closed before it
+    round_parent, round_factor, square_parent = [0], [1.0], [0]
+    round_closed: dict[int, int] = {}
+    square_closed: dict[int, int] = {}
     round_top = square_top = 0
     opened = closes = 0  # brackets open now; brackets closed so far
     pieces: list[str] = []  # the text of every segment, in order
@@ -394,72 +425,91 @@ def emphasis(text: str) -> list[tuple[str, float]]:
     nesting: list[int] = []  # per segment: how many brackets are open around it
     joinable = False  # the last segment may take more text (same open brackets, not a BREAK)
     for token in tokens:
+        first = token[0]
         if token == "(":
-            parent.append(round_top)
-            factor.append(ROUND)
-            round_top = len(parent) - 1
-            opened += 1
-            joinable = False
-        elif token == "[":
-            parent.append(square_top)
-            factor.append(SQUARE)
-            square_top = len(parent) - 1
-            opened += 1
-            joinable = False
-        elif token == ")" and round_top:
-            closed[round_top], closes, opened, joinable = closes, closes + 1, opened - 1, False
-            round_top = parent[round_top]
-        elif token == "]" and square_top:
-            closed[square_top], closes, opened, joinable = closes, closes + 1, opened - 1, False
-            square_top = parent[square_top]
-        elif token[0] == ":" and token[-1] == ")" and round_top and _is_number(token[1:-1]):
-            factor[round_top] = float(token[1:-1])
-            closed[round_top], closes, opened, joinable = closes, closes + 1, opened - 1, False
-            round_top = parent[round_top]
-        else:
-            # text: a stray closer, or ":1.2)" with no opener, too (A1111 keeps the whole match)
-            if token[0] == "\\":
-                parts = (token[1:],)
-            elif "BREAK" in token:
-                parts = _split_breaks(token)
+            round_parent.append(round_top)
+            round_factor.append(ROUND)
+            round_top = len(round_parent) - 1
+            opened, joinable = opened + 1, False
+            continue
+        if token == "[":
+            square_parent.append(square_top)
+            square_top = len(square_parent) - 1
+            opened, joinable = opened + 1, False
+            continue
+        if first == "(" or first == "[":  # a run of them: each new one inside the one before it
+            count = token.count("(")
+            if count:
+                base = len(round_parent)
+                round_parent.append(round_top)
+                round_parent += range(base, base + count - 1)
+                round_factor += [ROUND] * count
+                round_top = base + count - 1
+            if len(token) > count:
+                base, count = len(square_parent), len(token) - count
+                square_parent.append(square_top)
+                square_parent += range(base, base + count - 1)
+                square_top = base + count - 1
+            opened, joinable = opened + len(token), False
+            continue
+        if first == ")" or first == "]":
+            count = len(token)
+            if first == ")":
+                while count and round_top:
+                    round_closed[round_top], closes, count = closes, closes + 1, count - 1
+                    round_top = round_parent[round_top]
             else:
-                parts = (token,)
-            for index, part in enumerate(parts):
-                if index:
-                    starts.append(len(pieces))
-                    pieces.append(BREAK[0])
-                    rounds.append(-1)
-                    squares.append(0)
-                    nesting.append(0)
-                    joinable = False
-                if not joinable:
-                    starts.append(len(pieces))
-                    rounds.append(round_top)
-                    squares.append(square_top)
-                    nesting.append(opened)
-                    joinable = not exact_tokens
-                pieces.append(part)
+                while count and square_top:
+                    square_closed[square_top], closes, count = closes, closes + 1, count - 1
+                    square_top = square_parent[square_top]
+            if count < len(token):
+                opened -= len(token) - count
+                joinable = False
+            if not count:
+                continue
+            token = first * count  # the ones that close nothing are text
+        elif first == ":" and token[-1] == ")" and round_top and _is_number(token[1:-1]):
+            round_factor[round_top] = float(token[1:-1])
+            round_closed[round_top], closes, opened, joinable = closes, closes + 1, opened - 1, False
+            round_top = round_parent[round_top]
+            continue
+        # text: a stray closer, or ":1.2)" with no opener, too (A1111 keeps the whole match)
+        if first == "\\":
+            parts = (token[1:],)
+        elif "BREAK" in token:
+            parts = _split_breaks(token)
+        else:
+            parts = (token,)
+        for index, part in enumerate(parts):
+            if index:
+                starts.append(len(pieces))
+                pieces.append(BREAK[0])
+                rounds.append(-1)
+                squares.append(0)
+                nesting.append(0)
+                joinable = False
+            if not joinable:
+                starts.append(len(pieces))
+                rounds.append(round_top)
+                squares.append(square_top)
+                nesting.append(opened)
+                joinable = not exact_tokens
+            pieces.append(part)
 
-    # still open at the end: A1111 multiplies the round ones, then the square ones, outermost first
-    for top in (round_top, square_top):
-        chain = []
-        while top:
-            chain.append(top)
-            top = parent[top]
-        for node in reversed(chain):
-            closed[node], closes = closes, closes + 1
     starts.append(len(pieces))
-    exact = _ExactWeights(parent, factor, closed)
-    products = _products(parent, factor) if nesting and max(nesting) > EXACT_NESTING else None
+    exact = _ExactWeights(round_parent, round_factor, round_closed, square_parent, square_closed)
+    if nesting and max(nesting) > EXACT_NESTING:
+        round_products = _products(round_parent, round_factor)
+        square_products = _products(square_parent, [SQUARE] * len(square_parent))
     out: list[tuple[str, float]] = []
     run_start, run_weight = 0, None  # neighbours of equal weight are joined; BREAKs stay apart
     for index, (round_top, square_top, opened) in enumerate(zip(rounds, squares, nesting)):
         if round_top < 0:
             weight = BREAK[1]
         elif opened <= 1:  # 1.0 times the one factor, if any
-            weight = factor[round_top or square_top]
+            weight = round_factor[round_top] if round_top else SQUARE if square_top else 1.0
         elif opened > EXACT_NESTING:
-            weight = products[round_top] * products[square_top]
+            weight = round_products[round_top] * square_products[square_top]
         else:
             weight = exact.of(round_top, square_top)
         if weight != run_weight or weight == BREAK[1]:
@@ -475,21 +525,29 @@ class _ExactWeights:
     """Weights of text under at most EXACT_NESTING brackets: the factors of the brackets around it
     multiplied in the order they close, remembered per innermost round and square bracket."""
 
-    def __init__(self, parent: list[int], factor: list[float], closed: dict[int, int]):
-        self.parent, self.factor, self.closed = parent, factor, closed
-        self.known: dict[tuple[int, int], float] = {(0, 0): 1.0}
+    def __init__(self, round_parent: list[int], round_factor: list[float], round_closed: dict[int, int],
+                 square_parent: list[int], square_closed: dict[int, int]):
+        self.round_parent, self.round_factor, self.round_closed = round_parent, round_factor, round_closed
+        self.square_parent, self.square_closed = square_parent, square_closed
+        self.known: dict[tuple[int, int], float] = {}
 
     def of(self, round_top: int, square_top: int) -> float:
         weight = self.known.get((round_top, square_top))
         if weight is None:
+            # (when it closed, kind, node) orders them as A1111 multiplies: as they close, then the
+            # ones still open at the end, round ones first, outermost (created first) first
             around = []
-            for top in (round_top, square_top):
-                while top:
-                    around.append(top)
-                    top = self.parent[top]
+            top = round_top
+            while top:
+                around.append((self.round_closed.get(top, math.inf), 0, top, self.round_factor[top]))
+                top = self.round_parent[top]
+            top = square_top
+            while top:
+                around.append((self.square_closed.get(top, math.inf), 1, top, SQUARE))
+                top = self.square_parent[top]
             weight = 1.0
-            for node in sorted(around, key=self.closed.__getitem__):
-                weight *= self.factor[node]
+            for *_, factor in sorted(around):
+                weight *= factor
             self.known[round_top, square_top] = weight
         return weight
 
