@@ -75,9 +75,30 @@ def test_encoding_a_long_prompt_stops_when_interrupted():
 
     def interrupted():
         checks["n"] += 1
-        return checks["n"] > 2  # the user interrupts while the third window is due
+        return checks["n"] > 2  # the user interrupts while the second window is due (the first check
+        # comes before the prompt's one segment is tokenized)
 
     node = CLIPTextEncode(NodeContext("6", is_interrupted=interrupted))
     with pytest.raises(Interrupted):
         node.run(text="a red circle, " * 200, clip=clip)  # 800 tokens: 11 windows
     assert checks["n"] == 3
+
+
+def test_tokenizing_a_prompt_of_many_segments_stops_when_interrupted(monkeypatch):
+    from inkwash.nodes.core.conditioning import CLIPTextEncode
+    from tiny_models import tiny_sd1
+
+    _, clip, _ = tiny_sd1()
+    tokenizer_type, calls = type(clip.tokenizers[0]), []
+    tokenize = tokenizer_type.__call__
+    monkeypatch.setattr(tokenizer_type, "__call__", lambda self, *a, **k: calls.append(1) or tokenize(self, *a, **k))
+    checks = {"n": 0}
+
+    def interrupted():
+        checks["n"] += 1
+        return checks["n"] > 5
+
+    node = CLIPTextEncode(NodeContext("6", is_interrupted=interrupted))
+    with pytest.raises(Interrupted):
+        node.run(text="(a:1.1) [b] " * 2000, clip=clip)  # 8000 weighted segments, each tokenized on its own
+    assert len(calls) == 5
