@@ -10,21 +10,21 @@ from inkwash.nodes.formats import prompt_syntax
 
 PROPERTY = settings(max_examples=400, deadline=None, derandomize=True, database=None)
 PIECES = ["(", ")", "[", "]", ":", "|", "\\", " ", "a", "b", "1", "0.5", ".", "-", "e", "BREAK", " BREAK ",
-          ":1.5)", ":-1)", ":2)", "0.5]", "embedding:x", "\\(", "\\]"]
+          ":1.5)", ":-1)", ": 2 )", ": -1)", "0.5]", "embedding:x", "\\(", "\\]"]
 soups = st.lists(st.sampled_from(PIECES), max_size=16).map("".join)
 
 
 # -- emphasis: A1111's parse_prompt_attention --------------------------------------------------------------
 
-_A1111_TOKEN = re.compile(r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:([+-]?[.\d]+)\)|\)|]|[^\\()\[\]:]+|:")
+_A1111_TOKEN = re.compile(r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:")
 _A1111_BREAK = re.compile(r"\s*\bBREAK\b\s*")
 
 
 def a1111_emphasis(text: str) -> list[tuple[str, float]]:
     """A1111's modules/prompt_parser.py parse_prompt_attention: each closing bracket multiplies the weight
     of every segment since its opening one, the unclosed ones at the end. With this project's choices: an
-    explicit weight is ":1.5)" with no spaces, one that is no number is text, a BREAK keeps the weight -1
-    whatever brackets are around it, and segments of weight -1 are never joined."""
+    explicit weight that is no number ("1.2.3") is text, a BREAK keeps the weight -1 whatever brackets are
+    around it, and segments of weight -1 are never joined."""
     res: list[list] = []
     rounds: list[int] = []
     squares: list[int] = []

@@ -383,7 +383,8 @@ def _joined(texts: list[str], middle: str, options: list[str]) -> list[str]:
 
 # -- pass 2: emphasis ---------------------------------------------------------------------------------
 
-_WEIGHT_TOKEN = r":[+-]?+[.\d]++\)"  # ":1.2)", an explicit weight closing a round bracket
+_WEIGHT_TOKEN = r":\s*+[+-]?+[.\d]++\s*+\)"  # ":1.2)" or ": 1.2 )", an explicit weight closing a round bracket
+_NEGATIVE_WEIGHT = re.compile(r":\s*+-")
 _ESCAPE = r"\\[()\[\]\\]?+"  # an escaped bracket or backslash; a lone backslash
 # Runs of opening brackets, runs of one closing bracket, and runs of text (a colon that starts no
 # explicit weight is text too, so "a:b" is one token): a long soup of brackets is a few tokens.
@@ -409,7 +410,7 @@ def emphasis(text: str) -> list[tuple[str, float]]:
     brackets. Past EXACT_NESTING open brackets the factors are multiplied outermost first (the last bit
     may differ from A1111). All is kept in flat lists of numbers and strings, which the garbage
     collector need not scan."""
-    exact_tokens = ":-" in text  # only a negative weight can give -1.0
+    exact_tokens = _NEGATIVE_WEIGHT.search(text) is not None  # only a negative weight can give -1.0
     tokens = (_EMPHASIS_TOKEN_A1111 if exact_tokens else _EMPHASIS_TOKEN).findall(text)
     # per opening bracket, node 0 standing for "none": the open one of its kind around it; the factor
     # of round ones (square ones are all SQUARE); how many brackets closed before it
