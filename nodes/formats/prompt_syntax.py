@@ -11,9 +11,12 @@ Two passes, as in A1111:
    Brackets that are not an edit or an alternation, and everything in parentheses, pass through as
    text (they are emphasis, for the second pass). A bracket that does not close is plain text.
 2. Emphasis (`emphasis`): one text -> (text, weight) segments.
-       (word) x1.1   ((word)) x1.21   [word] /1.1   (word:1.3) x1.3   \\( \\) \\[ \\] \\\\ literal
+       (word) x1.1   ((word)) x1.21   [word] /1.1   (word:1.3) or (word: 1.3) x1.3   \\( \\) \\[ \\] \\\\ literal
        BREAK            ends the current 75-token chunk (segment ("BREAK", -1.0))
    Unclosed brackets apply to the end of the prompt.
+
+Both passes do work linear in the prompt's length, most of it inside regex calls (bench/bench_prompt_parse.py
+times 1 MB prompts of bracket soup).
 """
 from __future__ import annotations
 
