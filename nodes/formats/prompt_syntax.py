@@ -320,21 +320,54 @@ def schedule(prompt: str, steps: int) -> tuple[tuple[int, str], ...]:
     `end_at_step`; the last entry ends at `steps`."""
     tree = _tree(prompt)
     whens, lengths = _choices(tree)
-    thresholds, lengths = {_step_of(when, steps) for when in whens}, set(lengths)
-    ends = sorted({steps} | thresholds | (set(range(1, steps + 1)) if lengths else set()))
-    thresholds, lengths = sorted(thresholds), sorted(lengths)
+    ends = sorted({steps} | {_step_of(when, steps) for when in whens} | set(range(1, steps + 1) if lengths else ()))
     # Every edit and alternation chooses by which thresholds the step has passed and by the step modulo
-    # its length: steps that agree on those render the same text, so it is rendered once.
+    # its length: steps that agree on those render the same text, so it is rendered once. When that is
+    # still many renders, only the ones whose choice changes the text count (`_simplified`): a prompt of
+    # many alternations whose options read the same is rendered once, not at every step.
+    choices = _choices_by_step(whens, lengths, ends, steps)
+    if len(set(choices)) > 8:
+        tree = _simplified(tree)
+        choices = _choices_by_step(*_choices(tree), ends, steps)
     texts: dict[tuple, str] = {}
+    same_texts: dict[str, str] = {}  # one string per distinct text, however many steps show it
     entries = []
-    for end in ends:
-        choice = (bisect.bisect_left(thresholds, end), *((end - 1) % length for length in lengths))
+    for end, choice in zip(ends, choices):
         if choice not in texts:
             out: list[str] = []
             _render(tree, end, steps, out)
-            texts[choice] = "".join(out)
+            text = "".join(out)
+            texts[choice] = same_texts.setdefault(text, text)
         entries.append((end, texts[choice]))
     return tuple(entries)
+
+
+def _choices_by_step(whens: list[float], lengths: list[int], ends: list[int], steps: int) -> list[tuple]:
+    """Per step in `ends`: what decides the text there (which edit thresholds it has passed, the step
+    modulo each alternation's length), from the tree's `_choices`."""
+    thresholds, lengths = sorted({_step_of(when, steps) for when in whens}), sorted(set(lengths))
+    return [(bisect.bisect_left(thresholds, end), *((end - 1) % length for length in lengths)) for end in ends]
+
+
+def _simplified(nodes: tuple) -> tuple:
+    """The tree with each edit and alternation whose every side is the same plain text replaced by that
+    text (it renders the same at every step); `nodes` itself when there is none."""
+    if _is_text(nodes):
+        return nodes
+    out: list = []
+    for node in nodes:
+        if isinstance(node, str):
+            out.append(node)
+            continue
+        old_sides = (node.before, node.after) if isinstance(node, _Edit) else node.options
+        sides = tuple(_simplified(side) for side in old_sides)
+        if all(_is_text(side) for side in sides) and len({"".join(side) for side in sides}) == 1:
+            out.append("".join(sides[0]))
+        elif all(side is old for side, old in zip(sides, old_sides)):
+            out.append(node)
+        else:
+            out.append(_Edit(*sides, node.when) if isinstance(node, _Edit) else _Alternation(sides))
+    return tuple(out)
 
 
 def text_at(prompt: str, steps: int, step: int) -> str:
