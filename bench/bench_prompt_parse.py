@@ -30,7 +30,7 @@ def soups(size: int) -> dict[str, str]:
     return {
         "[( repeated": "[(" * (size // 2),
         "( only": "(" * size,
-        "(a nested, closed": "(a" * (size // 4) + ")" * (size // 4),
+        "(a nested, closed": "(a" * (size // 3) + ")" * (size // 3),
         "(word:1.2) repeated": "(word:1.2) " * (size // 11),
         "[a: chain": "[a:" * (size // 3),
         "[a:b:0.5] nested": "[a:" * (size // 9) + "b:0.5]" * (size // 9),

@@ -84,7 +84,7 @@ class _Parser:
 
     def __init__(self, text: str):
         self.text = text
-        self._closable = _closable(text)
+        self._closable, self._leaves = _closable(text)
         self._groups: dict[int, tuple | None] = {}
         self._depth = 0
 
@@ -115,21 +115,16 @@ class _Parser:
             return found
         if not self._closable[i] or self._depth >= MAX_NESTING:
             return None
+        square = self.text[i] == "["
         # a group with no bracket inside: one regex match, not kept (it is asked for again at most by
         # the top level, after the group around it failed, and it reads the same at any depth)
-        if self.text[i] == "[":
-            leaf = _LEAF_SQUARE.match(self.text, i)
+        if self._leaves[i]:
+            leaf = (_LEAF_SQUARE if square else _LEAF_ROUND).match(self.text, i)
             if leaf:
-                return _square_leaf(leaf)
-        else:
-            leaf = _LEAF_ROUND.match(self.text, i)
-            if leaf:
-                return (), leaf.end()
-        self._depth += 1
-        try:
-            found = self.bracket(i) if self.text[i] == "[" else self.paren(i)
-        finally:
-            self._depth -= 1
+                return _square_leaf(leaf) if square else ((), leaf.end())
+        self._depth += 1  # (an exception ends the whole parse: no need to restore it)
+        found = self.bracket(i) if square else self.paren(i)
+        self._depth -= 1
         self._groups[i] = found
         return found
 
@@ -212,16 +207,18 @@ def _is_text(nodes: tuple) -> bool:
     return all(isinstance(node, str) for node in nodes)
 
 
-def _closable(text: str) -> bytearray:
-    """1 at the brackets that have a partner with only properly nested brackets between them (escapes
-    skipped): the only ones that can open a group. The runs of brackets and where they start come from
-    regex calls, and a run is handled by list operations: Python looks at each run, not each bracket."""
+def _closable(text: str) -> tuple[bytearray, bytearray]:
+    """Per character: 1 at the brackets that have a partner with only properly nested brackets between
+    them (escapes skipped), the only ones that can open a group; and 1 at those of them with no bracket
+    at all before their partner. The runs of brackets and where they start come from regex calls, and
+    a run is handled by list operations: Python looks at each run, not each bracket."""
     plain = _ESCAPED.sub("__", text) if "\\" in text else text  # same length, escapes hide their brackets
     pieces = _BRACKET_RUN.split(plain)  # text, run, text, run, ..., text
     run_starts = itertools.islice(itertools.accumulate(map(len, pieces)), 0, None, 2)
-    closable = bytearray(len(text))
+    closable, leaves = bytearray(len(text)), bytearray(len(text))
     positions: list[int] = []  # the open brackets, innermost last
     kinds: list[str] = []
+    after_opening = False  # the last run was of opening brackets: the next closer's partner is a leaf
     for run, start in zip(pieces[1::2], run_starts):
         first = run[0]
         if first == "(" or first == "[":
@@ -231,29 +228,26 @@ def _closable(text: str) -> bytearray:
             else:
                 positions += range(start, start + len(run))
                 kinds += run
+            after_opening = True
             continue
         opener, count = ("(" if first == ")" else "["), len(run)
-        if count == 1:
-            if kinds and kinds[-1] == opener:
-                closable[positions.pop()] = 1
-                kinds.pop()
-            else:
-                positions.clear()
-                kinds.clear()
-            continue
-        if count <= len(kinds) and kinds[len(kinds) - count:].count(opener) == count:
-            for position in positions[len(positions) - count:]:  # each closes the innermost open one
-                closable[position] = 1
-            del positions[len(positions) - count:], kinds[len(kinds) - count:]
-            continue
         closing = 0  # the closers before the first that meets no partner close; that one ends every group
-        while closing < len(kinds) and kinds[len(kinds) - 1 - closing] == opener:
-            closing += 1
-        for position in positions[len(positions) - closing:]:
-            closable[position] = 1
-        positions.clear()
-        kinds.clear()
-    return closable
+        if count <= len(kinds) and kinds[len(kinds) - count:].count(opener) == count:
+            closing = count
+        else:
+            while closing < len(kinds) and kinds[len(kinds) - 1 - closing] == opener:
+                closing += 1
+        if closing:
+            for position in positions[len(positions) - closing:]:
+                closable[position] = 1
+            leaves[positions[-1]] = after_opening
+        if closing == count:
+            del positions[len(positions) - count:], kinds[len(kinds) - count:]
+        else:
+            positions.clear()
+            kinds.clear()
+        after_opening = False
+    return closable, leaves
 
 
 def _collector_paused(function):
