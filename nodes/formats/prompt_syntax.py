@@ -506,26 +506,30 @@ def emphasis(text: str) -> list[tuple[str, float]]:
             continue
         # text: a stray closer, or ":1.2)" with no opener, too (A1111 keeps the whole match)
         if first == "\\":
-            parts = (token[1:],)
+            token = token[1:]
         elif "BREAK" in token:
             parts = _split_breaks(token)
-        else:
-            parts = (token,)
-        for index, part in enumerate(parts):
-            if index:
+            for part in parts[:-1]:  # each BREAK ends the segment before it and is one of its own
+                if not joinable:
+                    starts.append(len(pieces))
+                    rounds.append(round_top)
+                    squares.append(square_top)
+                    nesting.append(opened)
+                pieces.append(part)
                 starts.append(len(pieces))
                 pieces.append(BREAK[0])
                 rounds.append(-1)
                 squares.append(0)
                 nesting.append(0)
                 joinable = False
-            if not joinable:
-                starts.append(len(pieces))
-                rounds.append(round_top)
-                squares.append(square_top)
-                nesting.append(opened)
-                joinable = not exact_tokens
-            pieces.append(part)
+            token = parts[-1]
+        if not joinable:
+            starts.append(len(pieces))
+            rounds.append(round_top)
+            squares.append(square_top)
+            nesting.append(opened)
+            joinable = not exact_tokens
+        pieces.append(token)
 
     starts.append(len(pieces))
     exact = _ExactWeights(round_parent, round_factor, round_closed, square_parent, square_closed)
