@@ -90,10 +90,15 @@ class _Parser:
 
     def top(self) -> tuple:
         """The prompt's nodes: between groups everything is text, a stray special character too."""
-        text, closable, nodes = self.text, self._closable, []
+        text, closable, leaves, nodes = self.text, self._closable, self._leaves, []
         start = i = 0  # start: where the text not yet in `nodes` begins
         while (i := closable.find(1, i)) >= 0:
-            found = self.group(i)
+            if leaves[i]:  # as `group` reads it, without the call
+                square = text[i] == "["
+                leaf = (_LEAF_SQUARE if square else _LEAF_ROUND).match(text, i)
+                found = (_square_leaf(leaf) if square else ((), leaf.end())) if leaf else self.group(i)
+            else:
+                found = self.group(i)
             if found is None:
                 i += 1
                 continue
@@ -231,6 +236,16 @@ def _closable(text: str) -> tuple[bytearray, bytearray]:
             after_opening = True
             continue
         opener, count = ("(" if first == ")" else "["), len(run)
+        if count == 1:
+            if kinds and kinds[-1] == opener:
+                position = positions.pop()
+                kinds.pop()
+                closable[position], leaves[position] = 1, after_opening
+            else:
+                positions.clear()
+                kinds.clear()
+            after_opening = False
+            continue
         closing = 0  # the closers before the first that meets no partner close; that one ends every group
         if count <= len(kinds) and kinds[len(kinds) - count:].count(opener) == count:
             closing = count
