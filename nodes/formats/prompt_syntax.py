@@ -77,8 +77,8 @@ class _Parser:
 
     Linear in the prompt's length: what a group parses to depends only on where it starts, so each
     bracket is parsed at most once (`_groups`) and every later attempt reuses it; a bracket without a
-    properly nested partner (`_closable`) is text without being parsed, and the top level looks only at
-    the brackets that have one; runs of text are skipped by one regex match and kept as slices of the
+    properly nested partner (`_closable`) is text without being parsed, as is one whose group failed
+    (it leaves `_closable`), and the top level looks only at the brackets still there; runs of text are skipped by one regex match and kept as slices of the
     prompt; a group with no bracket inside is read by one regex match. Groups nested deeper than
     MAX_NESTING are not groups (their brackets stay text), which bounds the recursion."""
 
@@ -130,7 +130,10 @@ class _Parser:
         self._depth += 1  # (an exception ends the whole parse: no need to restore it)
         found = self.bracket(i) if square else self.paren(i)
         self._depth -= 1
-        self._groups[i] = found
+        if found is None:  # a bracket that cannot open a group: text, and the top level skips it
+            self._closable[i] = 0
+        else:
+            self._groups[i] = found
         return found
 
     def sequence(self, i: int, pipe_is_text: bool = False) -> tuple[tuple, int]:
