@@ -36,12 +36,21 @@ def soups(size: int) -> dict[str, str]:
         "[a:b:0.5] nested": "[a:" * (size // 9) + "b:0.5]" * (size // 9),
         "edits [a:b:1]": "[a:b:1]" * (size // 7),
         "alternations [a|b]": "[a|b]" * (size // 5),
-        "escapes \\( \\) mixed": "".join(rng.choice(["\\(", "\\)", "(", ")", "a", "\\"]) for _ in range(size // 2)),
-        "random []():|\\ab 1.": "".join(rng.choice("[]():|\\ab 1.") for _ in range(size)),
-        "random brackets and words": "".join(rng.choice([*"[]():|\\", *words]) for _ in range(size // 3)),
+        "escapes \\( \\) mixed": random_soup(rng, ["\\(", "\\)", "(", ")", "a", "\\"], size),
+        "random []():|\\ab 1.": random_soup(rng, list("[]():|\\ab 1."), size),
+        "random brackets and words": random_soup(rng, [*"[]():|\\", *words], size),
         "digits after [a:": "[a:" + "1" * size,
         "spaces": "a" + " " * size + "b",
     }
+
+
+def random_soup(rng: random.Random, pieces: list[str], size: int) -> str:
+    """`size` characters of pieces drawn at random."""
+    drawn, length = [], 0
+    while length < size:
+        drawn.append(rng.choice(pieces))
+        length += len(drawn[-1])
+    return "".join(drawn)[:size]
 
 
 def parse(prompt: str) -> None:
