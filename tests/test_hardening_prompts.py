@@ -38,6 +38,20 @@ def test_bracket_soup_is_parsed_in_linear_work(sequence_calls, prompt):
     assert sequence_calls["n"] <= 4 * len(prompt) + 4
 
 
+def test_alternations_that_read_the_same_are_rendered_once_not_at_every_step(monkeypatch):
+    # alternations of many lengths make every step a different choice; these all read "a"
+    prompt = "".join(f"[{'|'.join(['a'] * n)}]" for n in range(2, 30)) * 50 + " [cat:dog:0.5]"
+    renders = []
+    render = prompt_syntax._render
+    monkeypatch.setattr(prompt_syntax, "_render", lambda *args: renders.append(1) or render(*args))
+    entries = prompt_syntax.schedule(prompt, 1000)
+    plain = "a" * (28 * 50) + " "
+    assert [end for end, _ in entries] == list(range(1, 1001))  # A1111 lists every step when anything alternates
+    assert {text for _, text in entries} == {plain + "cat", plain + "dog"}
+    assert dict(entries)[500] == plain + "cat" and dict(entries)[501] == plain + "dog"
+    assert len(renders) <= 4  # two texts, each rendered once (with the one edit inside)
+
+
 def test_a_group_that_does_not_close_is_text_not_an_edit():
     # "(" never closes, so neither does "[": nothing here is a [to:when] edit
     assert prompt_syntax.schedule("[a(0.5]", 10) == ((10, "[a(0.5]"),)
@@ -75,9 +89,30 @@ def test_encoding_a_long_prompt_stops_when_interrupted():
 
     def interrupted():
         checks["n"] += 1
-        return checks["n"] > 2  # the user interrupts while the third window is due
+        return checks["n"] > 2  # the user interrupts while the second window is due (the first check
+        # comes before the prompt's one segment is tokenized)
 
     node = CLIPTextEncode(NodeContext("6", is_interrupted=interrupted))
     with pytest.raises(Interrupted):
         node.run(text="a red circle, " * 200, clip=clip)  # 800 tokens: 11 windows
     assert checks["n"] == 3
+
+
+def test_tokenizing_a_prompt_of_many_segments_stops_when_interrupted(monkeypatch):
+    from inkwash.nodes.core.conditioning import CLIPTextEncode
+    from tiny_models import tiny_sd1
+
+    _, clip, _ = tiny_sd1()
+    tokenizer_type, calls = type(clip.tokenizers[0]), []
+    tokenize = tokenizer_type.__call__
+    monkeypatch.setattr(tokenizer_type, "__call__", lambda self, *a, **k: calls.append(1) or tokenize(self, *a, **k))
+    checks = {"n": 0}
+
+    def interrupted():
+        checks["n"] += 1
+        return checks["n"] > 5
+
+    node = CLIPTextEncode(NodeContext("6", is_interrupted=interrupted))
+    with pytest.raises(Interrupted):
+        node.run(text="(a:1.1) [b] " * 2000, clip=clip)  # 8000 weighted segments, each tokenized on its own
+    assert len(calls) == 5

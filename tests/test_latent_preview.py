@@ -168,3 +168,23 @@ def test_a_decoder_for_other_latents_falls_back_with_one_warning(folders, caplog
         shown = [preview_image(x, SD) for _ in range(2)]
     assert all(np.array_equal(np.asarray(s), np.asarray(latent2rgb_image(x, SD))) for s in shown)
     assert len([r for r in caplog.records if r.name == PREVIEW_LOG]) == 1
+
+
+def test_the_decoder_lookup_is_kept_until_its_folder_changes(folders, monkeypatch):
+    import os
+    import time
+
+    from inkwash.nodes.runtime import taesd
+
+    approx = folders.models_dir / "vae_approx"
+    approx.mkdir()
+    long_ago = time.time() - 60
+    os.utime(approx, (long_ago, long_ago))
+    listings = []
+    listed = type(folders).list
+    monkeypatch.setattr(type(folders), "list", lambda self, kind: listings.append(kind) or listed(self, kind))
+    assert [taesd.find_decoder(SD) for _ in range(5)] == [None] * 5
+    assert listings == ["vae_approx"]  # looked once, not at every step
+    write_tiny_taesd_decoder(approx, "taesd_decoder.pth")  # added during the job: the folder changes
+    assert taesd.find_decoder(SD) == approx / "taesd_decoder.pth"
+    assert taesd.find_decoder(XL) is None

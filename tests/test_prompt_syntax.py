@@ -24,6 +24,9 @@ A1111_SCHEDULES = {
     "[fe|||]male": [(s, "female" if s % 4 == 1 else "male") for s in range(1, 11)],
     # the forms: [from:to:when], [to:when], [from::when], fraction vs step
     "a [cat:dog:0.25] b": [(2, "a cat b"), (10, "a dog b")],
+    "[a:b:0.5]": [(5, "a"), (10, "b")],
+    "[a|b]": [(s, "a" if s % 2 else "b") for s in range(1, 11)],
+    "a (b:1.5) [c] \\(d\\)": [(10, "a (b:1.5) [c] \\(d\\)")],
     "[cat::4] dog": [(4, "cat dog"), (10, " dog")],
     "x [y:z:25]": [(10, "x y")],  # a step past the end is capped at the last step
     # ComfyUI's embedding:NAME is text: its colon starts no edit
@@ -45,6 +48,9 @@ A1111_EMPHASIS = {
     "((word))": [("word", 1.1 * 1.1)],
     "[word]": [("word", 1 / 1.1)],
     "(word:1.3)": [("word", 1.3)],
+    "(word: 1.3 ) (cat:-1)": [("word", 1.3), (" ", 1.0), ("cat", -1.0)],  # spaces allowed, as in A1111
+    "a (b:1.5) [c]": [("a ", 1.0), ("b", 1.5), (" ", 1.0), ("c", 1 / 1.1)],
+    "\\(": [("(", 1.0)],
     "a \\(b\\) \\\\ c": [("a (b) \\ c", 1.0)],
     "a red circle BREAK blue background": [("a red circle", 1.0), prompt_syntax.BREAK, ("blue background", 1.0)],
     "(a BREAK b)": [("a", 1.1), prompt_syntax.BREAK, ("b", 1.1)],

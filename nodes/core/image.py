@@ -204,7 +204,7 @@ class ImageScale(Node):
         return batch * width * height
 
     def run(self, image, upscale_method: str, width: int, height: int, crop: str):
-        return (imaging.scale_image(image, width, height, upscale_method, crop),)
+        return (imaging.scale_image(image, width, height, upscale_method, crop, self.ctx.check_interrupt),)
 
 
 class ImageScaleBy(Node):
@@ -223,7 +223,8 @@ class ImageScaleBy(Node):
 
     def run(self, image, upscale_method: str, scale_by: float):
         height, width = (max(1, round(side * scale_by)) for side in image.shape[1:3])
-        return (imaging.scale_image(image, width, height, upscale_method),)
+        return (imaging.scale_image(image, width, height, upscale_method,
+                                    check_interrupt=self.ctx.check_interrupt),)
 
 
 NODES = {

@@ -41,7 +41,7 @@ class LatentUpscale(Node):
         return batch * width * height
 
     def run(self, samples, upscale_method, width, height, crop):
-        return (latents.upscale(samples, upscale_method, width, height, crop),)
+        return (latents.upscale(samples, upscale_method, width, height, crop, self.ctx.check_interrupt),)
 
 
 class LatentUpscaleBy(Node):
@@ -59,7 +59,7 @@ class LatentUpscaleBy(Node):
         return batch * round(height * scale_by * 8) * round(width * scale_by * 8)
 
     def run(self, samples, upscale_method, scale_by):
-        return (latents.upscale_by(samples, upscale_method, scale_by),)
+        return (latents.upscale_by(samples, upscale_method, scale_by, self.ctx.check_interrupt),)
 
 
 class SetLatentNoiseMask(Node):

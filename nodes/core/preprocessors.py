@@ -35,7 +35,8 @@ class MidasDepthMapPreprocessor(Node):
     display_name = "MiDaS Depth Map"
 
     def run(self, image, a: float = math.pi * 2.0, bg_threshold: float = 0.1, resolution: int = 512):
-        return (annotators.depth_map(image, resolution, a=a, bg_threshold=bg_threshold),)
+        return (annotators.depth_map(image, resolution, check_interrupt=self.ctx.check_interrupt, a=a,
+                                      bg_threshold=bg_threshold),)
 
 
 NODES = {

@@ -34,7 +34,8 @@ class ImageUpscaleWithModel(Node):
         def on_tile(done: int, total: int) -> None:
             self.ctx.progress(done, total)
 
-        return (upscale_models.upscale(upscale_model, image, on_tile=on_tile),)
+        return (upscale_models.upscale(upscale_model, image, on_tile=on_tile,
+                                       check_interrupt=self.ctx.check_interrupt),)
 
 
 NODES = {"UpscaleModelLoader": UpscaleModelLoader, "ImageUpscaleWithModel": ImageUpscaleWithModel}

@@ -19,7 +19,7 @@ class VAEDecode(Node):
         return batch * height * 8 * width * 8
 
     def run(self, samples, vae):
-        return (vae_codec.decode(vae, samples["samples"]),)
+        return (vae_codec.decode(vae, samples["samples"], self.ctx.check_interrupt),)
 
 
 class VAEEncode(Node):
@@ -31,7 +31,7 @@ class VAEEncode(Node):
     display_name = "VAE Encode"
 
     def run(self, pixels, vae):
-        return ({"samples": vae_codec.encode(vae, pixels)},)
+        return ({"samples": vae_codec.encode(vae, pixels, self.ctx.check_interrupt)},)
 
 
 class VAEEncodeForInpaint(Node):
@@ -44,7 +44,7 @@ class VAEEncodeForInpaint(Node):
     display_name = "VAE Encode (for Inpainting)"
 
     def run(self, pixels, vae, mask, grow_mask_by):
-        return (vae_codec.encode_for_inpaint(vae, pixels, mask, grow_mask_by),)
+        return (vae_codec.encode_for_inpaint(vae, pixels, mask, grow_mask_by, self.ctx.check_interrupt),)
 
 
 def _tile_inputs(tile_step: int, what: str) -> tuple:
@@ -66,7 +66,8 @@ class VAEDecodeTiled(Node):
 
     def run(self, samples, vae, tile_size, overlap, temporal_size=64, temporal_overlap=8):
         # temporal_* only matter for video VAEs; SD's image VAEs have no time axis
-        return (vae_codec.decode_tiled(vae, samples["samples"], tile_size, overlap),)
+        return (vae_codec.decode_tiled(vae, samples["samples"], tile_size, overlap,
+                                         self.ctx.check_interrupt),)
 
 
 class VAEEncodeTiled(Node):
@@ -78,7 +79,8 @@ class VAEEncodeTiled(Node):
     display_name = "VAE Encode (Tiled)"
 
     def run(self, pixels, vae, tile_size, overlap, temporal_size=64, temporal_overlap=8):
-        return ({"samples": vae_codec.encode_tiled(vae, pixels, tile_size, overlap)},)
+        return ({"samples": vae_codec.encode_tiled(vae, pixels, tile_size, overlap,
+                                                          self.ctx.check_interrupt)},)
 
 
 NODES = {"VAEDecode": VAEDecode, "VAEEncode": VAEEncode, "VAEEncodeForInpaint": VAEEncodeForInpaint,

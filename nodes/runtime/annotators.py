@@ -143,12 +143,15 @@ def depth_estimator(name: str | None = None) -> DepthEstimator:
         return _loaded[name][1]
 
 
-def depth_map(images: torch.Tensor, resolution: int, estimator: str | None = None, **options) -> torch.Tensor:
+def depth_map(images: torch.Tensor, resolution: int, estimator: str | None = None,
+              check_interrupt: Callable[[], None] | None = None, **options) -> torch.Tensor:
     """Depth of IMAGE [B,H,W,C] as IMAGE [B,h,w,3] whose shorter side is `resolution`, keeping the aspect
-    ratio, as comfyui_controlnet_aux's preprocessors return it."""
+    ratio, as comfyui_controlnet_aux's preprocessors return it. `check_interrupt` before each image."""
     estimate = depth_estimator(estimator)
     out = []
     for image in _to_uint8(images):
+        if check_interrupt is not None:
+            check_interrupt()
         height, width = image.shape[:2]
         scale = resolution / min(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))

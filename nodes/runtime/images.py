@@ -5,6 +5,7 @@ IMAGE is a float tensor [B,H,W,C] in 0..1 and MASK is [B,H,W] in 0..1, as in Com
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -167,10 +168,27 @@ def center_crop(samples: torch.Tensor, aspect: float) -> torch.Tensor:
     return samples[..., y:old_h - y, x:old_w - x]
 
 
+def per_item(samples: torch.Tensor, resize: Callable[[torch.Tensor], torch.Tensor],
+             check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """`resize(samples)` done one batch item at a time with `check_interrupt()` (it raises to stop)
+    before each, so a big batch is not one long uninterruptible operation; the same values."""
+    if check_interrupt is None:
+        return resize(samples)
+    out = None
+    for index in range(samples.shape[0]):
+        check_interrupt()
+        item = resize(samples[index:index + 1])
+        if out is None:
+            out = item.new_empty((samples.shape[0], *item.shape[1:]))
+        out[index] = item[0]
+    return resize(samples) if out is None else out  # an empty batch
+
+
 def scale_image(image: torch.Tensor, width: int, height: int, method: str = "nearest-exact",
-                crop: str = "disabled") -> torch.Tensor:
+                crop: str = "disabled", check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
     """ComfyUI's ImageScale: resize IMAGE [B,H,W,C] to width x height; a 0 keeps the aspect ratio,
-    both 0 keep the image; "center" crop trims to the new aspect ratio first."""
+    both 0 keep the image; "center" crop trims to the new aspect ratio first. `check_interrupt` is
+    called before each image."""
     if method not in UPSCALE_METHODS:
         raise ValueError(f"upscale_method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
     if crop not in CROP_METHODS:
@@ -186,11 +204,15 @@ def scale_image(image: torch.Tensor, width: int, height: int, method: str = "nea
     if crop == "center":
         samples = center_crop(samples, width / height)
     if method == "lanczos":
-        pils = [pil.resize((width, height), resample=Image.Resampling.LANCZOS)
-                for pil in tensor_to_pils(samples.movedim(1, -1))]
+        pils = []
+        for pil in tensor_to_pils(samples.movedim(1, -1)):
+            if check_interrupt is not None:
+                check_interrupt()
+            pils.append(pil.resize((width, height), resample=Image.Resampling.LANCZOS))
         out = torch.stack([torch.from_numpy(np.asarray(p, dtype=np.float32) / 255.0) for p in pils])
         if out.ndim == 3:  # single-channel images come back without a channel axis
             out = out[..., None]
         return out.to(image.device, image.dtype)
-    out = torch.nn.functional.interpolate(samples, size=(height, width), mode=method)
+    out = per_item(samples, lambda batch: torch.nn.functional.interpolate(batch, size=(height, width), mode=method),
+                   check_interrupt)
     return out.clamp(0, 1).movedim(1, -1)  # bicubic overshoots 0..1

@@ -5,10 +5,12 @@ VAE's scaling factor).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
-from .images import center_crop
+from .images import center_crop, per_item
 
 CHANNELS = 4  # SD1, SD2 and SDXL latents
 MAX_ELEMENTS = 2 ** 28  # 1 GiB of float32 latents; far beyond anything a UNet can denoise in one go
@@ -34,9 +36,11 @@ def empty(width: int, height: int, batch_size: int = 1) -> dict:
     return {"samples": torch.zeros(batch_size, CHANNELS, height // 8, width // 8)}
 
 
-def upscale(latent: dict, method: str, width: int, height: int, crop: str) -> dict:
+def upscale(latent: dict, method: str, width: int, height: int, crop: str,
+            check_interrupt: Callable[[], None] | None = None) -> dict:
     """ComfyUI's LatentUpscale: resize to width x height pixels (a 0 keeps the aspect ratio, both 0 keep
-    the latent; sizes are at least 64); "center" crops to the new aspect ratio first."""
+    the latent; sizes are at least 64); "center" crops to the new aspect ratio first. `check_interrupt`
+    is called before each latent of the batch."""
     if method not in UPSCALE_METHODS:
         raise ValueError(f"upscale_method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
     if crop not in CROP_METHODS:
@@ -58,16 +62,12 @@ def upscale(latent: dict, method: str, width: int, height: int, crop: str) -> di
         raise ValueError(error)
     if crop == "center":
         samples = center_crop(samples, width / height)
-    size = (height // 8, width // 8)
-    if method == "bislerp":
-        resized = bislerp(samples, *size)
-    else:
-        resized = F.interpolate(samples, size=size, mode=method)
-    return {**latent, "samples": resized}
+    return {**latent, "samples": _resized(samples, method, height // 8, width // 8, check_interrupt)}
 
 
-def upscale_by(latent: dict, method: str, scale_by: float) -> dict:
-    """ComfyUI's LatentUpscaleBy: both sides times `scale_by`, rounded to whole latent pixels."""
+def upscale_by(latent: dict, method: str, scale_by: float, check_interrupt: Callable[[], None] | None = None) -> dict:
+    """ComfyUI's LatentUpscaleBy: both sides times `scale_by`, rounded to whole latent pixels.
+    `check_interrupt` is called before each latent of the batch."""
     if method not in UPSCALE_METHODS:
         raise ValueError(f"upscale_method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
     samples = latent["samples"]
@@ -75,11 +75,13 @@ def upscale_by(latent: dict, method: str, scale_by: float) -> dict:
     error = size_error(width * 8, height * 8, samples.shape[0])
     if error:
         raise ValueError(error)
+    return {**latent, "samples": _resized(samples, method, height, width, check_interrupt)}
+
+
+def _resized(samples: torch.Tensor, method: str, height: int, width: int, check_interrupt) -> torch.Tensor:
     if method == "bislerp":
-        resized = bislerp(samples, height, width)
-    else:
-        resized = F.interpolate(samples, size=(height, width), mode=method)
-    return {**latent, "samples": resized}
+        return per_item(samples, lambda batch: bislerp(batch, height, width), check_interrupt)
+    return per_item(samples, lambda batch: F.interpolate(batch, size=(height, width), mode=method), check_interrupt)
 
 
 def set_noise_mask(latent: dict, mask: torch.Tensor) -> dict:

@@ -12,6 +12,8 @@ decoder of that shape loads.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -34,14 +36,37 @@ def expected_name(family: Family) -> str:
     return DECODER_PREFIXES[family.is_xl]
 
 
+# find_decoder's last answer per family kind: (the folders' modification times, the path found)
+_found: dict[bool, tuple[tuple, Path | None]] = {}
+_found_lock = threading.Lock()
+RECENT_NS = 2 * 10 ** 9  # a folder changed this recently may change again within its timestamp's resolution
+
+
 def find_decoder(family: Family) -> Path | None:
-    """The TAESD decoder file or folder for a family in the vae_approx folders, or None."""
+    """The TAESD decoder file or folder for a family in the vae_approx folders, or None. Called at every
+    sampling step for previews, so the answer is kept until a vae_approx folder (or its taesd folder)
+    is modified: a decoder added during a job is used from the next step on."""
     where = folders.current()
     prefix, folder = DECODER_PREFIXES[family.is_xl], DIFFUSERS_FOLDERS[family.is_xl]
-    for name in where.list("vae_approx"):
-        if name.startswith(prefix) or name == folder:
-            return where.find("vae_approx", name)
-    return None
+    signature = tuple((str(root), _modified(root), _modified(root / folder)) for root in where.model_dirs("vae_approx"))
+    with _found_lock:
+        cached = _found.get(family.is_xl)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    found = next((where.find("vae_approx", name) for name in where.list("vae_approx")
+                  if name.startswith(prefix) or name == folder), None)
+    newest = max((when for _, *whens in signature for when in whens if when is not None), default=0)
+    if time.time_ns() - newest > RECENT_NS:
+        with _found_lock:
+            _found[family.is_xl] = (signature, found)
+    return found
+
+
+def _modified(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def load_decoder(path: str | Path) -> AutoencoderTiny:

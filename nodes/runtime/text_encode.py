@@ -34,7 +34,8 @@ def parse_prompt(text: str) -> list[tuple[str, float]]:
 
 def encode(clip: TextEncoder, text: str, check_interrupt: Callable[[], None] | None = None) -> list[Cond]:
     """CONDITIONING for one prompt: one Cond, or one per text its prompt editing can select.
-    `check_interrupt` is called before each 77-token window is encoded (it raises to stop)."""
+    `check_interrupt` is called before each weighted segment is tokenized and before each 77-token
+    window is encoded (it raises to stop)."""
     activation = memory_manager.text_activation_bytes(clip.encoders)
     # on the device for the whole prompt; the LoRA weights only while it encodes (added once there)
     with memory_manager.using(clip.encoders, activation), lora.applied(clip):
@@ -61,7 +62,7 @@ def _encode_segments(clip: TextEncoder, segments, check_interrupt, device) -> li
     for index, (tokenizer, encoder) in enumerate(zip(clip.tokenizers, clip.encoders)):
         key, width = embeddings.encoder_key(clip.family, index), encoder.get_input_embeddings().embedding_dim
         windows = []
-        for window in _token_windows(tokenizer, segments, key, width):
+        for window in _token_windows(tokenizer, segments, key, width, check_interrupt):
             if check_interrupt is not None:  # a long prompt is many windows: stop between them
                 check_interrupt()
             windows.append(_encode_window(encoder, window.ids, window.weights, clip, window.vectors, device))
@@ -79,7 +80,7 @@ class TokenWindow(NamedTuple):
 
 
 def _token_windows(tokenizer, segments: list[tuple[str, float]], encoder_key: str = "clip_l",
-                   width: int | None = None) -> list[TokenWindow]:
+                   width: int | None = None, check_interrupt: Callable[[], None] | None = None) -> list[TokenWindow]:
     """Tokens in 77-token windows: start, up to 75 prompt tokens, end, padding. As A1111:
     * `embedding:NAME` takes one position per vector of that embedding (its `encoder_key` set); one
       that would straddle two chunks moves whole to the next (only one longer than a chunk is split).
@@ -88,6 +89,8 @@ def _token_windows(tokenizer, segments: list[tuple[str, float]], encoder_key: st
     chunks: list[list[tuple[int, float, torch.Tensor | None]]] = []
     chunk: list[tuple[int, float, torch.Tensor | None]] = []
     for text, weight in segments:
+        if check_interrupt is not None:  # a hostile prompt can be 100,000s of segments, each tokenized
+            check_interrupt()
         if (text, weight) == prompt_syntax.BREAK:
             chunks.append(chunk)
             chunk = []

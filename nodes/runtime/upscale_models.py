@@ -60,10 +60,11 @@ def _load(path: Path):
 
 
 def upscale(model, image: torch.Tensor, tile: int = TILE, overlap: int = OVERLAP,
-            on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
+            on_tile: Callable[[int, int], None] | None = None,
+            check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
     """IMAGE [B,H,W,C] in 0..1 upscaled by the model's scale, in tiles of `tile` pixels overlapping by
-    `overlap`; `on_tile(done, total)` after each tile. A CUDA out-of-memory halves the tile (down to
-    MIN_TILE) and starts again."""
+    `overlap`; `check_interrupt()` (it raises to stop) before each tile, `on_tile(done, total)` after it.
+    A CUDA out-of-memory halves the tile (down to MIN_TILE) and starts again."""
     device = memory_manager.compute_device()
     dtype = torch.float16 if device.type == "cuda" and model.supports_half else torch.float32
     with _run_lock:
@@ -75,7 +76,7 @@ def upscale(model, image: torch.Tensor, tile: int = TILE, overlap: int = OVERLAP
             while True:
                 try:
                     with torch.inference_mode():
-                        return _tiled(model, image, tile, overlap, device, dtype, on_tile)
+                        return _tiled(model, image, tile, overlap, device, dtype, on_tile, check_interrupt)
                 except torch.cuda.OutOfMemoryError:
                     if tile // 2 < MIN_TILE:
                         raise
@@ -106,7 +107,8 @@ def _ramp(length: int, fade_start: bool, fade_end: bool, width: int) -> torch.Te
     return weights
 
 
-def _tiled(model, image: torch.Tensor, tile: int, overlap: int, device, dtype, on_tile) -> torch.Tensor:
+def _tiled(model, image: torch.Tensor, tile: int, overlap: int, device, dtype, on_tile,
+           check_interrupt) -> torch.Tensor:
     scale = model.scale
     batch, height, width, _ = image.shape
     pixels = image.movedim(-1, 1)[:, :model.input_channels]
@@ -116,6 +118,8 @@ def _tiled(model, image: torch.Tensor, tile: int, overlap: int, device, dtype, o
     total, done = len(ys) * len(xs), 0
     for y in ys:
         for x in xs:
+            if check_interrupt is not None:
+                check_interrupt()
             piece = pixels[:, :, y:y + tile, x:x + tile].to(device, dtype)
             result = model(piece).float().cpu()
             h, w = result.shape[-2:]

@@ -7,11 +7,16 @@ Encoding takes the mean of the latent distribution, so the same image always giv
 whole image will not fit in the device's free memory, or when the whole attempt runs out of memory
 (retried once, tiled). A half-precision VAE whose output is NaN or infinite is moved to bf16 or fp32
 (devices.half_fallback_dtype) for good and the image redone.
+Each function takes an optional `check_interrupt` (it raises to stop), called before each image, each
+tile and each of the VAE's resolution blocks: one decode of a large image is minutes on a CPU.
 """
 from __future__ import annotations
 
 import logging
 import math
+import threading
+from contextlib import contextmanager
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +33,16 @@ MIN_AUTO_TILE = 128
 # Tensors of the widest layer at a resolution alive at once (input, norm, conv out, residual, upsample),
 # measured on the CPU for SD's VAE at ~4.5 x the widest layer.
 ALIVE_ACTIVATIONS = 5
+CheckInterrupt = Callable[[], None] | None
 
 
-def decode(vae: Vae, samples: torch.Tensor) -> torch.Tensor:
+def decode(vae: Vae, samples: torch.Tensor, check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """LATENT samples [B,4,h,w] -> IMAGE [B,8h,8w,3] on the CPU."""
     model = vae.vae
     images = []
     activation = activation_bytes(vae, samples.shape[-2:], "decode")
-    with memory_manager.using(model, activation) as device, torch.no_grad():
+    with memory_manager.using(model, activation) as device, torch.no_grad(), \
+            interruptible(model, check_interrupt):
         for latent in samples:
             def whole():
                 return model.decode(_vae_input(vae, latent[None], device) / vae.scaling_factor).sample
@@ -49,13 +56,14 @@ def decode(vae: Vae, samples: torch.Tensor) -> torch.Tensor:
     return torch.cat(images)
 
 
-def encode(vae: Vae, pixels: torch.Tensor) -> torch.Tensor:
+def encode(vae: Vae, pixels: torch.Tensor, check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """IMAGE [B,H,W,C] -> LATENT samples [B,4,H/8,W/8]; sizes not a multiple of 8 are center-cropped."""
     model = vae.vae
     pixels = crop_to_multiple(pixels)[..., :3]
     latents = []
     size = (pixels.shape[1] // SCALE, pixels.shape[2] // SCALE)
-    with memory_manager.using(model, activation_bytes(vae, size, "encode")) as device, torch.no_grad():
+    with memory_manager.using(model, activation_bytes(vae, size, "encode")) as device, torch.no_grad(), \
+            interruptible(model, check_interrupt):
         for image in pixels:
             def whole():
                 return model.encode(_vae_input(vae, _pixels_in(image), device)).latent_dist.mode()
@@ -154,7 +162,8 @@ def _pixels_in(image: torch.Tensor) -> torch.Tensor:
     return image.movedim(-1, 0)[None] * 2 - 1
 
 
-def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int = 6) -> dict:
+def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int = 6,
+                       check_interrupt: CheckInterrupt = None) -> dict:
     """ComfyUI's VAEEncodeForInpaint: grey out the masked pixels, encode, and set the mask (grown by
     `grow_mask_by` pixels so the seam blends) as the LATENT's noise_mask. For 9-channel inpainting
     models, whose extra input is exactly this greyed-out image."""
@@ -170,17 +179,19 @@ def encode_for_inpaint(vae: Vae, pixels: torch.Tensor, mask: torch.Tensor, grow_
         grown = hard
     keep = (1 - hard).movedim(1, -1)  # [B,H,W,1]
     greyed = (pixels[..., :3] - 0.5) * keep + 0.5
-    return {"samples": encode(vae, greyed), "noise_mask": grown.round()}
+    return {"samples": encode(vae, greyed, check_interrupt), "noise_mask": grown.round()}
 
 
-def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64,
+                 check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """LATENT samples -> IMAGE, decoding tile_size x tile_size pixel tiles that overlap by `overlap`
     pixels, so memory stays that of one tile whatever the image size (see `_blend_tiles`)."""
     model = vae.vae
     tile, overlap = _tile_geometry(tile_size, overlap)
     images = []
     activation = activation_bytes(vae, (tile // SCALE, tile // SCALE), "decode")
-    with memory_manager.using(model, activation) as device, torch.no_grad():
+    with memory_manager.using(model, activation) as device, torch.no_grad(), \
+            interruptible(model, check_interrupt):
         for latent in samples:
             pixels = _finite(vae, "decode", lambda: _blend_tiles(
                 lambda z: model.decode(z).sample, _vae_input(vae, latent[None], device) / vae.scaling_factor,
@@ -189,20 +200,48 @@ def decode_tiled(vae: Vae, samples: torch.Tensor, tile_size: int = 512, overlap:
     return torch.cat(images)
 
 
-def encode_tiled(vae: Vae, pixels: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+def encode_tiled(vae: Vae, pixels: torch.Tensor, tile_size: int = 512, overlap: int = 64,
+                 check_interrupt: CheckInterrupt = None) -> torch.Tensor:
     """IMAGE -> LATENT samples, encoding overlapping tiles blended across the overlap."""
     model = vae.vae
     tile, overlap = _tile_geometry(tile_size, overlap)
     pixels = crop_to_multiple(pixels)[..., :3]
     latents = []
     activation = activation_bytes(vae, (tile // SCALE, tile // SCALE), "encode")
-    with memory_manager.using(model, activation) as device, torch.no_grad():
+    with memory_manager.using(model, activation) as device, torch.no_grad(), \
+            interruptible(model, check_interrupt):
         for image in pixels:
             mean = _finite(vae, "encode", lambda: _blend_tiles(
                 lambda x: model.encode(x).latent_dist.mode(), _vae_input(vae, _pixels_in(image), device),
                 tile, overlap, 1 / SCALE))
             latents.append(mean.float() * vae.scaling_factor)
     return torch.cat(latents)
+
+
+@contextmanager
+def interruptible(model, check_interrupt: CheckInterrupt):
+    """While inside, `check_interrupt` runs before each pass through the VAE's encoder or decoder (once
+    per image, or per tile when diffusers tiles) and before each of their resolution blocks. The model
+    is shared: the hooks act only in the thread that entered."""
+    if check_interrupt is None:
+        yield
+        return
+    thread = threading.get_ident()
+
+    def check(module, args) -> None:
+        if threading.get_ident() == thread:
+            check_interrupt()
+
+    parts = [getattr(model, name, None) for name in ("encoder", "decoder")]
+    modules = [part for part in parts if part is not None]
+    for part in list(modules):
+        modules += [*getattr(part, "down_blocks", ()), *getattr(part, "up_blocks", ())]
+    hooks = [module.register_forward_pre_hook(check) for module in modules]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _tile_geometry(tile_size: int, overlap: int) -> tuple[int, int]:
