@@ -43,18 +43,9 @@ NAMES = {"sd15": "SD 1.5-shaped", "sdxl": "SDXL-shaped"}
 
 
 def workflow(ckpt: str, size: int, steps: int, seed: int = SEED) -> dict:
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["4", 1]}},
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": seed, "steps": steps, "cfg": CFG, "sampler_name": "euler", "scheduler": "simple",
-            "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-            "latent_image": ["5", 0]}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bench", "images": ["8", 0]}},
-    }
+    import bench_txt2img
+
+    return bench_txt2img.workflow(ckpt, size, steps, seed, "euler", "simple", CFG, PROMPT, NEGATIVE)
 
 
 # -- measuring -------------------------------------------------------------------------------------------

@@ -35,12 +35,13 @@ from inkwash.nodes.runtime import noise, sigmas  # noqa: E402
 PROMPT, NEGATIVE = "a red circle on a blue background", "blurry"
 
 
-def workflow(ckpt: str, size: int, steps: int, seed: int, sampler: str, scheduler: str, cfg: float) -> dict:
+def workflow(ckpt: str, size: int, steps: int, seed: int, sampler: str, scheduler: str, cfg: float,
+             prompt: str = PROMPT, negative: str = NEGATIVE) -> dict:
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["4", 1]}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["4", 1]}},
         "3": {"class_type": "KSampler", "inputs": {
             "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler,
             "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
