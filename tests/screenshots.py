@@ -180,6 +180,24 @@ def xyz_plot(page, running, out: Path) -> None:
     print(f"wrote {out / 'xyz-plot.png'}", flush=True)
 
 
+def models_tab(page, running, out: Path) -> None:
+    """The Models tab once every bundled model is hashed: family, size and A1111's short hash per file."""
+    from inkwash.nodes.formats import file_hashes
+
+    folders = running.ctx.folders
+    for kind in ("checkpoints", "vae", "loras", "controlnet"):
+        for name in folders.list(kind):
+            file_hashes.current().wait_for(folders.find(kind, name))
+    page.goto(running.url + "/")
+    page.get_by_role("tab", name="Models", exact=True).click()
+    panel = visible_tab(page)
+    panel.get_by_role("button", name="Refresh", exact=True).first.click()
+    demo = folders.find("checkpoints", folders.list("checkpoints")[0])
+    panel.get_by_text(file_hashes.current().known(demo)[:10]).filter(visible=True).first.wait_for(timeout=SLOW)
+    page.wait_for_timeout(500)
+    shoot(page, out, "models")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=SCREENSHOTS, help="where the pictures go (docs/screenshots)")
@@ -200,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             history(page, args.out)
             graph_editor(context.new_page(), running, args.out)
             xyz_plot(context.new_page(), running, args.out)
+            models_tab(context.new_page(), running, args.out)
             context.close()
         browser.close()
 
