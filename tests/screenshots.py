@@ -180,6 +180,26 @@ def xyz_plot(page, running, out: Path) -> None:
     print(f"wrote {out / 'xyz-plot.png'}", flush=True)
 
 
+def styles(page, running, out: Path) -> None:
+    """txt2img with a prompt style (A1111's styles.csv) that puts the prompt on a blue background."""
+    from inkwash.webui import prompt_styles
+    from inkwash.webui.prompt_styles import PromptStyle
+
+    prompt_styles.write_styles(running.ctx.data_dir / prompt_styles.STYLES_FILE,
+                               [PromptStyle("blue backdrop", "{prompt} on a blue background", "blurry")])
+    page.goto(running.url + "/")
+    panel = visible_tab(page)
+    panel.get_by_label("Prompt", exact=True).fill("a large yellow star")
+    panel.get_by_role("button", name="Refresh", exact=True).click()  # rereads the styles file
+    chosen = panel.get_by_label("Styles", exact=True)
+    chosen.click()
+    page.get_by_role("option", name="blue backdrop", exact=True).click()
+    chosen.press("Escape")
+    generate(page, panel, SEED)
+    judged(last_image(running), {"background": "blue", "colour": "yellow", "shape": "star"})
+    shoot(page, out, "styles", full_page=True)
+
+
 def models_tab(page, running, out: Path) -> None:
     """The Models tab once every bundled model is hashed: family, size and A1111's short hash per file."""
     from inkwash.nodes.formats import file_hashes
@@ -218,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             history(page, args.out)
             graph_editor(context.new_page(), running, args.out)
             xyz_plot(context.new_page(), running, args.out)
+            styles(context.new_page(), running, args.out)
             models_tab(context.new_page(), running, args.out)
             context.close()
         browser.close()

@@ -26,7 +26,8 @@ def scale_chain(factors, image="small.png") -> dict:
 def test_a_resize_chain_is_refused_before_the_oversized_node_runs(registry, small_input, monkeypatch):
     scaled = []
     original = imaging.scale_image
-    monkeypatch.setattr(imaging, "scale_image", lambda image, w, h, *a: scaled.append((w, h)) or original(image, w, h, *a))
+    monkeypatch.setattr(imaging, "scale_image",
+                        lambda image, w, h, *a, **k: scaled.append((w, h)) or original(image, w, h, *a, **k))
     executor = Executor(registry)
     executor.max_pixels = 1024 * 1024
     result = executor.execute(scale_chain([8, 8, 8]))  # 512 px, then 4096 px: 16 M pixels

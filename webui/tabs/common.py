@@ -141,10 +141,8 @@ def generation_tab(ctx: ServerContext, mode: str,
                 inputs.update(pass_inputs.refiner_inputs(ctx))
             export_grid = grid_workflow = None
             if mode in xyz_plot.MODES:
-                inputs.update(xyz_plot.inputs(ctx, mode))
-                with gr.Row(equal_height=True):
-                    export_grid = gr.Button("Export grid workflow", size="sm", scale=0, min_width=180)
-                    grid_workflow = gr.File(label="Grid workflow", interactive=False, height=60)
+                plot_inputs, export_grid, grid_workflow = xyz_plot.inputs(ctx, mode)
+                inputs.update(plot_inputs)
         with gr.Column(scale=1):
             progress = gr.HTML(idle_html())
             preview = gr.Image(label="Preview", type="pil", interactive=False, height=200)

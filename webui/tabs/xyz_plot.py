@@ -18,9 +18,10 @@ NO_SCRIPT = "None"
 PREFIX = "xyz_"
 
 
-def inputs(ctx: ServerContext, mode: str) -> dict[str, Component]:
+def inputs(ctx: ServerContext, mode: str) -> tuple[dict[str, Component], gr.Button, gr.File]:
     """The Script dropdown and, shown when the plot is picked, its settings (A1111's layout; "Fill" puts
-    every choice of a sampler, checkpoint... axis in its values)."""
+    every choice of a sampler, checkpoint... axis in its values) and the "Export grid workflow" button
+    with the file it gives: (the inputs, the button, the file)."""
     labels = [axis.label for axis in axes_for(mode) if axis.available]
     fields: dict[str, Component] = {"script": gr.Dropdown([NO_SCRIPT, TITLE], value=NO_SCRIPT, label="Script")}
     with gr.Group(visible=False) as group:
@@ -44,9 +45,12 @@ def inputs(ctx: ServerContext, mode: str) -> dict[str, Component]:
             for which in "xyz":
                 fields[f"{PREFIX}vary_seeds_{which}"] = gr.Checkbox(False, label=f"Vary seeds for {which.upper()}")
         fields[f"{PREFIX}margin_size"] = gr.Slider(0, MAX_MARGIN, value=0, step=2, label="Grid margins (px)")
+        with gr.Row(equal_height=True):
+            export_grid = gr.Button("Export grid workflow", size="sm", scale=0, min_width=180)
+            grid_workflow = gr.File(label="Grid workflow", interactive=False, height=60)
     fields["script"].change(lambda script: gr.Group(visible=script == TITLE), inputs=[fields["script"]],
                             outputs=[group], queue=False, api_name=False)
-    return fields
+    return fields, export_grid, grid_workflow
 
 
 def fill_values(ctx: ServerContext, mode: str, label: str, text: str) -> str:
