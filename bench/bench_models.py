@@ -11,40 +11,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
 def full_size_sd15(dtype: torch.dtype = torch.float16):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """SD 1.5 at full size with random weights."""
+    from transformers import CLIPTextModel
 
-    from inkwash.nodes.runtime.model_configs import CONFIG_ROOT, read_config
-    from inkwash.nodes.runtime.model_types import SD1, DiffusionModel, Family, TextEncoder, Vae
+    from inkwash.nodes.runtime.model_types import SD1
     from inkwash.nodes.runtime.tokenizers import clip_tokenizer
 
-    folder, family = CONFIG_ROOT / "sd15", Family(SD1)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(read_config(folder, "unet")).to(dtype)
-    vae = AutoencoderKL.from_config(read_config(folder, "vae")).to(dtype)
-    text = CLIPTextModel(CLIPTextConfig.from_dict(read_config(folder, "text_encoder"))).to(dtype)
-    return (DiffusionModel(unet, family, read_config(folder, "scheduler")),
-            TextEncoder([clip_tokenizer()], [text], family), Vae(vae, family))
+    return _random_weights("sd15", SD1, dtype, [("text_encoder", CLIPTextModel, clip_tokenizer())])
 
 
 def full_size_sdxl(dtype: torch.dtype = torch.float16):
     """SDXL base at full size (2.6B-parameter UNet, CLIP-L and CLIP-G) with random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from inkwash.nodes.runtime.model_configs import CONFIG_ROOT, read_config
-    from inkwash.nodes.runtime.model_types import SDXL, DiffusionModel, Family, TextEncoder, Vae
+    from inkwash.nodes.runtime.model_types import SDXL
     from inkwash.nodes.runtime.tokenizers import clip_tokenizer
 
-    folder, family = CONFIG_ROOT / "sdxl_base", Family(SDXL)
+    return _random_weights("sdxl_base", SDXL, dtype, [
+        ("text_encoder", CLIPTextModel, clip_tokenizer()),
+        ("text_encoder_2", CLIPTextModelWithProjection, clip_tokenizer(pad_with_zero=True))])
+
+
+def _random_weights(config: str, family_name: str, dtype: torch.dtype, encoders: list):
+    """(model, clip, vae) built from a shipped config folder; `encoders`: (config name, class, tokenizer)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    from inkwash.nodes.runtime.model_configs import CONFIG_ROOT, read_config
+    from inkwash.nodes.runtime.model_types import DiffusionModel, Family, TextEncoder, Vae
+
+    folder, family = CONFIG_ROOT / config, Family(family_name)
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_config(read_config(folder, "unet")).to(dtype)
     vae = AutoencoderKL.from_config(read_config(folder, "vae")).to(dtype)
-    clip_l = CLIPTextModel(CLIPTextConfig.from_dict(read_config(folder, "text_encoder"))).to(dtype)
-    clip_g = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(read_config(folder, "text_encoder_2"))).to(dtype)
+    texts = [cls(CLIPTextConfig.from_dict(read_config(folder, name))).to(dtype) for name, cls, _ in encoders]
     return (DiffusionModel(unet, family, read_config(folder, "scheduler")),
-            TextEncoder([clip_tokenizer(), clip_tokenizer(pad_with_zero=True)], [clip_l, clip_g], family),
-            Vae(vae, family))
+            TextEncoder([tokenizer for _, _, tokenizer in encoders], texts, family), Vae(vae, family))
 
 
 def write_checkpoint(folder: Path, model: str = "tiny") -> Path:

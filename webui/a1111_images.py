@@ -118,22 +118,20 @@ def expand_crop_region(region: tuple[int, int, int, int], width: int, height: in
     """A1111's expand_crop_region: grow the crop to the generation's aspect ratio, inside the image."""
     x1, y1, x2, y2 = region
     if (x2 - x1) / (y2 - y1) > width / height:
-        diff = int((x2 - x1) / (width / height) - (y2 - y1))
-        y1, y2 = y1 - diff // 2, y2 + diff - diff // 2
-        if y2 >= image_height:
-            y1, y2 = y1 - (y2 - image_height), image_height
-        if y1 < 0:
-            y1, y2 = 0, y2 - y1
-        y2 = min(y2, image_height)
+        y1, y2 = _grow_span(y1, y2, int((x2 - x1) / (width / height) - (y2 - y1)), image_height)
     else:
-        diff = int((y2 - y1) * (width / height) - (x2 - x1))
-        x1, x2 = x1 - diff // 2, x2 + diff - diff // 2
-        if x2 >= image_width:
-            x1, x2 = x1 - (x2 - image_width), image_width
-        if x1 < 0:
-            x1, x2 = 0, x2 - x1
-        x2 = min(x2, image_width)
+        x1, x2 = _grow_span(x1, x2, int((y2 - y1) * (width / height) - (x2 - x1)), image_width)
     return x1, y1, x2, y2
+
+
+def _grow_span(start: int, end: int, diff: int, limit: int) -> tuple[int, int]:
+    """[start, end) grown by `diff` around its middle, shifted back inside [0, limit) where it can be."""
+    start, end = start - diff // 2, end + diff - diff // 2
+    if end >= limit:
+        start, end = start - (end - limit), limit
+    if start < 0:
+        start, end = 0, end - start
+    return start, min(end, limit)
 
 
 

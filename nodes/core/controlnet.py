@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from .. import folders
 from ..declare import Combo, Float, Input, Node, Output
-from ..runtime import control, memory_manager, model_cache
+from ..runtime import control, memory_manager
 from ..runtime.checkpoint_load import load_controlnet
+from .loaders import model_file_signature
 
 
 class ControlNetApplyAdvanced(Node):
@@ -51,7 +52,7 @@ class DiffControlNetLoader(Node):
 
     @classmethod
     def fingerprint(cls, control_net_name: str, **_):
-        return model_cache.file_signature(folders.current().find("controlnet", control_net_name))
+        return model_file_signature("controlnet", control_net_name)
 
     def run(self, model, control_net_name: str):
         path = folders.current().find("controlnet", control_net_name)

@@ -5,7 +5,8 @@ import dataclasses
 
 from .. import folders
 from ..declare import Combo, Float, Input, Node, Output
-from ..runtime import hypernetwork, model_cache
+from ..runtime import hypernetwork
+from .loaders import model_file_signature
 
 
 class HypernetworkLoader(Node):
@@ -19,7 +20,7 @@ class HypernetworkLoader(Node):
 
     @classmethod
     def fingerprint(cls, hypernetwork_name: str, **_):
-        return model_cache.file_signature(folders.current().find("hypernetworks", hypernetwork_name))
+        return model_file_signature("hypernetworks", hypernetwork_name)
 
     def run(self, model, hypernetwork_name: str, strength: float):
         layers = hypernetwork.read_hypernetwork(folders.current().find("hypernetworks", hypernetwork_name))

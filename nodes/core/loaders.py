@@ -15,8 +15,8 @@ from ..runtime.image_files import next_counter, resolve_prefix
 _save_lock = threading.Lock()
 
 
-def _signature(kind: str, name: str):
-    """Lets the executor notice a model file replaced under the same name."""
+def model_file_signature(kind: str, name: str):
+    """A loader node's fingerprint: lets the executor notice a model file replaced under the same name."""
     return model_cache.file_signature(folders.current().find(kind, name))
 
 
@@ -41,7 +41,7 @@ class CheckpointLoaderSimple(Node):
 
     @classmethod
     def fingerprint(cls, ckpt_name: str, **_):
-        return _signature("checkpoints", ckpt_name)
+        return model_file_signature("checkpoints", ckpt_name)
 
     def run(self, ckpt_name: str):
         return _cached("checkpoints", ckpt_name, load_checkpoint)
@@ -57,7 +57,7 @@ class VAELoader(Node):
 
     @classmethod
     def fingerprint(cls, vae_name: str, **_):
-        return _signature("vae", vae_name)
+        return model_file_signature("vae", vae_name)
 
     def run(self, vae_name: str):
         return (_cached("vae", vae_name, load_vae),)
@@ -73,7 +73,7 @@ class ControlNetLoader(Node):
 
     @classmethod
     def fingerprint(cls, control_net_name: str, **_):
-        return _signature("controlnet", control_net_name)
+        return model_file_signature("controlnet", control_net_name)
 
     def run(self, control_net_name: str):
         return (_cached("controlnet", control_net_name, load_controlnet),)

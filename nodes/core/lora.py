@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .. import folders
 from ..declare import Combo, Float, Input, Node, Output
-from ..runtime import lora, model_cache
+from ..runtime import lora
+from .loaders import model_file_signature
 
 
 def _lora_names() -> list[str]:
@@ -17,10 +18,6 @@ def _strength(name: str, tooltip: str) -> Float:
 def _read(lora_name: str) -> lora.LoraFile:
     return lora.read_lora(folders.current().find("loras", lora_name))
 
-
-def _signature(lora_name: str):
-    """Lets the executor notice a LoRA file replaced under the same name."""
-    return model_cache.file_signature(folders.current().find("loras", lora_name))
 
 
 class LoraLoader(Node):
@@ -39,7 +36,7 @@ class LoraLoader(Node):
 
     @classmethod
     def fingerprint(cls, lora_name: str, **_):
-        return _signature(lora_name)
+        return model_file_signature("loras", lora_name)
 
     def run(self, model, clip, lora_name: str, strength_model: float, strength_clip: float):
         return lora.with_lora(model, clip, _read(lora_name), strength_model, strength_clip)
@@ -57,7 +54,7 @@ class LoraLoaderModelOnly(Node):
 
     @classmethod
     def fingerprint(cls, lora_name: str, **_):
-        return _signature(lora_name)
+        return model_file_signature("loras", lora_name)
 
     def run(self, model, lora_name: str, strength_model: float):
         return (lora.with_lora(model, None, _read(lora_name), strength_model, 0.0)[0],)

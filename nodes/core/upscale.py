@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .. import folders
 from ..declare import Combo, Input, Node, Output
-from ..runtime import model_cache, upscale_models
+from ..runtime import upscale_models
+from .loaders import model_file_signature
 
 
 class UpscaleModelLoader(Node):
@@ -16,7 +17,7 @@ class UpscaleModelLoader(Node):
 
     @classmethod
     def fingerprint(cls, model_name: str, **_):
-        return model_cache.file_signature(folders.current().find("upscale_models", model_name))
+        return model_file_signature("upscale_models", model_name)
 
     def run(self, model_name: str):
         return (upscale_models.load(folders.current().find("upscale_models", model_name)),)

@@ -195,11 +195,12 @@ class Denoiser:
         s = float(sigma)
         if self.mask is not None:
             x = x * self.mask + (self.clean + self.mask_noise * s) * (1 - self.mask)
-        unet = unet_compile.for_sampling(self.model.unet)
+        unet = unet_compile.for_sampling(self.model.unet)  # the module itself unless --compile
         t = self.table.timestep(sigma).to(self.device if self.device is not None else x.device)
         model_input = x / math.sqrt(s * s + 1.0)
-        guide = self.guide.at_step(self.step_of(s), self.total, s)
-        cond, uncond = _predictions(unet, model_input, t, guide, self.hint_images, self.step_of(s), self.total)
+        step = self.step_of(s)
+        guide = self.guide.at_step(step, self.total, s)
+        cond, uncond = _predictions(unet, model_input, t, guide, self.hint_images, step, self.total)
         to_clean = self._to_clean
         denoised = to_clean(x, cond, s)
         if uncond is not None:
