@@ -38,11 +38,12 @@ def test_declarations_match_comfyui():
         "latent_image", "start_at_step", "end_at_step", "return_with_leftover_noise"]
     assert advanced["input"]["required"]["end_at_step"][1]["default"] == 10000
     assert advanced["input"]["required"]["return_with_leftover_noise"][0] == ["disable", "enable"]
-    # Inkwash's one addition, optional so ComfyUI's workflows run unchanged: how the seed becomes noise
+    # Inkwash's additions, optional and last so ComfyUI's workflows run unchanged: how the seed becomes noise
     for node in (ksampler, advanced):
-        assert node["input_order"]["optional"] == ["noise_rule"]
-        assert node["input"]["optional"]["noise_rule"][0] == ["comfyui", "a1111"]
+        assert node["input_order"]["optional"] == ["noise_rule", "eta_noise_seed_delta"]
+        assert node["input"]["optional"]["noise_rule"][0] == ["comfyui", "a1111", "a1111_nv"]
         assert node["input"]["optional"]["noise_rule"][1]["default"] == "comfyui"
+        assert node["input"]["optional"]["eta_noise_seed_delta"][1]["default"] == 0
 
     empty = info("EmptyLatentImage")["input"]["required"]
     assert empty["width"][1] == {"default": 512, "min": 16, "max": 16384, "step": 8}

@@ -73,7 +73,12 @@ OPTIONS_FILE = "options.json"
 
 # A1111 request fields as GenerationParams names them, for error messages in A1111's terms.
 _FIELD_NAMES = {"checkpoint": "override_settings.sd_model_checkpoint", "init_image": "init_images",
-                "clip_skip": "override_settings.CLIP_stop_at_last_layers", "vae": "override_settings.sd_vae"}
+                "clip_skip": "override_settings.CLIP_stop_at_last_layers", "vae": "override_settings.sd_vae",
+                "randn_source": "override_settings.randn_source",
+                "eta_noise_seed_delta": "override_settings.eta_noise_seed_delta"}
+# A1111 settings that are generation fields of the same name: (the request's override_settings, else the
+# saved /options value, else this default)
+SEED_SETTINGS = {"randn_source": "GPU", "eta_noise_seed_delta": 0}
 REFINER_SWITCH_AT = 0.8  # A1111's UI default, for a request with a refiner and no switch point
 HIRES_DENOISE = 0.7  # A1111's UI default, for a hires fix request without a denoising strength
 # infotext keys A1111 reports as extra_generation_params
@@ -389,6 +394,11 @@ class A1111Api:
                     raise BadRequest("CLIP_stop_at_last_layers", exc.message) from None
             if "sd_vae" in body:
                 options["sd_vae"] = self.find_vae(body["sd_vae"], "sd_vae") or "Automatic"
+            for name in SEED_SETTINGS.keys() & body.keys():
+                try:
+                    options[name] = getattr(GenerationParams(**{name: body[name]}), name)
+                except BadRequest as exc:
+                    raise BadRequest(name, exc.message) from None
             self.save_options(options)
 
     def options(self) -> dict:
@@ -400,7 +410,13 @@ class A1111Api:
         short, sha256 = self.model_hash(checkpoint) if checkpoint else (None, None)
         return {"sd_model_checkpoint": f"{checkpoint} [{short}]" if checkpoint and short else checkpoint,
                 "sd_checkpoint_hash": sha256, "CLIP_stop_at_last_layers": self.clip_skip(),
-                "sd_vae": self.vae() or "Automatic", "samples_format": "png", "enable_pnginfo": True}
+                "sd_vae": self.vae() or "Automatic", "samples_format": "png", "enable_pnginfo": True,
+                **self.seed_settings({})}
+
+    def seed_settings(self, overrides: dict) -> dict:
+        """SEED_SETTINGS' values for a request (unchecked: GenerationParams checks them)."""
+        saved = self.load_options()
+        return {name: overrides.get(name, saved.get(name, default)) for name, default in SEED_SETTINGS.items()}
 
     # -- requests -> params --------------------------------------------------------------------------
     def common_params(self, req: _Request, **values: Any) -> GenerationParams:
@@ -420,7 +436,7 @@ class A1111Api:
             clip_skip=self.clip_skip(overrides.get("CLIP_stop_at_last_layers")),
             vae=self.vae(overrides.get("sd_vae")), refiner_checkpoint=self.refiner(req.refiner_checkpoint),
             refiner_switch_at=REFINER_SWITCH_AT if req.refiner_switch_at is None else req.refiner_switch_at,
-            **values)
+            **self.seed_settings(overrides), **values)
 
     def styled_prompts(self, req: _Request) -> dict[str, str]:
         """The request's prompts with its `styles` applied (the hires-fix prompts too, when given);

@@ -55,6 +55,7 @@ from .templates import (  # noqa: F401  (WORKFLOWS_DIR, template: for the caller
 )
 from .parameters import (  # noqa: F401  (the names callers of the generation layer use)
     DEFAULT_MAX_PIXELS,
+    RANDN_SOURCES,
     RANDOM_SEEDS,
     GenerationParams,
     iteration_seeds,
@@ -79,7 +80,8 @@ def _patch_common(workflow: dict, nodes: TemplateNodes, params: GenerationParams
     workflow[nodes.negative]["inputs"]["text"] = embeddings.mark_names(params.negative_prompt, embedding_names)
     workflow[nodes.sampler]["inputs"].update(seed=seed, steps=params.steps, cfg=params.cfg_scale,
                                              sampler_name=params.sampler_name, scheduler=params.scheduler,
-                                             denoise=denoise)
+                                             denoise=denoise, noise_rule=RANDN_SOURCES[params.randn_source],
+                                             eta_noise_seed_delta=params.eta_noise_seed_delta)
     add_clip_skip(workflow, params.clip_skip, nodes)
     if params.save_images:
         workflow[nodes.save]["inputs"]["filename_prefix"] = params.filename_prefix

@@ -132,7 +132,8 @@ def _split(workflow: dict, sampler: str, switch_at: float) -> bool:
     switch = start + max(1, math.ceil((steps - start) * switch_at - 1e-9))  # A1111 switches once the fraction is done
     if switch >= steps:
         return False
-    shared = {key: inputs[key] for key in ("steps", "cfg", "sampler_name", "scheduler", "noise_rule") if key in inputs}
+    shared = {key: inputs[key] for key in ("steps", "cfg", "sampler_name", "scheduler", "noise_rule",
+                                             "eta_noise_seed_delta") if key in inputs}
     workflow[sampler] = {"class_type": "KSamplerAdvanced", "inputs": {
         "model": inputs["model"], "add_noise": "enable", "noise_seed": inputs["seed"], **shared,
         "positive": inputs["positive"], "negative": inputs["negative"], "latent_image": inputs["latent_image"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -103,6 +103,11 @@ Padding = _integer(0, 256, json_schema_extra=_ui(step=4))
 ResizeMode = _integer(0, 3)  # RESIZE_MODES
 HiresScale = _number(1.0, MAX_HIRES_SCALE, json_schema_extra=_ui(maximum=4, step=0.05))
 HiresSize = _integer(0, MAX_HIRES_SIZE, json_schema_extra=_ui(maximum=MAX_SIZE, step=8))  # 0: from the scale
+SeedDelta = _integer(0, MAX_SEED)
+# A1111's "Random number generator source" -> the sampler's noise rule (nodes/runtime/noise.py): its default
+# GPU source draws on NVIDIA cards what NV draws anywhere; CPU is torch's CPU generator.
+RANDN_SOURCES = {"GPU": "a1111_nv", "NV": "a1111_nv", "CPU": "a1111"}
+RandnSource = Literal["GPU", "CPU", "NV"]
 
 
 class GenerationParams(BaseModel):
@@ -119,6 +124,8 @@ class GenerationParams(BaseModel):
     steps: Steps = 20
     cfg_scale: CfgScale = 7.0
     seed: Seed = -1  # -1: random, resolved once for the whole request
+    randn_source: RandnSource = "GPU"  # A1111's random number source (RANDN_SOURCES)
+    eta_noise_seed_delta: SeedDelta = 0  # A1111's ENSD: ancestral step noise from seed + delta
     width: Size = 512
     height: Size = 512
     batch_size: BatchSize = 1

@@ -19,25 +19,31 @@ def _common_inputs(seed_name: str) -> tuple:
 
 
 # How the seed becomes noise and how denoise counts img2img steps: ComfyUI's (the default, so shared
-# workflows reproduce their images) or A1111's (per-image seeds seed + i; what the tabs and /sdapi write).
+# workflows reproduce their images) or A1111's (per-image seeds seed + i; what the tabs and /sdapi write),
+# with its CPU or NVIDIA random numbers. Both inputs come last, so ComfyUI's widget order is unchanged.
 NOISE_RULE = Combo("noise_rule", choices=noise.NOISE_RULES, default="comfyui", optional=True,
                    tooltip="comfyui: one noise tensor per batch from the seed, ComfyUI's step noise and denoise "
-                           "schedule. a1111: image i from seed + i, A1111's img2img steps.")
+                           "schedule. a1111: image i from seed + i, A1111's img2img steps, CPU random numbers "
+                           "(A1111's RNG: CPU). a1111_nv: the same with NVIDIA GPU random numbers (A1111's GPU "
+                           "and NV).")
+SEED_DELTA = Int("eta_noise_seed_delta", default=0, min=0, max=MAX_SEED, optional=True,
+                 tooltip="A1111's eta noise seed delta (ENSD): step noise from seed + delta. a1111 rules only.")
 
 
 class KSampler(Node):
     """Denoises a latent guided by the conditioning; denoise < 1 keeps part of the input (img2img)."""
 
     inputs = (Input("model", "MODEL"), *_common_inputs("seed"),
-              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01), NOISE_RULE)
+              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01), NOISE_RULE, SEED_DELTA)
     outputs = (Output("LATENT"),)
     category = "sampling"
     display_name = "KSampler"
 
     def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-            noise_rule="comfyui"):
+            noise_rule="comfyui", eta_noise_seed_delta=0):
         return (sampling.sample(model, positive, negative, latent_image, seed, steps, cfg, sampler_name,
-                                scheduler, denoise=denoise, progress=self.ctx.progress, noise_rule=noise_rule),)
+                                scheduler, denoise=denoise, progress=self.ctx.progress, noise_rule=noise_rule,
+                                seed_delta=eta_noise_seed_delta),)
 
 
 class KSamplerAdvanced(Node):
@@ -47,18 +53,19 @@ class KSamplerAdvanced(Node):
               *_common_inputs("noise_seed"),
               Int("start_at_step", default=0, min=0, max=10000),
               Int("end_at_step", default=10000, min=0, max=10000),
-              Combo("return_with_leftover_noise", choices=("disable", "enable")), NOISE_RULE)
+              Combo("return_with_leftover_noise", choices=("disable", "enable")), NOISE_RULE, SEED_DELTA)
     outputs = (Output("LATENT"),)
     category = "sampling"
     display_name = "KSampler (Advanced)"
 
     def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
-            latent_image, start_at_step, end_at_step, return_with_leftover_noise, noise_rule="comfyui"):
+            latent_image, start_at_step, end_at_step, return_with_leftover_noise, noise_rule="comfyui",
+            eta_noise_seed_delta=0):
         return (sampling.sample(model, positive, negative, latent_image, noise_seed, steps, cfg, sampler_name,
                                 scheduler, start_step=start_at_step, end_step=end_at_step,
                                 add_noise=add_noise == "enable",
                                 return_with_leftover_noise=return_with_leftover_noise == "enable",
-                                progress=self.ctx.progress, noise_rule=noise_rule),)
+                                progress=self.ctx.progress, noise_rule=noise_rule, seed_delta=eta_noise_seed_delta),)
 
 
 NODES = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced}

@@ -265,12 +265,28 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
         **_vae_params(graph, image_link, vae_hash),
         "Denoising strength": _number(round(denoise, 4)) if isinstance(denoise, (int, float)) and denoise < 1 else None,
         "Clip skip": clip_skip if clip_skip and clip_skip > 1 else None,
+        **_random_numbers(graph, inputs),
         **passes,
         "Lora hashes": _lora_hashes(loras, lora_hash),
         "TI hashes": _ti_hashes(f"{positive}\n{negative}", ti_hash),
         "Version": version or inkwash_version(),
     }
     return format_infotext(positive, negative, params)
+
+
+# A sampler's A1111 noise rule -> the "RNG" A1111 writes for it (its default GPU source goes unwritten; NV
+# is written, as it reproduces these numbers on any A1111 install, not only on NVIDIA cards).
+_RNG_OF_RULE = {"a1111": "CPU", "a1111_nv": "NV"}
+
+
+def _random_numbers(graph: _Graph, inputs: dict) -> dict:
+    """A1111's "ENSD" and "RNG" of a sampler under an A1111 noise rule; none under ComfyUI's, which A1111
+    cannot reproduce."""
+    rule = graph.literal(inputs.get("noise_rule"), names=("noise_rule",))
+    if rule not in _RNG_OF_RULE:
+        return {}
+    delta = graph.literal(inputs.get("eta_noise_seed_delta", 0), names=("eta_noise_seed_delta",))
+    return {"ENSD": delta if isinstance(delta, int) and delta > 0 else None, "RNG": _RNG_OF_RULE[rule]}
 
 
 def _denoise(graph: _Graph, inputs: dict):

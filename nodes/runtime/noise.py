@@ -1,15 +1,21 @@
-"""Seeded noise, always drawn on the CPU so that a seed gives the same image on any device.
+"""Seeded noise, drawn on the CPU so that a seed gives the same image on any device.
 
-Two rules, one per program people bring their seeds from (a sampler node's `noise_rule` input):
+Three rules, by the program people bring their seeds from (a sampler node's `noise_rule` input):
 
-  "comfyui"  the starting noise of a batch is ONE tensor [B, C, H, W] drawn from a generator seeded with
-             the seed (ComfyUI's prepare_noise, honouring a LATENT's batch_index as it does); step noise
-             of ancestral samplers comes from a second generator seeded with seed + 1, one draw of the
-             whole batch's shape per call (ComfyUI's default_noise_sampler on the CPU); SDE samplers
-             read one Brownian tree seeded with the seed.
-  "a1111"    image i has its own generator seeded with seed + i (A1111's "correct seeds for batches"),
-             which draws its starting noise and then, continuing, its step noise; SDE samplers read one
-             Brownian tree per image seeded with its seed. An image's result does not depend on its batch.
+  "comfyui"   the starting noise of a batch is ONE tensor [B, C, H, W] drawn from a generator seeded with
+              the seed (ComfyUI's prepare_noise, honouring a LATENT's batch_index as it does); step noise
+              of ancestral samplers comes from a second generator seeded with seed + 1, one draw of the
+              whole batch's shape per call (ComfyUI's default_noise_sampler on the CPU); SDE samplers
+              read one Brownian tree seeded with the seed.
+  "a1111"     image i has its own generator seeded with seed + i (A1111's "correct seeds for batches"),
+              which draws its starting noise and then, continuing, its step noise; SDE samplers read one
+              Brownian tree per image seeded with its seed. An image's result does not depend on its batch.
+              The generators are torch's CPU ones: A1111's "CPU" random number source.
+  "a1111_nv"  as "a1111", with the numbers an NVIDIA GPU draws (philox.py): A1111's "NV" source, and what
+              its default "GPU" source draws on NVIDIA cards.
+
+Under both A1111 rules a seed delta (A1111's "Eta noise seed delta") re-seeds the generators with
+seed + i + delta once the starting noise is drawn, so it changes only the step noise.
 """
 from __future__ import annotations
 
@@ -19,7 +25,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-NOISE_RULES = ("comfyui", "a1111")
+from . import philox
+
+NOISE_RULES = ("comfyui", "a1111", "a1111_nv")
 _SEED_SPACE = 2 ** 64  # seeds are unsigned 64-bit, as ComfyUI's seed widget
 
 StepNoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -29,19 +37,31 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed % _SEED_SPACE)
 
 
-def generators(seed: int, count: int, batch_index: Sequence[int] | None = None) -> list[torch.Generator]:
-    """CPU generators for `count` images: seed + i, or seed + batch_index[i] for images that were cut out
-    of a larger batch (ComfyUI's LATENT "batch_index")."""
+class _CpuDraws:
+    """torch's CPU generator behind the same `randn(shape)` as PhiloxGenerator."""
+
+    def __init__(self, seed: int):
+        self.generator = _generator(seed)
+
+    def randn(self, shape: Sequence[int]) -> torch.Tensor:
+        return torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
+
+
+_PER_IMAGE_DRAWS = {"a1111": _CpuDraws, "a1111_nv": philox.PhiloxGenerator}
+
+
+def generators(seed: int, count: int, batch_index: Sequence[int] | None = None, rule: str = "a1111") -> list:
+    """Per-image generators of an A1111 rule for `count` images: seed + i, or seed + batch_index[i] for
+    images that were cut out of a larger batch (ComfyUI's LATENT "batch_index")."""
     offsets = list(batch_index) if batch_index is not None else list(range(count))
     if len(offsets) != count:
         raise ValueError(f"batch_index has {len(offsets)} entries for a batch of {count}")
-    return [_generator(seed + offset) for offset in offsets]
+    return [_PER_IMAGE_DRAWS[rule]((seed + offset) % _SEED_SPACE) for offset in offsets]
 
 
-def gaussian(gens: Sequence[torch.Generator], shape: Sequence[int], device=None,
-             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian(gens: Sequence, shape: Sequence[int], device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal noise [len(gens), *shape], image i drawn from gens[i] on the CPU."""
-    noise = torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in gens])
+    noise = torch.stack([g.randn(shape) for g in gens])
     return noise.to(device=device, dtype=dtype)
 
 
@@ -62,7 +82,8 @@ def batch_noise(seed: int, shape: Sequence[int], batch_index: Sequence[int] | No
 class SeededNoise:
     """The starting noise of a sampling run and the source of its step noise, under one rule."""
 
-    def __init__(self, rule: str, seed: int, shape: Sequence[int], batch_index: Sequence[int] | None = None):
+    def __init__(self, rule: str, seed: int, shape: Sequence[int], batch_index: Sequence[int] | None = None,
+                 seed_delta: int = 0):
         if rule not in NOISE_RULES:
             raise ValueError(f"unknown noise_rule {rule!r}; known: {', '.join(NOISE_RULES)}")
         self.rule, self.seed, self.shape = rule, seed, tuple(shape)
@@ -70,8 +91,10 @@ class SeededNoise:
         if rule == "comfyui":
             self.initial = batch_noise(seed, shape, self.batch_index)
         else:
-            self._gens = generators(seed, shape[0], self.batch_index)
+            self._gens = generators(seed, shape[0], self.batch_index, rule)
             self.initial = gaussian(self._gens, shape[1:])
+            if seed_delta:  # A1111's eta noise seed delta: the step noise from other seeds
+                self._gens = generators(seed + seed_delta, shape[0], self.batch_index, rule)
 
     def _seeds(self) -> list[int]:
         offsets = self.batch_index if self.batch_index is not None else range(self.shape[0])

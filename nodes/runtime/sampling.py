@@ -9,7 +9,8 @@ sampler to the next with leftover noise needs no conversion.
 
 The noise rule (noise.py) decides how the seed becomes noise and how img2img counts its steps:
   "comfyui"  denoise d runs `steps` steps: the last steps of a schedule built for int(steps / d) steps
-  "a1111"    denoise d runs int(min(d, 0.999) * steps) + 1 steps: the end of the `steps`-step schedule
+  "a1111", "a1111_nv"
+             denoise d runs int(min(d, 0.999) * steps) + 1 steps: the end of the `steps`-step schedule
 
 What the loop reads from each Cond besides `embeds` and `controls`:
   pooled                     SDXL pooled text embedding (required for SDXL)
@@ -56,10 +57,11 @@ def sampler_spec(sampler_name: str) -> k_samplers.Sampler:
 def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], latent: dict, seed: int, steps: int,
            cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0, start_step: int | None = None,
            end_step: int | None = None, add_noise: bool = True, return_with_leftover_noise: bool = False,
-           progress: Progress | None = None, noise_rule: str = "comfyui") -> dict:
+           progress: Progress | None = None, noise_rule: str = "comfyui", seed_delta: int = 0) -> dict:
     """Denoise `latent` and return a new LATENT (the input's keys, new "samples").
 
-    `denoise` < 1 keeps part of the input (img2img), counted by `noise_rule`. `start_step`/`end_step`
+    `denoise` < 1 keeps part of the input (img2img), counted by `noise_rule`; `seed_delta` is A1111's eta
+    noise seed delta (noise.py). `start_step`/`end_step`
     cut the schedule further (KSamplerAdvanced); unless `return_with_leftover_noise`, a run that stops
     early steps down to sigma 0. `progress(step, total, preview)` is called after each step, with a
     small PIL preview."""
@@ -74,13 +76,14 @@ def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], la
             return dict(latent)  # an empty step range
         sigmas, first = sigmas[start_step:], first + start_step
     return sample_sigmas(model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise=add_noise,
-                         progress=progress, noise_rule=noise_rule, first_step=first, total_steps=total)[0]
+                         progress=progress, noise_rule=noise_rule, first_step=first, total_steps=total,
+                         seed_delta=seed_delta)[0]
 
 
 def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Cond] | None, latent: dict, seed: int,
                   sigmas: torch.Tensor, cfg: float, sampler_name: str, add_noise: bool = True,
                   progress: Progress | None = None, noise_rule: str = "comfyui", first_step: int = 0,
-                  total_steps: int | None = None) -> tuple[dict, dict]:
+                  total_steps: int | None = None, seed_delta: int = 0) -> tuple[dict, dict]:
     """Walk `sigmas` (ComfyUI's SIGMAS: descending, usually ending in 0) from `latent`; (the LATENT, the
     LATENT of the last step's clean prediction). `first_step` of `total_steps` is where the sigmas start in
     the whole schedule (for prompt editing and ControlNet step ranges)."""
@@ -92,11 +95,11 @@ def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Co
     activation = memory_manager.unet_activation_bytes(model.unet, tuple(latent["samples"].shape), rows)
     with memory_manager.using([model.unet, *(h.control_net.model for h in hints)], activation) as device:
         return _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cfg, sampler_name,
-                          add_noise, progress, noise_rule, first_step, total_steps)
+                          add_noise, progress, noise_rule, first_step, total_steps, seed_delta)
 
 
 def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise,
-               progress, noise_rule, first_step, total_steps) -> tuple[dict, dict]:
+               progress, noise_rule, first_step, total_steps, seed_delta) -> tuple[dict, dict]:
     """sample_sigmas' steps, with the models on `device` (the memory manager's)."""
     clean = latent["samples"].to(device, torch.float32)
     sigmas = sigmas.detach().float().cpu()
@@ -104,7 +107,7 @@ def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cf
     table = sigma_schedules.DiscreteSchedule(model.scheduler_config)
 
     # 1. noise: the starting noise and the sampler's step noise, drawn on the CPU by the rule
-    seeded = noise.SeededNoise(noise_rule, seed, clean.shape, latent.get("batch_index"))
+    seeded = noise.SeededNoise(noise_rule, seed, clean.shape, latent.get("batch_index"), seed_delta)
     eps = seeded.initial.to(device) if add_noise else torch.zeros_like(clean)
     step_noise = seeded.step_noise(spec.noise, sigmas, device)
 

@@ -135,6 +135,7 @@ def generation_tab(ctx: ServerContext, mode: str,
             with gr.Row(equal_height=True):
                 inputs["seed"] = gr.Number(-1, precision=0, label="Seed (-1: random)", scale=4)
                 reuse_seed = gr.Button("Reuse seed", scale=0, min_width=110)
+            inputs.update(pass_inputs.random_number_inputs())
             if hires:
                 inputs.update(pass_inputs.hires_inputs(ctx))
             if refiner:

@@ -1,5 +1,5 @@
-"""The generation tabs' model and pass settings: VAE and clip skip (every tab), the refiner (txt2img and
-img2img) and hires fix (txt2img), with A1111's labels and defaults. Their values go into
+"""The generation tabs' model and pass settings: VAE, clip skip and the random numbers (every tab), the
+refiner (txt2img and img2img) and hires fix (txt2img), with A1111's labels and defaults. Their values go into
 GenerationParams under the names used here (webui/generation_passes.py adds them to the workflow)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gradio.components import Component
 from ...nodes.formats.png_metadata import HIRES_UPSCALERS
 from ...nodes.formats.sampler_names import A1111_SAMPLERS, A1111_SCHEDULES
 from ..context import ServerContext
-from ..parameters import model_upscalers, slider
+from ..parameters import RANDN_SOURCES, model_upscalers, slider
 
 AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
 NO_REFINER = "None"
@@ -34,6 +34,16 @@ def model_inputs(ctx: ServerContext) -> dict[str, Component]:
     """VAE and clip skip (in the current row)."""
     return {"vae": gr.Dropdown(vae_choices(ctx), value=AUTOMATIC_VAE, label="VAE", scale=2),
             "clip_skip": gr.Slider(**slider("clip_skip"), value=1, label="Clip skip", scale=1)}
+
+
+def random_number_inputs() -> dict[str, Component]:
+    """A1111's random number source and eta noise seed delta (A1111 has them under Settings)."""
+    with gr.Accordion("Random numbers", open=False), gr.Row():
+        return {"randn_source": gr.Dropdown(list(RANDN_SOURCES), value="GPU", label="Random number generator source",
+                                            info="GPU and NV: the numbers A1111 draws on an NVIDIA card, on any "
+                                                 "device here. CPU: A1111's CPU numbers.", scale=2),
+                "eta_noise_seed_delta": gr.Number(0, precision=0, minimum=0, label="Eta noise seed delta (ENSD)",
+                                                  info="Ancestral samplers' step noise from seed + delta.", scale=1)}
 
 
 def refiner_inputs(ctx: ServerContext) -> dict[str, Component]:

@@ -15,11 +15,12 @@ from ...nodes.formats.png_metadata import PngTextTooLarge, parse_infotext, read_
 from ...nodes.formats.sampler_names import a1111_names
 from .. import model_match
 from ..generation import BadRequest, sampler_and_scheduler
+from ..parameters import RANDN_SOURCES
 from .uploads import not_an_image, refuse_non_images, uploaded_file
 
 # The form fields an infotext fills, as the generation tabs name them.
 SENT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed",
-               "width", "height", "clip_skip")
+               "width", "height", "clip_skip", "randn_source", "eta_noise_seed_delta")
 
 
 NO_PARAMETERS = "This picture carries no generation parameters (no A1111 infotext, no workflow)."
@@ -73,6 +74,13 @@ def infotext_fields(infotext: str, folders: Folders | None = None) -> dict[str, 
     try:
         fields["clip_skip"] = int(parsed.get("Clip skip", 1))  # A1111 reads a missing one as 1
     except ValueError:
+        pass
+    # the image's random numbers: A1111 reads a missing RNG as its default GPU source, a missing ENSD as none
+    rng = str(parsed.get("RNG", "GPU")).strip()
+    fields["randn_source"] = rng if rng in RANDN_SOURCES else "GPU"
+    try:
+        fields["eta_noise_seed_delta"] = max(0, int(parsed.get("ENSD", 0)))
+    except (TypeError, ValueError):
         pass
     return fields
 

@@ -1,0 +1,192 @@
+"""A1111's random numbers: its NV/GPU source (an NVIDIA GPU's torch.randn, drawn on the CPU by Philox),
+its CPU source, and its eta noise seed delta, from the sampler node through the tabs' parameters, the
+A1111 API's settings and the infotext, both ways."""
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inkwash.nodes.core import conditioning, latent, sampling
+from inkwash.nodes.formats.png_metadata import infotext_from_workflow, parse_infotext
+from inkwash.nodes.runtime import noise, philox
+from inkwash.webui import generation
+from inkwash.webui.generation_passes import HIRES_SAMPLER, REFINER_SAMPLER
+from inkwash.webui.parameters import GenerationParams
+from inkwash.webui.tabs import pnginfo
+from tiny_models import tiny_sd1
+
+from test_a1111_api import SMALL, client, ctx  # noqa: F401  (the A1111 API fixtures on the tiny checkpoint)
+
+
+# -- the numbers -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("counter, key, expected", [
+    # Random123's known-answer vectors for Philox4x32-10
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+])
+def test_philox_gives_the_published_known_answers(counter, key, expected):
+    words = philox.philox4x32(np.array(counter, dtype=np.uint64)[:, None], np.array(key, dtype=np.uint64)[:, None])
+    assert tuple(int(w) for w in words[:, 0]) == expected
+
+
+def test_a_philox_generator_draws_what_torch_draws_on_an_nvidia_gpu():
+    # torch.manual_seed(0); torch.randn(3, 4, device="cuda") on NVIDIA cards (A1111's rng_philox documents
+    # the same twelve values)
+    cuda = torch.tensor([[-0.92466259, -0.42534415, -2.6438457, 0.14518388],
+                         [-0.12086647, -0.57972564, -0.62285122, -0.32838709],
+                         [-1.07454231, -0.36314407, -1.67105067, 2.26550497]])
+    generator = philox.PhiloxGenerator(0)
+    first = generator.randn((3, 4))
+    assert first.dtype == torch.float32 and first.shape == (3, 4)
+    torch.testing.assert_close(first, cuda, rtol=0, atol=2e-6)
+    second = generator.randn((3, 4))  # a second draw moves the counter on, as a CUDA generator's offset
+    assert not torch.allclose(first, second)
+    assert torch.equal(philox.PhiloxGenerator(0).randn((3, 4)), first)  # the same seed, the same numbers
+    assert not torch.allclose(philox.PhiloxGenerator(2 ** 32).randn((3, 4)), first)  # the seed's high word counts
+    big = philox.PhiloxGenerator(7).randn((4, 64, 64))
+    assert abs(float(big.mean())) < 0.03 and abs(float(big.std()) - 1) < 0.03
+
+
+@pytest.mark.parametrize("rule, draws", [("a1111", lambda seed: torch.Generator().manual_seed(seed)),
+                                         ("a1111_nv", philox.PhiloxGenerator)])
+def test_a1111_rules_draw_each_image_from_its_seed_and_the_delta_moves_only_step_noise(rule, draws):
+    shape = (3, 4, 8, 8)
+
+    def randn(generator, size):
+        if isinstance(generator, torch.Generator):
+            return torch.randn(size, generator=generator)
+        return generator.randn(size)
+
+    plain = noise.SeededNoise(rule, 40, shape)
+    delta = noise.SeededNoise(rule, 40, shape, seed_delta=31337)
+    for i in range(3):
+        assert torch.equal(plain.initial[i], randn(draws(40 + i), shape[1:]))
+    # the starting noise is the seed's either way; the step noise continues each image's generator, or
+    # comes from seed + i + delta
+    assert torch.equal(delta.initial, plain.initial)
+    plain_step = plain.step_noise("randn", torch.tensor([1.0, 0.0]), "cpu")(1.0, 0.0)
+    delta_step = delta.step_noise("randn", torch.tensor([1.0, 0.0]), "cpu")(1.0, 0.0)
+    for i in range(3):
+        continued = draws(40 + i)
+        randn(continued, shape[1:])
+        assert torch.equal(plain_step[i], randn(continued, shape[1:]))
+        assert torch.equal(delta_step[i], randn(draws(40 + i + 31337), shape[1:]))
+
+
+def test_the_nv_rule_is_not_the_cpu_rule_and_an_unknown_rule_is_refused():
+    assert not torch.allclose(noise.SeededNoise("a1111_nv", 1, (1, 4, 8, 8)).initial,
+                              noise.SeededNoise("a1111", 1, (1, 4, 8, 8)).initial)
+    with pytest.raises(ValueError, match="a1111_nv"):
+        noise.SeededNoise("a1111_gpu", 1, (1, 4, 8, 8))
+
+
+# -- the sampler node --------------------------------------------------------------------------------------
+
+def test_the_seed_delta_changes_ancestral_samplers_only_and_nv_images_do_not_depend_on_their_batch():
+    model, clip, _ = tiny_sd1()
+    encode = conditioning.CLIPTextEncode().run
+    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+    two, one = latent.EmptyLatentImage().run(64, 64, 2)[0], latent.EmptyLatentImage().run(64, 64, 1)[0]
+    run = sampling.KSampler().run
+
+    def sample(sampler, batch, seed=3, delta=0, rule="a1111_nv"):
+        return run(model, seed, 3, 7.0, sampler, "normal", positive, negative, batch, 1.0, rule, delta)[0]["samples"]
+
+    ancestral = sample("euler_ancestral", two)
+    assert torch.equal(sample("euler", two, delta=31337), sample("euler", two))  # no step noise to move
+    moved = sample("euler_ancestral", two, delta=31337)
+    assert not torch.allclose(moved, ancestral, atol=1e-3)
+    torch.testing.assert_close(ancestral[1], sample("euler_ancestral", one, seed=4)[0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(moved[1], sample("euler_ancestral", one, seed=4, delta=31337)[0], rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(ancestral, sample("euler_ancestral", two, rule="a1111"), atol=1e-3)
+
+
+# -- the tabs' parameters, the workflow and the infotext ---------------------------------------------------
+
+def _workflow(**changes):
+    params = generation.resolve(GenerationParams(checkpoint="inkwash-demo.safetensors", seed=5, **changes))
+    return generation.txt2img_workflow(params)
+
+
+def test_a1111_default_is_its_gpu_source_and_each_source_reaches_every_sampler():
+    assert GenerationParams().randn_source == "GPU" and GenerationParams().eta_noise_seed_delta == 0
+    assert _workflow()["3"]["inputs"]["noise_rule"] == "a1111_nv"
+    assert _workflow(randn_source="NV")["3"]["inputs"]["noise_rule"] == "a1111_nv"
+    cpu = _workflow(randn_source="CPU", eta_noise_seed_delta=31337, enable_hr=True)
+    for sampler in ("3", HIRES_SAMPLER):
+        assert cpu[sampler]["inputs"]["noise_rule"] == "a1111"
+        assert cpu[sampler]["inputs"]["eta_noise_seed_delta"] == 31337
+    refined = _workflow(eta_noise_seed_delta=7, refiner_checkpoint="inkwash-demo.safetensors", refiner_switch_at=0.5)
+    assert refined[REFINER_SAMPLER]["inputs"]["eta_noise_seed_delta"] == 7
+    assert refined[REFINER_SAMPLER]["inputs"]["noise_rule"] == "a1111_nv"
+
+
+@pytest.mark.parametrize("field, value", [("randn_source", "TPU"), ("randn_source", 1),
+                                          ("eta_noise_seed_delta", -1), ("eta_noise_seed_delta", True)])
+def test_bad_random_number_settings_are_refused_naming_the_field(field, value):
+    with pytest.raises(generation.BadRequest) as refused:
+        GenerationParams(**{field: value})
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize("source, written", [("GPU", "NV"), ("NV", "NV"), ("CPU", "CPU")])
+def test_the_infotext_names_the_random_numbers_and_png_info_sends_them_back(source, written):
+    workflow = _workflow(randn_source=source, eta_noise_seed_delta=31337)
+    text = infotext_from_workflow(workflow, "9")
+    parsed = parse_infotext(text)
+    assert parsed["RNG"] == written and parsed["ENSD"] == "31337"
+    fields = pnginfo.infotext_fields(text)
+    assert fields["randn_source"] == written and fields["eta_noise_seed_delta"] == 31337
+    # and what those fields build is the same rule again
+    assert _workflow(**{k: fields[k] for k in ("randn_source", "eta_noise_seed_delta")})["3"]["inputs"][
+        "noise_rule"] == workflow["3"]["inputs"]["noise_rule"]
+
+
+def test_an_a1111_infotext_without_rng_is_its_gpu_source_and_comfyui_workflows_write_none():
+    fields = pnginfo.infotext_fields("a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512")
+    assert fields["randn_source"] == "GPU" and fields["eta_noise_seed_delta"] == 0
+    assert "ENSD" not in parse_infotext(infotext_from_workflow(_workflow(), "9"))
+    comfy = _workflow()
+    comfy["3"]["inputs"]["noise_rule"] = "comfyui"
+    assert "RNG" not in parse_infotext(infotext_from_workflow(comfy, "9"), defaults=False)
+
+
+# -- the A1111 API -----------------------------------------------------------------------------------------
+
+def test_the_api_takes_rng_and_ensd_from_override_settings_and_options(client, ctx):  # noqa: F811
+    assert client.get("/sdapi/v1/options").json()["randn_source"] == "GPU"
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {
+        "randn_source": "CPU", "eta_noise_seed_delta": 31337}})
+    assert response.status_code == 200
+    info = parse_infotext(json.loads(response.json()["info"])["infotexts"][0])
+    assert info["RNG"] == "CPU" and info["ENSD"] == "31337"
+
+    assert client.post("/sdapi/v1/options", json={"randn_source": "NV", "eta_noise_seed_delta": 1}).status_code == 200
+    options = client.get("/sdapi/v1/options").json()
+    assert options["randn_source"] == "NV" and options["eta_noise_seed_delta"] == 1
+    saved = json.loads(client.post("/sdapi/v1/txt2img", json=SMALL).json()["info"])["infotexts"][0]
+    assert parse_infotext(saved)["RNG"] == "NV" and parse_infotext(saved)["ENSD"] == "1"
+
+    bad = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {"randn_source": "TPU"}})
+    assert bad.status_code == 422 and "override_settings.randn_source" in bad.text
+    refused = client.post("/sdapi/v1/options", json={"eta_noise_seed_delta": -5})
+    assert refused.status_code in (400, 422) and "eta_noise_seed_delta" in refused.text
+    assert client.get("/sdapi/v1/options").json()["eta_noise_seed_delta"] == 1  # nothing saved from a refusal
+
+
+def test_a1111_api_images_follow_the_source(client):  # noqa: F811
+    def image(**overrides):
+        body = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": overrides}).json()
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(body["images"][0]))))
+
+    gpu = image(randn_source="GPU")
+    assert np.array_equal(gpu, image(randn_source="NV"))
+    assert not np.array_equal(gpu, image(randn_source="CPU"))
+    assert not np.array_equal(gpu, image(randn_source="GPU", eta_noise_seed_delta=31337))  # Euler a: step noise
