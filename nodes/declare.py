@@ -31,6 +31,9 @@ class Input:
     optional: bool = False
     tooltip: str | None = None
     default: Any = None
+    # an input Inkwash adds to one of ComfyUI's nodes (optional, after ComfyUI's): a workflow saved by ComfyUI
+    # has no value for its widget, which readers of positional widget values need to know
+    added: bool = False
 
     has_widget: ClassVar[bool] = False
 
@@ -43,6 +46,8 @@ class Input:
             opts["default"] = self.default
         if self.tooltip:
             opts["tooltip"] = self.tooltip
+        if self.added:
+            opts["inkwash_added"] = True
         return opts
 
     def schema(self) -> list:

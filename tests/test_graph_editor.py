@@ -432,7 +432,7 @@ def test_widget_values_follow_the_declared_inputs(core_info):
     graph = api_to_ui(workflow, core_info, seed_control="fixed")
     sampler = next(n for n in graph["nodes"] if n["type"] == "KSampler")
     # the editor's order: seed, its control-after-generate widget, then the other widgets as declared
-    assert sampler["widgets_values"] == [42, "fixed", 20, 5.0, "euler", "normal", 1.0, "a1111"]
+    assert sampler["widgets_values"] == [42, "fixed", 20, 5.0, "euler", "normal", 1.0, "a1111_nv", 0]
     assert [s["name"] for s in sampler["inputs"]] == ["model", "positive", "negative", "latent_image"]
     assert next(n for n in graph["nodes"] if n["id"] == 6)["title"] == "Positive prompt"
     with pytest.raises(ValueError):

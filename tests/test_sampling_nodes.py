@@ -41,7 +41,7 @@ def test_declarations_match_comfyui():
     # Inkwash's additions, optional and last so ComfyUI's workflows run unchanged: how the seed becomes noise
     for node in (ksampler, advanced):
         assert node["input_order"]["optional"] == ["noise_rule", "eta_noise_seed_delta"]
-        assert node["input"]["optional"]["noise_rule"][0] == ["comfyui", "a1111", "a1111_nv"]
+        assert node["input"]["optional"]["noise_rule"][0] == ["comfyui", "comfyui_nv", "a1111", "a1111_nv"]
         assert node["input"]["optional"]["noise_rule"][1]["default"] == "comfyui"
         assert node["input"]["optional"]["eta_noise_seed_delta"][1]["default"] == 0
 

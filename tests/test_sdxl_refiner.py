@@ -169,7 +169,7 @@ def test_refiner_takes_over_at_the_switch(registry, folders, sdxl_files):
     # the same as a KSamplerAdvanced pair built by hand, ComfyUI's way
     encode = {"class_type": "CLIPTextEncodeSDXLRefiner", "inputs": {"width": 64, "height": 64, "clip": ["30", 1]}}
     common = {"noise_seed": 7, "steps": 4, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
-              "noise_rule": "a1111"}  # the tabs' rule
+              "noise_rule": "a1111_nv"}  # the tabs' rule
     by_hand = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": BASE}},
         "30": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": REFINER}},

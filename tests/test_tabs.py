@@ -223,7 +223,7 @@ def test_png_info_of_a_generated_image_and_send_to_txt2img(ctx):
     fields = pnginfo.infotext_fields(parameters)
     assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "DPM++ 2M",
                       "scheduler": "Karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
-                      "clip_skip": 1}
+                      "clip_skip": 1, "randn_source": "NV", "eta_noise_seed_delta": 0}  # the tabs' default source
     sent = pnginfo.infotext_fields(parameters, ctx.folders)
     assert sent == {**fields, "checkpoint": CKPT}  # found by its Model hash
     assert pnginfo.sent_values(parameters, ctx.folders) == [sent[name] for name in pnginfo.SENT_FIELDS]

@@ -75,6 +75,8 @@ def test_primitives_reroutes_bypassed_and_muted_nodes_resolve_as_the_frontend_do
         # the muted negative prompt's link is gone (the frontend's rule); validation will say it is missing
         "10": {"class_type": "KSampler", "inputs": {
             "seed": 77, "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            # saved by ComfyUI: the widgets Inkwash adds take their defaults, as the editor shows them
+            "noise_rule": "comfyui", "eta_noise_seed_delta": 0,
             "model": ["1", 0], "positive": ["5", 0], "latent_image": ["8", 0]}},
     }
 
@@ -213,8 +215,8 @@ def test_a_group_node_converts_to_the_graph_of_its_ungrouped_twin_with_frontend_
     assert api == renamed(ui_to_api(txt2img_twin(), info), TWIN_IDS)
     assert api["10:3"] == {"class_type": "KSampler", "inputs": {
         "seed": 42, "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-        "noise_rule": "comfyui", "model": ["4", 0], "positive": ["10:0", 0], "negative": ["10:1", 0],
-        "latent_image": ["10:2", 0]}}
+        "noise_rule": "comfyui", "eta_noise_seed_delta": 0, "model": ["4", 0], "positive": ["10:0", 0],
+        "negative": ["10:1", 0], "latent_image": ["10:2", 0]}}
     assert api["9"]["inputs"]["images"] == ["10:4", 0]
 
 
@@ -274,8 +276,8 @@ def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes
     assert api["20:1"]["inputs"] == {"width": 64, "height": 64, "batch_size": 1}
     assert api["20:4"]["inputs"] == {
         "seed": 77, "steps": 2, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0,
-        "noise_rule": "comfyui", "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
-        "latent_image": ["20:1", 0]}
+        "noise_rule": "comfyui", "eta_noise_seed_delta": 0, "model": ["1", 0], "positive": ["2", 0],
+        "negative": ["2", 0], "latent_image": ["20:1", 0]}
     assert api["22"]["inputs"] == {"samples": ["20:4", 0], "vae": ["1", 2]}
 
     # the LatentUpscaleBy switched back on: its widgets take the group node's values
@@ -293,6 +295,26 @@ def test_inside_a_group_primitives_converted_widgets_reroutes_and_bypassed_nodes
     # a muted group node leaves its consumer without the input
     ui["nodes"][2]["mode"] = 2
     assert ui_to_api(ui, info)["22"]["inputs"] == {"vae": ["1", 2]}
+
+
+@pytest.mark.parametrize("saved_by, sampler_values, expected", [
+    ("ComfyUI", [], {"noise_rule": "comfyui", "eta_noise_seed_delta": 0}),  # the editor's defaults
+    ("Inkwash, every added widget", ["comfyui_nv", 3], {"noise_rule": "comfyui_nv", "eta_noise_seed_delta": 3}),
+])
+def test_a_group_saved_without_or_with_inkwashs_added_widgets_keeps_its_values_in_place(info, saved_by,
+                                                                                     sampler_values, expected):
+    """ComfyUI's KSampler has no noise_rule or eta_noise_seed_delta widget, so a group it saved has no values
+    for them; the group's later widgets (the converted cfg here) still get their own values."""
+    ui = sample_grouped()
+    widgets = ui["nodes"][2]["widgets_values"]
+    ui["nodes"][2]["widgets_values"] = [*widgets[:11], *sampler_values, widgets[-1]]
+    inner_sampler = ui["extra"]["groupNodes"]["sample"]["nodes"][4]
+    inner_sampler["widgets_values"] = [*inner_sampler["widgets_values"][:7], *sampler_values]
+    ui["nodes"][2]["inputs"].pop()  # the cfg group widget unlinked: its own value counts
+    api = ui_to_api(ui, info)
+    assert api["20:4"]["inputs"] == {
+        "seed": 77, "steps": 2, "cfg": 6.5, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0,
+        **expected, "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "latent_image": ["20:1", 0]}
 
 
 def txt2img_configured():

@@ -49,6 +49,8 @@ class GroupWidget:
     input: str
     counted: bool  # whether it has a place in the group node's widgets_values
     extra_values: int = 0  # the values stored after it: upload button, control_after_generate, combo filter
+    added_rank: int | None = None  # the n-th widget Inkwash adds to a ComfyUI node (options "inkwash_added")
+    default: Any = None  # its declared default
 
 
 @dataclass
@@ -64,13 +66,29 @@ class GroupLayout:
             return {name: values[name] for name in self.widgets if name in values}
         named: dict[str, Any] = {}
         position = 0
-        for name, widget in self.widgets.items():
-            if not widget.counted:
-                continue
+        saved = self._saved_widgets(values)
+        for name, widget in saved:
             if isinstance(values, list) and position < len(values):
                 named[name] = values[position]
             position += 1 + widget.extra_values
+        for name, widget in self.widgets.items():  # added widgets the group has no value for: their
+            if widget.added_rank is not None and name not in named:  # defaults, as the editor fills them
+                named[name] = widget.default
         return named
+
+    def _saved_widgets(self, values: Any) -> list[tuple[str, GroupWidget]]:
+        """The widgets that have a place in `values`. A group saved by ComfyUI, or by an older Inkwash, lacks
+        the widgets Inkwash adds to ComfyUI's nodes (or the later ones of them): the layout whose length
+        the values have is the one they were saved with."""
+        counted = [(name, w) for name, w in self.widgets.items() if w.counted]
+        ranks = [w.added_rank for _, w in counted if w.added_rank is not None]
+        if not isinstance(values, list) or not ranks:
+            return counted
+        for keep in range(max(ranks) + 1, -1, -1):  # every added widget, then one fewer per node, ...
+            layout = [(n, w) for n, w in counted if w.added_rank is None or w.added_rank < keep]
+            if sum(1 + w.extra_values for _, w in layout) == len(values):
+                return layout
+        return counted
 
 
 def _config(definition: Mapping, index: int, section: str, key: Any) -> Mapping:
@@ -222,8 +240,11 @@ class _Builder:
         return converted_widgets
 
     def _add_widget(self, group_name: str, index: int, name: str, kind: str, options: Mapping) -> None:
+        rank = None
+        if options.get("inkwash_added"):
+            rank = sum(1 for w in self.layout.widgets.values() if w.index == index and w.added_rank is not None)
         self.layout.widgets[group_name] = GroupWidget(index, name, has_widget(kind, options),
-                                                      _extra_values(name, kind, options))
+                                                      _extra_values(name, kind, options), rank, options.get("default"))
 
     def _note_primitive(self, link: list) -> None:
         origin = int(link[0])

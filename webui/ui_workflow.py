@@ -266,6 +266,8 @@ def _widget_values(node: dict, info: Mapping | None) -> dict[str, Any]:
         if has_widget(kind, options):
             if position < len(values):
                 named[name] = values[position]
+            elif options.get("inkwash_added") and "default" in options:
+                named[name] = options["default"]  # saved by ComfyUI: the editor shows the default
             position += 1 + has_seed_control(name, kind, options)
     return named
 

@@ -21,12 +21,13 @@ def _common_inputs(seed_name: str) -> tuple:
 # How the seed becomes noise and how denoise counts img2img steps: ComfyUI's (the default, so shared
 # workflows reproduce their images) or A1111's (per-image seeds seed + i; what the tabs and /sdapi write),
 # with its CPU or NVIDIA random numbers. Both inputs come last, so ComfyUI's widget order is unchanged.
-NOISE_RULE = Combo("noise_rule", choices=noise.NOISE_RULES, default="comfyui", optional=True,
-                   tooltip="comfyui: one noise tensor per batch from the seed, ComfyUI's step noise and denoise "
-                           "schedule. a1111: image i from seed + i, A1111's img2img steps, CPU random numbers "
+NOISE_RULE = Combo("noise_rule", choices=noise.NOISE_RULES, default="comfyui", optional=True, added=True,
+                   tooltip="comfyui: one noise tensor per batch from the seed, ComfyUI's step noise (as drawn on "
+                           "a CPU) and denoise schedule. comfyui_nv: the same with the step noise ComfyUI draws on "
+                           "an NVIDIA GPU. a1111: image i from seed + i, A1111's img2img steps, CPU random numbers "
                            "(A1111's RNG: CPU). a1111_nv: the same with NVIDIA GPU random numbers (A1111's GPU "
                            "and NV).")
-SEED_DELTA = Int("eta_noise_seed_delta", default=0, min=0, max=MAX_SEED, optional=True,
+SEED_DELTA = Int("eta_noise_seed_delta", default=0, min=0, max=MAX_SEED, optional=True, added=True,
                  tooltip="A1111's eta noise seed delta (ENSD): step noise from seed + delta. a1111 rules only.")
 
 

@@ -5,8 +5,8 @@ nodes/runtime/k_samplers.py and sigmas.py run each name.
 """
 from __future__ import annotations
 
-# ComfyUI's KSampler sampler and scheduler names, in ComfyUI's order. The *_gpu names only move
-# ComfyUI's noise to the GPU; here noise is always drawn on the CPU, so they are the same samplers.
+# ComfyUI's KSampler sampler and scheduler names, in ComfyUI's order. The *_gpu names only build ComfyUI's
+# Brownian tree on the GPU: the same samplers, whose tree differs under the comfyui_nv noise rule only.
 SAMPLER_NAMES: list[str] = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
     "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",

@@ -20,7 +20,9 @@ from scipy import integrate
 @dataclass(frozen=True)
 class Sampler:
     run: Callable
-    noise: str = "none"  # "none", "randn" (fresh Gaussian per call), "brownian" (a Brownian tree: SDE samplers)
+    # "none", "randn" (fresh Gaussian per call), "brownian" (a Brownian tree: SDE samplers), "brownian_gpu" (the
+    # same; ComfyUI's *_gpu names build the tree on the GPU, which the comfyui_nv noise rule follows)
+    noise: str = "none"
     cfg_pp: bool = False  # steps along the unguided prediction (needs the negative even at cfg 1)
 
 
@@ -815,15 +817,15 @@ SAMPLERS: dict[str, Sampler] = {
     "dpmpp_2s_ancestral": Sampler(dpmpp_2s_ancestral, "randn"),
     "dpmpp_2s_ancestral_cfg_pp": Sampler(dpmpp_2s_ancestral_cfg_pp, "randn", cfg_pp=True),
     "dpmpp_sde": Sampler(dpmpp_sde, "brownian"),
-    "dpmpp_sde_gpu": Sampler(dpmpp_sde, "brownian"),
+    "dpmpp_sde_gpu": Sampler(dpmpp_sde, "brownian_gpu"),
     "dpmpp_2m": Sampler(dpmpp_2m),
     "dpmpp_2m_cfg_pp": Sampler(dpmpp_2m_cfg_pp, cfg_pp=True),
     "dpmpp_2m_sde": Sampler(dpmpp_2m_sde, "brownian"),
-    "dpmpp_2m_sde_gpu": Sampler(dpmpp_2m_sde, "brownian"),
+    "dpmpp_2m_sde_gpu": Sampler(dpmpp_2m_sde, "brownian_gpu"),
     "dpmpp_2m_sde_heun": Sampler(dpmpp_2m_sde_heun, "brownian"),
-    "dpmpp_2m_sde_heun_gpu": Sampler(dpmpp_2m_sde_heun, "brownian"),
+    "dpmpp_2m_sde_heun_gpu": Sampler(dpmpp_2m_sde_heun, "brownian_gpu"),
     "dpmpp_3m_sde": Sampler(dpmpp_3m_sde, "brownian"),
-    "dpmpp_3m_sde_gpu": Sampler(dpmpp_3m_sde, "brownian"),
+    "dpmpp_3m_sde_gpu": Sampler(dpmpp_3m_sde, "brownian_gpu"),
     "ddpm": Sampler(ddpm, "randn"),
     "lcm": Sampler(lcm, "randn"),
     "ipndm": Sampler(ipndm),

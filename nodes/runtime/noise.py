@@ -1,12 +1,16 @@
 """Seeded noise, drawn on the CPU so that a seed gives the same image on any device.
 
-Three rules, by the program people bring their seeds from (a sampler node's `noise_rule` input):
+Four rules, by the program people bring their seeds from and the device it drew on (a sampler node's
+`noise_rule` input):
 
   "comfyui"   the starting noise of a batch is ONE tensor [B, C, H, W] drawn from a generator seeded with
               the seed (ComfyUI's prepare_noise, honouring a LATENT's batch_index as it does); step noise
               of ancestral samplers comes from a second generator seeded with seed + 1, one draw of the
               whole batch's shape per call (ComfyUI's default_noise_sampler on the CPU); SDE samplers
               read one Brownian tree seeded with the seed.
+  "comfyui_nv"  as "comfyui", with the step noise ComfyUI draws on an NVIDIA GPU: its generator on the GPU
+              is seeded with the seed itself, and draws the numbers philox.py computes. (ComfyUI's starting
+              noise is drawn on the CPU on every device.)
   "a1111"     image i has its own generator seeded with seed + i (A1111's "correct seeds for batches"),
               which draws its starting noise and then, continuing, its step noise; SDE samplers read one
               Brownian tree per image seeded with its seed. An image's result does not depend on its batch.
@@ -19,6 +23,8 @@ seed + i + delta once the starting noise is drawn, so it changes only the step n
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 from typing import Callable, Sequence
 
@@ -27,7 +33,8 @@ import torch
 
 from . import philox
 
-NOISE_RULES = ("comfyui", "a1111", "a1111_nv")
+NOISE_RULES = ("comfyui", "comfyui_nv", "a1111", "a1111_nv")
+COMFYUI_RULES = ("comfyui", "comfyui_nv")  # one batch tensor from the seed, ComfyUI's denoise schedule
 _SEED_SPACE = 2 ** 64  # seeds are unsigned 64-bit, as ComfyUI's seed widget
 
 StepNoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -88,7 +95,7 @@ class SeededNoise:
             raise ValueError(f"unknown noise_rule {rule!r}; known: {', '.join(NOISE_RULES)}")
         self.rule, self.seed, self.shape = rule, seed, tuple(shape)
         self.batch_index = list(batch_index) if batch_index is not None else None
-        if rule == "comfyui":
+        if rule in COMFYUI_RULES:
             self.initial = batch_noise(seed, shape, self.batch_index)
         else:
             self._gens = generators(seed, shape[0], self.batch_index, rule)
@@ -101,20 +108,26 @@ class SeededNoise:
         return [(self.seed + o) % _SEED_SPACE for o in offsets]
 
     def step_noise(self, kind: str, sigmas: torch.Tensor, device) -> StepNoise | None:
-        """noise(sigma, sigma_next) for a sampler that adds noise of `kind` ("randn" or "brownian")."""
+        """noise(sigma, sigma_next) for a sampler that adds noise of `kind` ("randn", "brownian" or
+        "brownian_gpu")."""
         if kind == "none":
             return None
-        if kind == "brownian":
+        if kind.startswith("brownian"):
             positive = sigmas[sigmas > 0]
             sigma_min, sigma_max = float(positive.min()), float(sigmas.max())
-            if self.rule == "comfyui":
-                trees = _BrownianTrees(self.shape, sigma_min, sigma_max, [self.seed % _SEED_SPACE], batched=False)
+            # a tree built on an NVIDIA GPU: A1111's on a GPU, ComfyUI's for its *_gpu samplers
+            on_gpu = self.rule == "a1111_nv" or (self.rule == "comfyui_nv" and kind == "brownian_gpu")
+            if self.rule in COMFYUI_RULES:
+                trees = _BrownianTrees(self.shape, sigma_min, sigma_max, [self.seed % _SEED_SPACE], False, on_gpu)
             else:
-                trees = _BrownianTrees(self.shape, sigma_min, sigma_max, self._seeds(), batched=True)
+                trees = _BrownianTrees(self.shape, sigma_min, sigma_max, self._seeds(), True, on_gpu)
             return lambda sigma, sigma_next: trees(sigma, sigma_next).to(device)
         if self.rule == "comfyui":
             generator = _generator(self.seed + 1)  # ComfyUI's default_noise_sampler draws from seed + 1 on the CPU
             return lambda sigma, sigma_next: torch.randn(self.shape, generator=generator).to(device)
+        if self.rule == "comfyui_nv":
+            gpu = philox.PhiloxGenerator(self.seed)  # ... and from the seed itself on a GPU
+            return lambda sigma, sigma_next: gpu.randn(self.shape).to(device)
         gens = self._gens
         return lambda sigma, sigma_next: gaussian(gens, self.shape[1:], device)
 
@@ -122,15 +135,18 @@ class SeededNoise:
 class _BrownianTrees:
     """Brownian motion over [sigma_min, sigma_max] from torchsde's BrownianTree, so an SDE sampler's noise
     depends on the noise levels it steps between, not on how many steps it takes. The increment between
-    two sigmas is scaled to unit variance (ComfyUI's and k-diffusion's BrownianTreeNoiseSampler)."""
+    two sigmas is scaled to unit variance (ComfyUI's and k-diffusion's BrownianTreeNoiseSampler). With
+    `nvidia_numbers`, the tree's Gaussian draws are the ones it would make on an NVIDIA GPU."""
 
-    def __init__(self, shape, sigma_min: float, sigma_max: float, seeds: list[int], batched: bool):
+    def __init__(self, shape, sigma_min: float, sigma_max: float, seeds: list[int], batched: bool,
+                 nvidia_numbers: bool = False):
         import torchsde  # only the SDE samplers need it
 
-        self.batched = batched
+        self.batched, self.nvidia_numbers = batched, nvidia_numbers
         t0, t1 = torch.tensor(sigma_min), torch.tensor(sigma_max)
         w0 = torch.zeros(shape[1:] if batched else shape)
-        self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=seed) for seed in seeds]
+        with _tree_draws(nvidia_numbers):  # the tree draws its end point as it is made
+            self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=seed) for seed in seeds]
 
     def __call__(self, sigma, sigma_next) -> torch.Tensor:
         t0, t1 = torch.as_tensor(sigma).float().cpu(), torch.as_tensor(sigma_next).float().cpu()
@@ -139,6 +155,44 @@ class _BrownianTrees:
             t0, t1, sign = t1, t0, -1
         with warnings.catch_warnings():  # float32 end points read back as doubles are "past" the tree's ends
             warnings.filterwarnings("ignore", message="Should have t[ab]")
-            w = torch.stack([tree(t0, t1) for tree in self.trees]) * sign
+            with _tree_draws(self.nvidia_numbers):
+                w = torch.stack([tree(t0, t1) for tree in self.trees]) * sign
         w = w if self.batched else w[0]
         return w / (t1 - t0).abs().sqrt()
+
+
+# torchsde draws every point of a Brownian tree with a fresh generator seeded from the tree's entropy, on the
+# tree's device (brownian_interval._randn). On an NVIDIA GPU such a draw is the Philox numbers of that
+# seed; while _tree_draws(True) is active in a thread, that thread's tree draws are made so, on the CPU.
+_draws = threading.local()
+
+
+@contextlib.contextmanager
+def _tree_draws(nvidia_numbers: bool):
+    if nvidia_numbers:
+        _route_tree_draws()
+    before = getattr(_draws, "nvidia", False)
+    _draws.nvidia = nvidia_numbers
+    try:
+        yield
+    finally:
+        _draws.nvidia = before
+
+
+def _route_tree_draws() -> None:
+    from torchsde._brownian import brownian_interval
+
+    original = getattr(brownian_interval, "_randn", None)
+    if original is None:
+        raise RuntimeError("this torchsde has no brownian_interval._randn: the NVIDIA Brownian trees of the "
+                           "comfyui_nv and a1111_nv noise rules can't be drawn with it")
+    if getattr(original, "routed", False):
+        return
+
+    def _randn(size, dtype, device, seed):
+        if getattr(_draws, "nvidia", False):
+            return philox.PhiloxGenerator(int(seed)).randn(size).to(device=device, dtype=dtype)
+        return original(size, dtype, device, seed)
+
+    _randn.routed = True
+    brownian_interval._randn = _randn

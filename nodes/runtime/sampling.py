@@ -8,7 +8,8 @@ zeros. Samples are x0 + sigma * noise (k-diffusion's form, as ComfyUI's), so a l
 sampler to the next with leftover noise needs no conversion.
 
 The noise rule (noise.py) decides how the seed becomes noise and how img2img counts its steps:
-  "comfyui"  denoise d runs `steps` steps: the last steps of a schedule built for int(steps / d) steps
+  "comfyui", "comfyui_nv"
+             denoise d runs `steps` steps: the last steps of a schedule built for int(steps / d) steps
   "a1111", "a1111_nv"
              denoise d runs int(min(d, 0.999) * steps) + 1 steps: the end of the `steps`-step schedule
 
@@ -126,7 +127,7 @@ def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cf
 
     # 3. the starting sample: ComfyUI scales full-denoise noise by sqrt(1 + sigma^2), A1111 by sigma
     s0 = float(sigmas[0])
-    full = noise_rule == "comfyui" and (math.isclose(s0, table.sigma_max, rel_tol=1e-5) or s0 > table.sigma_max)
+    full = noise_rule in noise.COMFYUI_RULES and (math.isclose(s0, table.sigma_max, rel_tol=1e-5) or s0 > table.sigma_max)
     x = clean + eps * (math.sqrt(1.0 + s0 ** 2) if full else s0)
 
     # 4. the sampler, with the model's LoRA weights (if any) in place
@@ -162,7 +163,7 @@ def run_sigmas(table, sampler_name: str, scheduler: str, steps: int, denoise: fl
         raise ValueError(f"unknown noise_rule {rule!r}; known: {', '.join(noise.NOISE_RULES)}")
     if denoise <= 0.0:
         return torch.zeros(0), 0, steps
-    if rule == "comfyui":
+    if rule in noise.COMFYUI_RULES:
         if denoise > 0.9999:
             return schedule(table, sampler_name, scheduler, steps), 0, steps
         longer = int(steps / denoise)

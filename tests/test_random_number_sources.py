@@ -1,6 +1,7 @@
-"""A1111's random numbers: its NV/GPU source (an NVIDIA GPU's torch.randn, drawn on the CPU by Philox),
-its CPU source, and its eta noise seed delta, from the sampler node through the tabs' parameters, the
-A1111 API's settings and the infotext, both ways."""
+"""Random numbers as the programs people bring their seeds from draw them: an NVIDIA GPU's torch.randn
+drawn on the CPU by Philox (A1111's NV and GPU sources, ComfyUI's step noise and *_gpu Brownian trees on a
+GPU), A1111's CPU source and its eta noise seed delta, from the sampler node through the tabs' parameters,
+the A1111 API's settings and the infotext, both ways."""
 import base64
 import io
 import json
@@ -80,6 +81,38 @@ def test_a1111_rules_draw_each_image_from_its_seed_and_the_delta_moves_only_step
         assert torch.equal(delta_step[i], randn(draws(40 + i + 31337), shape[1:]))
 
 
+def test_comfyui_nv_keeps_comfyuis_starting_noise_and_draws_step_noise_as_its_gpu_generator():
+    shape = (2, 4, 8, 8)
+    cpu, gpu = noise.SeededNoise("comfyui", 9, shape), noise.SeededNoise("comfyui_nv", 9, shape)
+    assert torch.equal(gpu.initial, cpu.initial)  # ComfyUI draws the starting noise on the CPU everywhere
+    step = gpu.step_noise("randn", torch.tensor([1.0, 0.0]), "cpu")
+    generator = philox.PhiloxGenerator(9)  # ComfyUI's default_noise_sampler on a GPU: seeded with the seed itself
+    for _ in range(3):
+        assert torch.equal(step(1.0, 0.5), generator.randn(shape))
+
+
+def test_nvidia_brownian_trees_draw_philox_numbers_only_where_asked():
+    from torchsde._brownian import brownian_interval
+
+    sigmas = torch.tensor([10.0, 5.0, 1.0, 0.0])
+    with noise._tree_draws(True):
+        routed = brownian_interval._randn((2, 3), torch.float32, torch.device("cpu"), 1234)
+    assert torch.equal(routed, philox.PhiloxGenerator(1234).randn((2, 3)))
+    assert not torch.equal(brownian_interval._randn((2, 3), torch.float32, torch.device("cpu"), 1234), routed)
+
+    def first_increment(rule, kind):
+        return noise.SeededNoise(rule, 5, (1, 4, 8, 8)).step_noise(kind, sigmas, "cpu")(10.0, 5.0)
+
+    # ComfyUI builds the tree on the CPU for dpmpp_2m_sde and on the GPU for dpmpp_2m_sde_gpu
+    assert torch.equal(first_increment("comfyui_nv", "brownian"), first_increment("comfyui", "brownian"))
+    on_gpu = first_increment("comfyui_nv", "brownian_gpu")
+    assert not torch.allclose(on_gpu, first_increment("comfyui", "brownian_gpu"))
+    assert torch.equal(on_gpu, first_increment("comfyui_nv", "brownian_gpu"))  # the same seed, the same tree
+    assert abs(float(on_gpu.std()) - 1) < 0.25  # still unit-variance increments
+    # A1111 on a GPU builds every tree there
+    assert not torch.allclose(first_increment("a1111_nv", "brownian"), first_increment("a1111", "brownian"))
+
+
 def test_the_nv_rule_is_not_the_cpu_rule_and_an_unknown_rule_is_refused():
     assert not torch.allclose(noise.SeededNoise("a1111_nv", 1, (1, 4, 8, 8)).initial,
                               noise.SeededNoise("a1111", 1, (1, 4, 8, 8)).initial)
@@ -106,6 +139,9 @@ def test_the_seed_delta_changes_ancestral_samplers_only_and_nv_images_do_not_dep
     torch.testing.assert_close(ancestral[1], sample("euler_ancestral", one, seed=4)[0], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(moved[1], sample("euler_ancestral", one, seed=4, delta=31337)[0], rtol=1e-5, atol=1e-4)
     assert not torch.allclose(ancestral, sample("euler_ancestral", two, rule="a1111"), atol=1e-3)
+    comfy_gpu = sample("dpmpp_2m_sde_gpu", two, rule="comfyui_nv")
+    assert not torch.allclose(comfy_gpu, sample("dpmpp_2m_sde_gpu", two, rule="comfyui"), atol=1e-3)
+    torch.testing.assert_close(sample("dpmpp_2m_sde", two, rule="comfyui_nv"), sample("dpmpp_2m_sde", two, rule="comfyui"))
 
 
 # -- the tabs' parameters, the workflow and the infotext ---------------------------------------------------
