@@ -24,10 +24,11 @@ def small(**changes) -> GenerationParams:
 
 def test_hires_fix_with_an_upscale_model(registry, folders, checkpoint):
     write_tiny_esrgan(folders.models_dir / "upscale_models", MODEL + ".pth")
-    workflow = gen.txt2img_workflow(gen.resolve(small(), folders))
-    chain = [workflow[n]["class_type"] for n in ("15", "21", "14", "16")]
+    workflow = gen.txt2img_workflow(gen.resolve(small(clip_skip=2), folders))
+    assert workflow["20"]["class_type"] == "CLIPSetLastLayer"  # clip skip keeps its node beside the model's
+    chain = [workflow[n]["class_type"] for n in ("15", "25", "14", "16")]
     assert chain == ["VAEDecode", "ImageUpscaleWithModel", "ImageScale", "VAEEncode"]
-    assert workflow["20"]["inputs"]["model_name"] == MODEL + ".pth"
+    assert workflow["24"]["inputs"]["model_name"] == MODEL + ".pth"
     assert (workflow["14"]["inputs"]["width"], workflow["14"]["inputs"]["height"]) == (128, 128)
     result = Executor(registry).execute(workflow)
     assert result.status == "success", result.error

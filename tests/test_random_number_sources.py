@@ -226,3 +226,132 @@ def test_a1111_api_images_follow_the_source(client):  # noqa: F811
     assert np.array_equal(gpu, image(randn_source="NV"))
     assert not np.array_equal(gpu, image(randn_source="CPU"))
     assert not np.array_equal(gpu, image(randn_source="GPU", eta_noise_seed_delta=31337))  # Euler a: step noise
+
+
+# -- A1111's variation seed and seed resize ----------------------------------------------------------------
+
+def _a1111_slerp(val, low, high):
+    """A1111's processing slerp, as its modules/rng.py writes it (normalised along dim 1 of [C, H, W])."""
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * val + high * (1 - val)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
+
+
+def _a1111_first(seeds, subseed, strength, shape, resize=None):
+    """ImageRNG.first() with A1111's CPU source: torch.manual_seed + torch.randn for the global draws, a
+    torch.Generator per image."""
+    noise_shape = shape if resize is None else (shape[0], resize[1] // 8, resize[0] // 8)
+    images = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(subseed)
+        subnoise = torch.randn(noise_shape) if strength else None
+        if noise_shape != shape:
+            torch.manual_seed(seed)
+            noise = torch.randn(noise_shape)
+        else:
+            noise = torch.randn(shape, generator=generator)
+        if subnoise is not None:
+            noise = _a1111_slerp(strength, noise, subnoise)
+        if noise_shape != shape:
+            x = torch.randn(shape, generator=generator)
+            dx, dy = (shape[2] - noise_shape[2]) // 2, (shape[1] - noise_shape[1]) // 2
+            w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
+            h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
+            tx, ty = (0 if dx < 0 else dx), (0 if dy < 0 else dy)
+            dx, dy = max(-dx, 0), max(-dy, 0)
+            x[:, ty:ty + h, tx:tx + w] = noise[:, dy:dy + h, dx:dx + w]
+            noise = x
+        images.append(noise)
+    return torch.stack(images)
+
+
+@pytest.mark.parametrize("strength, resize", [(0.3, None), (1.0, None), (0.0, (48, 96)), (0.5, (96, 48)),
+                                              (0.25, (32, 32))])
+def test_a_variation_starts_from_a1111s_noise(strength, resize):
+    shape = (2, 4, 8, 8)  # 64 x 64 pixels: resize_from both larger and smaller than the image
+    variation = {"subseed": 99, "strength": strength, "resize_from": resize}
+    got = noise.SeededNoise("a1111", 40, shape, variation=variation).initial
+    torch.testing.assert_close(got, _a1111_first([40, 41], 99, strength, shape[1:], resize), rtol=0, atol=1e-6)
+    if strength == 1.0:  # every image starts from the variation seed's noise
+        torch.testing.assert_close(got[0], got[1], rtol=0, atol=1e-6)
+    if strength == 0.0 and resize is None:
+        assert torch.equal(got, noise.SeededNoise("a1111", 40, shape).initial)
+
+
+def test_a_variation_under_nvidia_numbers_and_the_seed_delta_afterwards():
+    shape = (1, 4, 8, 8)
+    varied = noise.SeededNoise("a1111_nv", 7, shape, seed_delta=5, variation={"subseed": 3, "strength": 1.0})
+    torch.testing.assert_close(varied.initial[0], philox.PhiloxGenerator(3).randn(shape[1:]), rtol=0, atol=1e-6)
+    step = varied.step_noise("randn", torch.tensor([1.0, 0.0]), "cpu")(1.0, 0.0)
+    assert torch.equal(step[0], philox.PhiloxGenerator(12).randn(shape[1:]))  # seed + delta, from its start
+    with pytest.raises(ValueError, match="a1111"):
+        noise.SeededNoise("comfyui", 7, shape, variation={"subseed": 3, "strength": 0.5})
+
+
+def test_the_variation_node_reaches_the_sampler_and_comfyuis_rule_refuses_it():
+    model, clip, _ = tiny_sd1()
+    encode = conditioning.CLIPTextEncode().run
+    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+    two = latent.EmptyLatentImage().run(64, 64, 2)[0]
+    run = sampling.KSampler().run
+    (full,) = sampling.VariationSeed().run(two, 11, 1.0, 0, 0)
+    assert full["variation"] == {"subseed": 11, "strength": 1.0, "resize_from": None}
+    images = run(model, 3, 2, 7.0, "euler", "normal", positive, negative, full, 1.0, "a1111")[0]["samples"]
+    torch.testing.assert_close(images[0], images[1])  # both start from the variation seed's noise
+    plain = run(model, 3, 2, 7.0, "euler", "normal", positive, negative, two, 1.0, "a1111")[0]["samples"]
+    assert not torch.allclose(plain[0], plain[1], atol=1e-3)
+    with pytest.raises(ValueError, match="a1111"):
+        run(model, 3, 2, 7.0, "euler", "normal", positive, negative, full, 1.0, "comfyui")
+    with pytest.raises(ValueError, match="at least 8"):
+        sampling.VariationSeed().run(two, 11, 0.5, 4, 64)
+
+
+def test_the_tabs_parameters_put_the_variation_before_every_noising_sampler_and_into_the_infotext():
+    workflow = _workflow(subseed=1234, subseed_strength=0.3, seed_resize_from_w=96, seed_resize_from_h=64,
+                         enable_hr=True)
+    for sampler in ("3", HIRES_SAMPLER):  # A1111 gives its hires pass the same variation
+        source = workflow[sampler]["inputs"]["latent_image"]
+        assert workflow[source[0]]["class_type"] == "VariationSeed"
+        assert workflow[source[0]]["inputs"]["subseed"] == 1234
+    parsed = parse_infotext(infotext_from_workflow(workflow, "9"))
+    assert (parsed["Variation seed"], parsed["Variation seed strength"], parsed["Seed resize from-1"],
+            parsed["Seed resize from-2"]) == ("1234", "0.3", "96", "64")
+    assert "Seed resize from: 96x64" in infotext_from_workflow(workflow, "9")
+    fields = pnginfo.infotext_fields(infotext_from_workflow(workflow, "9"))
+    assert (fields["subseed"], fields["subseed_strength"], fields["seed_resize_from_w"],
+            fields["seed_resize_from_h"]) == (1234, 0.3, 96, 64)
+
+    refined = _workflow(subseed=5, subseed_strength=0.5, refiner_checkpoint="inkwash-demo.safetensors",
+                        refiner_switch_at=0.5)
+    assert refined["3"]["inputs"]["latent_image"][0] == "50_3"
+    assert refined[REFINER_SAMPLER]["inputs"]["latent_image"] == ["3", 0]  # adds no noise: no variation
+    plain = _workflow()
+    assert not any(node["class_type"] == "VariationSeed" for node in plain.values())
+    assert "Variation seed" not in parse_infotext(infotext_from_workflow(plain, "9"), defaults=False)
+    assert generation.resolve(GenerationParams(subseed=-1)).subseed >= 0  # -1: drawn once, as A1111
+
+
+def test_the_api_runs_variation_seeds_as_a1111(client):  # noqa: F811
+    def run(**fields):
+        body = client.post("/sdapi/v1/txt2img", json={**SMALL, "sampler_name": "Euler", "batch_size": 2,
+                                                     **fields}).json()
+        pictures = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in body["images"]]
+        return pictures, json.loads(body["info"])
+
+    (first, second), info = run(subseed=77, subseed_strength=1.0)
+    assert np.array_equal(first, second)  # seeds 42 and 43 both start from seed 77's noise
+    assert info["subseed"] == 77 and info["all_subseeds"] == [77, 77] and info["subseed_strength"] == 1.0
+    assert parse_infotext(info["infotexts"][1])["Variation seed"] == "77"
+    (plain_first, plain_second), plain = run()
+    assert not np.array_equal(plain_first, plain_second) and plain["subseed_strength"] == 0
+    (resized, _), resized_info = run(seed_resize_from_w=96, seed_resize_from_h=96)
+    assert not np.array_equal(resized, plain_first) and resized_info["seed_resize_from_w"] == 96
+    assert "Seed resize from: 96x96" in resized_info["infotexts"][0]
+    bad = client.post("/sdapi/v1/txt2img", json={**SMALL, "subseed_strength": 1.5})
+    assert bad.status_code == 422 and "subseed_strength" in bad.text

@@ -223,10 +223,12 @@ def test_png_info_of_a_generated_image_and_send_to_txt2img(ctx):
     fields = pnginfo.infotext_fields(parameters)
     assert fields == {"prompt": "a red circle", "negative_prompt": "blurry", "sampler_name": "DPM++ 2M",
                       "scheduler": "Karras", "steps": 2, "cfg_scale": 6.5, "seed": 77, "width": 64, "height": 64,
-                      "clip_skip": 1, "randn_source": "NV", "eta_noise_seed_delta": 0}  # the tabs' default source
+                      "clip_skip": 1, "randn_source": "NV", "eta_noise_seed_delta": 0,  # the tabs' default source
+                      "subseed_strength": 0.0, "seed_resize_from_w": 0, "seed_resize_from_h": 0}  # no variation
     sent = pnginfo.infotext_fields(parameters, ctx.folders)
     assert sent == {**fields, "checkpoint": CKPT}  # found by its Model hash
-    assert pnginfo.sent_values(parameters, ctx.folders) == [sent[name] for name in pnginfo.SENT_FIELDS]
+    # what the infotext lacks (the variation seed here) leaves the form's value
+    assert pnginfo.sent_values(parameters, ctx.folders) == [sent.get(name, gr.skip()) for name in pnginfo.SENT_FIELDS]
     assert pnginfo.checkpoint_note(parameters, ctx.folders) == ""
     assert pnginfo.png_info(None) == ("", "", "")
     # the PNG opens in the Workflows tab as the API workflow that made it

@@ -82,8 +82,9 @@ def test_axis_indices_follow_a1111s_list_per_tab():
         [6, 7, 9, 10]
     assert TXT2IMG["Size"] == len(axes_for("txt2img")) - 2 and AXES[-1].label == "LoRA weight"
     assert find_axis("txt2img", 4, "X").label == "Steps" and find_axis("txt2img", "clip SKIP", "X").label == "Clip skip"
-    with pytest.raises(BadRequest, match="'Var. seed' axis is not available"):
-        find_axis("txt2img", 2, "X")
+    assert find_axis("txt2img", 2, "X").label == "Var. seed"
+    with pytest.raises(BadRequest, match="'Sigma Churn' axis is not available"):
+        find_axis("txt2img", "Sigma Churn", "X")
     with pytest.raises(BadRequest, match="out of range"):
         find_axis("img2img", 99, "Z")
 

@@ -5,7 +5,7 @@ a request is checked as the tabs' forms are) and then workflows (webui/generatio
 per batch count; the images returned are the saved PNG files, so they carry A1111's infotext. Hires fix, the
 refiner and the VAE choice (override_settings / options "sd_vae") are added to the workflows by
 generation_passes.py. `script_name: "x/y/z plot"` with A1111's script_args runs webui/xyz_plot.py. Fields
-A1111 accepts but this server can't honour (face restoration, tiling, variation seeds, other scripts) are
+A1111 accepts but this server can't honour (face restoration, tiling, other scripts) are
 refused with 422 when switched on rather than silently ignored; the
 always-on scripts of extensions it doesn't have, unknown prompt styles and prompt LoRAs not in the folder
 are left out with a warning in the response's info ("warnings"); other unknown fields are ignored, as A1111
@@ -97,8 +97,10 @@ class _Request(BaseModel):
     negative_prompt: str = ""
     styles: list[str] | None = None
     seed: Seed = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
+    subseed: Seed = -1
+    subseed_strength: Strength = 0.0
+    seed_resize_from_w: int = -1  # A1111's API default; 0 or less: the image's own size
+    seed_resize_from_h: int = -1
     sampler_name: str | None = None
     sampler_index: str | None = "Euler"  # A1111's legacy field, used when sampler_name is absent
     scheduler: str | None = None
@@ -153,8 +155,8 @@ class Img2ImgRequest(_Request):
 
 
 # The request fields passed on to GenerationParams as they are.
-_SAME_FIELDS = ("prompt", "negative_prompt", "seed", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale",
-                "width", "height", "save_images")
+_SAME_FIELDS = ("prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "scheduler", "batch_size",
+                "n_iter", "steps", "cfg_scale", "width", "height", "save_images")
 _HIRES_FIELDS = ("hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
                  "hr_scheduler", "hr_prompt", "hr_negative_prompt")
 _INPAINT_FIELDS = ("resize_mode", "mask_round", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
@@ -267,8 +269,6 @@ def _refuse_unsupported(req: _Request) -> None:
     if req.script_name and req.script_name.strip().lower() != xyz_plot.SCRIPT_NAME:
         raise BadRequest("script_name", f"script {req.script_name!r} is not available; "
                                         f"available: {xyz_plot.SCRIPT_NAME!r}")
-    if req.subseed_strength:
-        raise BadRequest("subseed_strength", "variation seeds are not supported")
 
 
 def ignored_settings(req: _Request, scripts: dict) -> list[str]:
@@ -429,6 +429,7 @@ class A1111Api:
         else:
             checkpoint = self.default_checkpoint()
         same = {name: getattr(req, name) for name in _SAME_FIELDS}
+        same.update({name: max(0, getattr(req, name)) for name in ("seed_resize_from_w", "seed_resize_from_h")})
         same.update(self.styled_prompts(req))
         return GenerationParams(
             **same, checkpoint=checkpoint,
@@ -579,14 +580,16 @@ class A1111Api:
         info = {
             "prompt": params.prompt, "all_prompts": prompts,
             "negative_prompt": params.negative_prompt, "all_negative_prompts": negatives,
-            "seed": params.seed, "all_seeds": plan.all_seeds, "subseed": req.subseed,
-            "all_subseeds": [req.subseed] * count, "subseed_strength": 0, "width": params.width,
+            "seed": params.seed, "all_seeds": plan.all_seeds, "subseed": params.subseed,
+            # A1111: one variation seed for every image, or (unused) subseed + i when the strength is 0
+            "all_subseeds": [params.subseed + (0 if params.subseed_strength else i) for i in range(count)],
+            "subseed_strength": params.subseed_strength, "width": params.width,
             "height": params.height, "sampler_name": sampler, "cfg_scale": params.cfg_scale, "steps": params.steps,
             "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
             "sd_model_name": os.path.splitext(os.path.basename(params.checkpoint))[0],
             "sd_model_hash": self.model_hash(params.checkpoint, wait=True)[0],
             "sd_vae_name": parsed.get("VAE"), "sd_vae_hash": parsed.get("VAE hash"),
-            "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+            "seed_resize_from_w": params.seed_resize_from_w or -1, "seed_resize_from_h": params.seed_resize_from_h or -1,
             "denoising_strength": params.denoising_strength if plan.inputs is not None or params.enable_hr
             else echo.get("denoising_strength"),
             "extra_generation_params": {**(plan.inputs.overlay.infotext if plan.inputs and plan.inputs.overlay

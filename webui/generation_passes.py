@@ -24,11 +24,12 @@ import math
 from ..nodes.formats import embedding_names as embeddings
 from ..nodes.formats.png_metadata import HIRES_UPSCALERS
 from .parameters import hires_size
+from .templates import VARIATION_SEED
 
 # Node ids of what the passes add.
 HIRES_UPSCALE, HIRES_DECODE, HIRES_ENCODE, HIRES_SAMPLER = "14", "15", "16", "17"
 HIRES_POSITIVE, HIRES_NEGATIVE = "18", "19"
-HIRES_MODEL_LOADER, HIRES_MODEL_UPSCALE = "20", "21"
+HIRES_MODEL_LOADER, HIRES_MODEL_UPSCALE = "24", "25"  # (20-23: templates.py's clip skip, resize and mask)
 REFINER_LOADER, REFINER_POSITIVE, REFINER_NEGATIVE, REFINER_SAMPLER, REFINER_CLIP_SKIP = "30", "31", "32", "33", "34"
 VAE_LOADER = "40"
 REFINER_SCORES = (6.0, 2.5)  # A1111's default aesthetic scores for the positive and negative prompt
@@ -38,8 +39,8 @@ REFINER_SCORES = (6.0, 2.5)  # A1111's default aesthetic scores for the positive
 
 def add_passes(workflow: dict, params, samplers: list[str], hires: bool = False, decoder: str = "8") -> None:
     """Add what `params` (resolved) asks for after the first pass: hires fix (txt2img: sampler
-    samplers[0], decoded by `decoder`), the refiner on each of `samplers` (or on the hires pass) and
-    the VAE file."""
+    samplers[0], decoded by `decoder`), the refiner on each of `samplers` (or on the hires pass), the VAE
+    file, and A1111's variation seed before every sampler that adds noise."""
     size = (params.width, params.height)
     if hires and params.enable_hr:
         add_hires_pass(workflow, params, samplers[0], decoder)
@@ -49,6 +50,25 @@ def add_passes(workflow: dict, params, samplers: list[str], hires: bool = False,
         add_refiner(workflow, params, samplers, size)
     if params.vae:
         use_vae(workflow, params.vae)
+    add_variation_seed(workflow, params)
+
+
+def add_variation_seed(workflow: dict, params) -> None:
+    """A1111's variation seed and seed resize: a VariationSeed node on the latent of every sampler that
+    adds noise (A1111 gives its hires pass the same variation)."""
+    resize = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
+    if not params.subseed_strength and not resize:
+        return
+    for node_id, node in list(workflow.items()):
+        inputs = node["inputs"]
+        if node["class_type"] not in ("KSampler", "KSamplerAdvanced") or inputs.get("add_noise") == "disable":
+            continue
+        variation_id = f"{VARIATION_SEED}_{node_id}"
+        workflow[variation_id] = _node("VariationSeed", "Variation seed", samples=inputs["latent_image"],
+                                       subseed=params.subseed, subseed_strength=params.subseed_strength,
+                                       seed_resize_from_w=params.seed_resize_from_w if resize else 0,
+                                       seed_resize_from_h=params.seed_resize_from_h if resize else 0)
+        inputs["latent_image"] = [variation_id, 0]
 
 
 def add_hires_pass(workflow: dict, params, sampler: str = "3", decoder: str = "8") -> None:

@@ -104,6 +104,7 @@ ResizeMode = _integer(0, 3)  # RESIZE_MODES
 HiresScale = _number(1.0, MAX_HIRES_SCALE, json_schema_extra=_ui(maximum=4, step=0.05))
 HiresSize = _integer(0, MAX_HIRES_SIZE, json_schema_extra=_ui(maximum=MAX_SIZE, step=8))  # 0: from the scale
 SeedDelta = _integer(0, MAX_SEED)
+SeedResize = _integer(0, MAX_SIZE, json_schema_extra=_ui(step=8))  # 0: the image's own size
 # A1111's "Random number generator source" -> the sampler's noise rule (nodes/runtime/noise.py): its default
 # GPU source draws on NVIDIA cards what NV draws anywhere; CPU is torch's CPU generator.
 RANDN_SOURCES = {"GPU": "a1111_nv", "NV": "a1111_nv", "CPU": "a1111"}
@@ -126,6 +127,10 @@ class GenerationParams(BaseModel):
     seed: Seed = -1  # -1: random, resolved once for the whole request
     randn_source: RandnSource = "GPU"  # A1111's random number source (RANDN_SOURCES)
     eta_noise_seed_delta: SeedDelta = 0  # A1111's ENSD: ancestral step noise from seed + delta
+    subseed: Seed = -1  # A1111's variation seed (-1: random), slerped in by subseed_strength
+    subseed_strength: Strength = 0.0
+    seed_resize_from_w: SeedResize = 0  # A1111's "resize seed from": the noise drawn at this size, centred
+    seed_resize_from_h: SeedResize = 0
     width: Size = 512
     height: Size = 512
     batch_size: BatchSize = 1
@@ -327,7 +332,9 @@ def resolve(params: GenerationParams, folders: Folders | None = None,
                            folders.list("checkpoints") if folders else None)
     if refiner is not None and params.mask is not None:
         raise BadRequest("refiner_checkpoint", "the refiner can't be combined with an inpainting mask")
-    resolved = params.replace(sampler_name=sampler, scheduler=scheduler, seed=seed, vae=vae, refiner_checkpoint=refiner)
+    subseed = random.randrange(RANDOM_SEEDS) if params.subseed < 0 else params.subseed
+    resolved = params.replace(sampler_name=sampler, scheduler=scheduler, seed=seed, vae=vae, refiner_checkpoint=refiner,
+                              subseed=subseed)
     return _resolve_hires(resolved, params, folders, max_pixels) if resolved.enable_hr else resolved
 
 

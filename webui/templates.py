@@ -63,6 +63,7 @@ CLIP_SKIP = "20"  # CLIPSetLastLayer
 IMAGE_SCALE = "21"  # ImageScale: resize modes 0 and 1 in the graph
 LATENT_UPSCALE = "22"  # LatentUpscale: resize mode 3
 LOAD_MASK = "23"  # LoadImageMask
+VARIATION_SEED = "50"  # VariationSeed before the sampler "3" as "50_3" ("50_3_1", "50_17", ...)
 
 
 @cache

@@ -122,8 +122,8 @@ def _same_lora(tag_name: str, name: str) -> bool:
 AXES: tuple[Axis, ...] = (
     Axis("Nothing", "str", lambda params, value, values: params, with_label=False),
     Axis("Seed", "int", _field("seed")),
-    Axis("Var. seed", "int", None),
-    Axis("Var. strength", "float", None),
+    Axis("Var. seed", "int", _field("subseed")),
+    Axis("Var. strength", "float", _field("subseed_strength")),
     Axis("Steps", "int", _field("steps")),
     Axis("Hires steps", "int", _field("hr_second_pass_steps"), mode="txt2img"),
     Axis("CFG Scale", "float", _field("cfg_scale")),
@@ -313,9 +313,12 @@ def parse_values(axis: Axis, text: str, which: str = "X") -> list:
     return values
 
 
+SEED_AXES = ("Seed", "Var. seed")
+
+
 def fix_seeds(axis: Axis, values: list) -> list:
     """A seed axis's -1 values drawn once (A1111's fix_axis_seeds), so every cell of a row or column shares it."""
-    if axis.label != "Seed":
+    if axis.label not in SEED_AXES:
         return values
     return [random.randrange(RANDOM_SEEDS) if value is None or value == -1 else value for value in values]
 

@@ -38,7 +38,7 @@ from .generation import (
     with_prompt_loras,
 )
 from .parameters import DEFAULT_MAX_PIXELS, GenerationParams, resolve
-from .xyz_axes import Axis, find_axis, fix_seeds, parse_values, value_label
+from .xyz_axes import SEED_AXES, Axis, find_axis, fix_seeds, parse_values, value_label
 
 TITLE = "X/Y/Z plot"
 SCRIPT_NAME = "x/y/z plot"  # as A1111's API matches it (lower case)
@@ -229,7 +229,7 @@ def grid_infotext(first_cell: str, axes: tuple[PlotAxis, ...], settings: XyzSett
             continue
         extra[f"{name} Type"] = axis.axis.label
         extra[f"{name} Values"] = axis.text
-        if axis.axis.label == "Seed" and not settings.no_fixed_seeds:
+        if axis.axis.label in SEED_AXES and not settings.no_fixed_seeds:
             extra[f"Fixed {name} Values"] = ", ".join(str(v) for v in axis.values)
     line = ", ".join(f"{key}: {quote(value)}" for key, value in extra.items())
     return f"{first_cell}, {line}" if first_cell else line

@@ -1,7 +1,7 @@
 """Sampler nodes: KSampler and KSamplerAdvanced."""
 from __future__ import annotations
 
-from ..declare import Combo, Float, Input, Int, Node, Output
+from ..declare import Combo, Float, Input, Int, Node, Output, pixel_ints
 from ..formats.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..runtime import noise, sampling
 
@@ -69,4 +69,24 @@ class KSamplerAdvanced(Node):
                                 progress=self.ctx.progress, noise_rule=noise_rule, seed_delta=eta_noise_seed_delta),)
 
 
-NODES = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced}
+class VariationSeed(Node):
+    """A1111's variation seed and "resize seed from": the samplers of this latent (under an a1111 noise
+    rule) start from their seed's noise slerped towards the variation seed's by `subseed_strength`, drawn
+    as if the image were seed_resize_from_w x seed_resize_from_h (0: its own size) and centred."""
+
+    inputs = (Input("samples", "LATENT"),
+              Int("subseed", default=0, min=0, max=MAX_SEED, control_after_generate=True),
+              Float("subseed_strength", default=0.0, min=0.0, max=1.0, step=0.01),
+              *pixel_ints("seed_resize_from_w", "seed_resize_from_h", step=8))
+    outputs = (Output("LATENT"),)
+    category = "sampling"
+    display_name = "Variation Seed (A1111)"
+
+    def run(self, samples, subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h):
+        resize = (seed_resize_from_w, seed_resize_from_h) if seed_resize_from_w and seed_resize_from_h else None
+        if resize is not None and min(resize) < 8:
+            raise ValueError("seed_resize_from_w and seed_resize_from_h are pixels: at least 8 each, or 0")
+        return ({**samples, "variation": {"subseed": subseed, "strength": subseed_strength, "resize_from": resize}},)
+
+
+NODES = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced, "VariationSeed": VariationSeed}

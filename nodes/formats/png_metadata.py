@@ -263,6 +263,7 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
         "Model hash": model_hash(ckpt_name) if model_hash and ckpt_name else None,
         "Model": os.path.splitext(os.path.basename(ckpt_name))[0] if ckpt_name else None,
         **_vae_params(graph, image_link, vae_hash),
+        **_variation_params(graph, inputs),
         "Denoising strength": _number(round(denoise, 4)) if isinstance(denoise, (int, float)) and denoise < 1 else None,
         "Clip skip": clip_skip if clip_skip and clip_skip > 1 else None,
         **_random_numbers(graph, inputs),
@@ -272,6 +273,21 @@ def infotext_from_workflow(prompt: dict, output_node_id: str, *, size: tuple[int
         "Version": version or inkwash_version(),
     }
     return format_infotext(positive, negative, params)
+
+
+def _variation_params(graph: _Graph, inputs: dict) -> dict:
+    """A1111's "Variation seed", "Variation seed strength" and "Seed resize from" of a sampler whose latent
+    comes through a VariationSeed node."""
+    found = graph.follow(inputs.get("latent_image"), lambda c, i: c == "VariationSeed", through=("samples",))
+    if found is None:
+        return {}
+    names = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+    subseed, strength, width, height = (graph.literal(found[1].get(n), names=(n,)) for n in names)
+    varied = isinstance(strength, (int, float)) and strength > 0
+    resized = isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0
+    return {"Variation seed": subseed if varied else None,
+            "Variation seed strength": _number(strength) if varied else None,
+            "Seed resize from": f"{width}x{height}" if resized else None}
 
 
 # A sampler's A1111 noise rule -> the "RNG" A1111 writes for it (its default GPU source goes unwritten; NV

@@ -19,14 +19,16 @@ Four rules, by the program people bring their seeds from and the device it drew 
               its default "GPU" source draws on NVIDIA cards.
 
 Under both A1111 rules a seed delta (A1111's "Eta noise seed delta") re-seeds the generators with
-seed + i + delta once the starting noise is drawn, so it changes only the step noise.
+seed + i + delta once the starting noise is drawn, so it changes only the step noise, and a LATENT's
+"variation" (the VariationSeed node: A1111's variation seed and "resize seed from") changes the starting
+noise as A1111's ImageRNG.first does.
 """
 from __future__ import annotations
 
 import contextlib
 import threading
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -86,20 +88,62 @@ def batch_noise(seed: int, shape: Sequence[int], batch_index: Sequence[int] | No
     return torch.cat([kept[int(i)] for i in np.ravel(inverse)])
 
 
+def _varied_start(rule: str, seed: int, generator, shape: tuple, variation: Mapping) -> torch.Tensor:
+    """One image's starting noise [C, H, W] under A1111's variation seed and seed resize (ImageRNG.first):
+    drawn at the `resize_from` size (pixels, w x h) when given, slerped towards the subseed's noise by
+    `strength`, then pasted centred into noise of the image's size from the image's own generator."""
+    fresh = _PER_IMAGE_DRAWS[rule]  # A1111 re-seeds its global generator for these draws
+    resize = variation.get("resize_from")
+    noise_shape = (shape[0], resize[1] // 8, resize[0] // 8) if resize else shape
+    strength = float(variation.get("strength") or 0.0)
+    subnoise = fresh(int(variation.get("subseed") or 0) % _SEED_SPACE).randn(noise_shape) if strength else None
+    noise = fresh(seed).randn(noise_shape) if noise_shape != shape else generator.randn(shape)
+    if subnoise is not None:
+        noise = _a1111_slerp(strength, noise, subnoise)
+    if noise_shape == shape:
+        return noise
+    full = generator.randn(shape)
+    dx, dy = (shape[2] - noise_shape[2]) // 2, (shape[1] - noise_shape[1]) // 2
+    w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
+    h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
+    tx, ty, sx, sy = max(dx, 0), max(dy, 0), max(-dx, 0), max(-dy, 0)
+    full[:, ty:ty + h, tx:tx + w] = noise[:, sy:sy + h, sx:sx + w]
+    return full
+
+
+def _a1111_slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """A1111's slerp of two [C, H, W] noises, as it computes it: normalised along dim 1, and (near
+    parallel) its linear blend with the weights the other way round."""
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * val + high * (1 - val)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
+
+
 class SeededNoise:
     """The starting noise of a sampling run and the source of its step noise, under one rule."""
 
     def __init__(self, rule: str, seed: int, shape: Sequence[int], batch_index: Sequence[int] | None = None,
-                 seed_delta: int = 0):
+                 seed_delta: int = 0, variation: Mapping | None = None):
         if rule not in NOISE_RULES:
             raise ValueError(f"unknown noise_rule {rule!r}; known: {', '.join(NOISE_RULES)}")
         self.rule, self.seed, self.shape = rule, seed, tuple(shape)
         self.batch_index = list(batch_index) if batch_index is not None else None
         if rule in COMFYUI_RULES:
+            if variation:
+                raise ValueError("a variation seed is A1111's: sample it with noise_rule a1111 or a1111_nv")
             self.initial = batch_noise(seed, shape, self.batch_index)
         else:
             self._gens = generators(seed, shape[0], self.batch_index, rule)
-            self.initial = gaussian(self._gens, shape[1:])
+            if variation:
+                self.initial = torch.stack([_varied_start(rule, image_seed, gen, self.shape[1:], variation)
+                                            for image_seed, gen in zip(self._seeds(), self._gens)])
+            else:
+                self.initial = gaussian(self._gens, shape[1:])
             if seed_delta:  # A1111's eta noise seed delta: the step noise from other seeds
                 self._gens = generators(seed + seed_delta, shape[0], self.batch_index, rule)
 

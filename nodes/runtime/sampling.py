@@ -108,7 +108,8 @@ def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cf
     table = sigma_schedules.DiscreteSchedule(model.scheduler_config)
 
     # 1. noise: the starting noise and the sampler's step noise, drawn on the CPU by the rule
-    seeded = noise.SeededNoise(noise_rule, seed, clean.shape, latent.get("batch_index"), seed_delta)
+    seeded = noise.SeededNoise(noise_rule, seed, clean.shape, latent.get("batch_index"), seed_delta,
+                               latent.get("variation") if add_noise else None)
     eps = seeded.initial.to(device) if add_noise else torch.zeros_like(clean)
     step_noise = seeded.step_noise(spec.noise, sigmas, device)
 

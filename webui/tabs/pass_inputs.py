@@ -37,13 +37,27 @@ def model_inputs(ctx: ServerContext) -> dict[str, Component]:
 
 
 def random_number_inputs() -> dict[str, Component]:
-    """A1111's random number source and eta noise seed delta (A1111 has them under Settings)."""
-    with gr.Accordion("Random numbers", open=False), gr.Row():
-        return {"randn_source": gr.Dropdown(list(RANDN_SOURCES), value="GPU", label="Random number generator source",
-                                            info="GPU and NV: the numbers A1111 draws on an NVIDIA card, on any "
-                                                 "device here. CPU: A1111's CPU numbers.", scale=2),
-                "eta_noise_seed_delta": gr.Number(0, precision=0, minimum=0, label="Eta noise seed delta (ENSD)",
-                                                  info="Ancestral samplers' step noise from seed + delta.", scale=1)}
+    """A1111's variation seed and seed resize (its "Extra" by the seed), random number source and eta
+    noise seed delta (A1111 has those two under Settings)."""
+    with gr.Accordion("Extra: variation seed, random numbers", open=False):
+        with gr.Row():
+            inputs = {"subseed": gr.Number(-1, precision=0, label="Variation seed (-1: random)", scale=2),
+                      "subseed_strength": gr.Slider(**slider("subseed_strength"), value=0,
+                                                    label="Variation strength", scale=2)}
+        with gr.Row():
+            inputs["seed_resize_from_w"] = gr.Slider(**slider("seed_resize_from_w"), value=0,
+                                                     label="Resize seed from width (0: off)")
+            inputs["seed_resize_from_h"] = gr.Slider(**slider("seed_resize_from_h"), value=0,
+                                                     label="Resize seed from height (0: off)")
+        with gr.Row():
+            inputs["randn_source"] = gr.Dropdown(
+                list(RANDN_SOURCES), value="GPU", label="Random number generator source", scale=2,
+                info="GPU and NV: the numbers A1111 draws on an NVIDIA card, on any device here. CPU: A1111's "
+                     "CPU numbers.")
+            inputs["eta_noise_seed_delta"] = gr.Number(0, precision=0, minimum=0, label="Eta noise seed delta (ENSD)",
+                                                       info="Ancestral samplers' step noise from seed + delta.",
+                                                       scale=1)
+    return inputs
 
 
 def refiner_inputs(ctx: ServerContext) -> dict[str, Component]:

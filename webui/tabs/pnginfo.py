@@ -20,7 +20,8 @@ from .uploads import not_an_image, refuse_non_images, uploaded_file
 
 # The form fields an infotext fills, as the generation tabs name them.
 SENT_FIELDS = ("checkpoint", "prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed",
-               "width", "height", "clip_skip", "randn_source", "eta_noise_seed_delta")
+               "width", "height", "clip_skip", "randn_source", "eta_noise_seed_delta", "subseed", "subseed_strength",
+               "seed_resize_from_w", "seed_resize_from_h")
 
 
 NO_PARAMETERS = "This picture carries no generation parameters (no A1111 infotext, no workflow)."
@@ -82,6 +83,17 @@ def infotext_fields(infotext: str, folders: Folders | None = None) -> dict[str, 
         fields["eta_noise_seed_delta"] = max(0, int(parsed.get("ENSD", 0)))
     except (TypeError, ValueError):
         pass
+    # the variation seed and seed resize: none unless the infotext has them
+    for key, name, kind, missing in (("Variation seed", "subseed", int, None),
+                                     ("Variation seed strength", "subseed_strength", float, 0.0),
+                                     ("Seed resize from-1", "seed_resize_from_w", int, 0),
+                                     ("Seed resize from-2", "seed_resize_from_h", int, 0)):
+        try:
+            text = str(parsed[key]).strip()
+            fields[name] = max(int(text) if kind is int and text.isdigit() else kind(float(text)), 0)
+        except (KeyError, TypeError, ValueError):
+            if missing is not None:
+                fields[name] = missing
     return fields
 
 
