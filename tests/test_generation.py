@@ -353,3 +353,13 @@ def test_a_vae_file_decodes_instead_of_the_checkpoints_and_is_named_in_the_infot
     with pytest.raises(BadRequest) as caught:
         gen.resolve(small(vae="missing.safetensors"), folders)
     assert caught.value.field == "vae" and "other.safetensors" in caught.value.message
+
+
+def test_the_nodes_the_generation_layer_adds_have_ids_of_their_own():
+    from inkwash.webui import generation_passes, templates
+
+    added = {name: value for module in (templates, generation_passes) for name, value in vars(module).items()
+             if name.isupper() and isinstance(value, str) and value.isdigit()}
+    assert {"CLIP_SKIP", "HIRES_MODEL_LOADER", "REFINER_SAMPLER", "VARIATION_SEED"} <= set(added)
+    clashes = {value for value in added.values() if list(added.values()).count(value) > 1}
+    assert not clashes, {name: value for name, value in added.items() if value in clashes}
