@@ -269,7 +269,8 @@ def test_workflows_tab_form_edits_runs_saves_and_reopens(app, page):
         pick(page, panel, "Open", f"Template: {template}")
         page.wait_for_timeout(1500)  # the form re-renders
     helped = help_texts(panel)
-    assert sorted(helped) == ["ckpt_name", "filename_prefix", "noise_rule"], helped  # KSampler's noise_rule has help too
+    # the sampler's noise_rule and eta_noise_seed_delta have help too
+    assert sorted(helped) == ["ckpt_name", "eta_noise_seed_delta", "filename_prefix", "noise_rule"], helped
     assert helped["filename_prefix"].startswith("The prefix for the file to save")
     assert page.js_errors == []
 

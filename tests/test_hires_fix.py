@@ -98,7 +98,7 @@ def test_the_shipped_hires_workflow_is_what_the_option_builds():
     assert shipped["14"]["class_type"] == "LatentUpscaleBy" and shipped["17"]["inputs"]["latent_image"] == ["14", 0]
     assert shipped["8"]["inputs"]["samples"] == ["17", 0]
     text = infotext_from_workflow(shipped, "9", size=(256, 256), version="v")
-    assert text.endswith("Size: 128x128, Model: inkwash-demo, Denoising strength: 0.6, Hires upscale: 2, "
+    assert text.endswith("Size: 128x128, Model: inkwash-demo, Denoising strength: 0.6, RNG: NV, Hires upscale: 2, "
                          "Hires steps: 10, Hires upscaler: Latent, Version: v")
 
 
