@@ -21,7 +21,7 @@ from browser_app import CHROMIUM, CHROMIUM_ARGS, SLOW, VIEWPORT, serve_app
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "docs" / "screenshots"
-SEED = 1  # a seed whose demo pictures are clean
+SEED = 7  # a seed whose demo pictures are clean (under the tabs' default GPU random numbers)
 STEPS = 20  # the shipped workflows' steps
 
 
