@@ -96,6 +96,24 @@ def test_txt2img_fills_the_gallery_with_infotext(ctx):
     assert all(job.extra["source"] == "tab" for job in ctx.queue.history())
 
 
+def test_the_extra_accordion_s_variation_seed_and_random_numbers_reach_the_images(ctx):
+    blocks = build_ui(ctx)
+    labels = {getattr(block, "label", None) for block in blocks.blocks.values()}
+    assert {"Variation seed (-1: random)", "Variation strength", "Resize seed from width (0: off)",
+            "Random number generator source", "Eta noise seed delta (ENSD)"} <= labels
+
+    def pictures(**changes):
+        last = run_to_end(ctx, "txt2img", form(batch_size=2, **changes))
+        return [np.asarray(Image.open(path)) for path, _ in last.gallery], last.results["images"][0]["infotext"]
+
+    (first, second), info = pictures(subseed=99, subseed_strength=1.0)
+    assert np.array_equal(first, second)  # seeds 1234 and 1235 both start from the variation seed's noise
+    assert "Variation seed: 99, Variation seed strength: 1" in info and "RNG: NV" in info
+    (cpu, _), cpu_info = pictures(randn_source="CPU")
+    (gpu, _), _ = pictures(randn_source="GPU")
+    assert not np.array_equal(cpu, gpu) and "RNG: CPU" in cpu_info
+
+
 @pytest.mark.parametrize("changes, field", [
     ({"width": 0}, "width"), ({"height": 2056}, "height"), ({"steps": 0}, "steps"), ({"cfg_scale": float("nan")}, "cfg_scale"),
     ({"batch_size": 0}, "batch_size"), ({"denoising_strength": 1.5, "enable_hr": True}, "denoising_strength"),
