@@ -313,3 +313,26 @@ def test_unknown_and_unavailable_samplers_are_refused_with_the_known_names(sd1):
         run(sd1, "sa_solver")
     with pytest.raises(ValueError, match="unknown scheduler 'nope'.*known: simple"):
         run(sd1, "euler", "nope")
+
+
+def test_a1111_rules_call_the_unet_between_trained_timesteps_and_comfyuis_at_the_nearest(sd1):
+    """A1111's k-diffusion wrapper runs unquantized: a sigma between two trained ones gets the timestep
+    between them; ComfyUI rounds to the nearest trained timestep."""
+    model = sd1[0]
+    seen: list[float] = []
+    hook = model.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.extend(float(t) for t in torch.as_tensor(args[1]).reshape(-1)),
+        with_kwargs=True)
+    try:
+        comfy = run(sd1, "euler", "karras", noise_rule="comfyui")
+        comfy_steps, seen[:] = list(seen), []
+        a1111 = run(sd1, "euler", "karras", noise_rule="a1111")
+    finally:
+        hook.remove()
+    assert comfy_steps and all(t == round(t) for t in comfy_steps)
+    assert any(abs(t - round(t)) > 1e-3 for t in seen)  # karras sigmas fall between trained ones
+    table = sigmas.DiscreteSchedule(model.scheduler_config)
+    schedule = sampling.schedule(table, "euler", "karras", 4)[:-1]
+    torch.testing.assert_close(table.sigma(torch.tensor(sorted(set(seen), reverse=True))), schedule,
+                               rtol=1e-4, atol=1e-5)  # each timestep is its sigma's, read back
+    assert not torch.allclose(comfy, a1111)

@@ -124,7 +124,7 @@ def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cf
     mask_noise = eps if sampler_name != "ddim" else torch.randn(
         clean.shape, generator=torch.Generator().manual_seed((seed + 1) % 2 ** 64)).to(device)
     denoiser = Denoiser(model, guide, cfg, hint_images, table, sigmas, first_step, total, mask, clean, mask_noise,
-                        device)
+                        device, interpolate_timesteps=noise_rule not in noise.COMFYUI_RULES)
 
     # 3. the starting sample: ComfyUI scales full-denoise noise by sqrt(1 + sigma^2), A1111 by sigma
     s0 = float(sigmas[0])
@@ -177,13 +177,14 @@ def run_sigmas(table, sampler_name: str, scheduler: str, steps: int, denoise: fl
 # -- the denoiser: x at sigma -> the predicted clean latent ---------------------------------------------
 
 class Denoiser:
-    """ComfyUI's model wrapper: scales x for the UNet, calls it at the trained timestep nearest to sigma,
-    applies classifier-free guidance and turns the prediction into a clean latent. With a noise mask
+    """ComfyUI's model wrapper: scales x for the UNet, calls it at the trained timestep nearest to sigma
+    (with `interpolate_timesteps`, A1111's: between the trained ones), applies classifier-free guidance and turns the prediction into a clean latent. With a noise mask
     the input's unmasked part is put back around each call (ComfyUI's KSamplerX0Inpaint). `uncond` is
     the unguided clean latent of the last call (for the CFG++ samplers)."""
 
     def __init__(self, model: DiffusionModel, guide: "_Guide", cfg: float, hint_images, table, sigmas, first: int,
-                 total: int, mask, clean, mask_noise, device=None):
+                 total: int, mask, clean, mask_noise, device=None, interpolate_timesteps: bool = False):
+        self.timestep = table.interpolated_timestep if interpolate_timesteps else table.timestep
         self.model, self.guide, self.cfg, self.hint_images, self.table = model, guide, cfg, hint_images, table
         self.device = device  # where the UNet runs (None: where x is)
         self.run_sigmas, self.first, self.total = sigmas, first, total
@@ -201,7 +202,7 @@ class Denoiser:
         if self.mask is not None:
             x = x * self.mask + (self.clean + self.mask_noise * s) * (1 - self.mask)
         unet = unet_compile.for_sampling(self.model.unet)  # the module itself unless --compile
-        t = self.table.timestep(sigma).to(self.device if self.device is not None else x.device)
+        t = self.timestep(sigma).to(self.device if self.device is not None else x.device)
         model_input = x / math.sqrt(s * s + 1.0)
         step = self.step_of(s)
         guide = self.guide.at_step(step, self.total, s)

@@ -3,7 +3,9 @@
 A discrete-time model (SD 1.x/2.x/XL) was trained on 1000 noise levels; in k-diffusion's terms level t
 has sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t). A step schedule is a descending list of sigmas
 ending in 0; the UNet is called with the trained timestep nearest to each sigma (ComfyUI's
-ModelSamplingDiscrete), and the samplers in k_samplers.py walk the list.
+ModelSamplingDiscrete), or under A1111's noise rules with the timestep interpolated between the two
+trained ones around it (k-diffusion's CompVisDenoiser, unquantized as A1111 runs it), and the samplers in
+k_samplers.py walk the list.
 """
 from __future__ import annotations
 
@@ -54,6 +56,17 @@ class DiscreteSchedule:
         sigma = torch.as_tensor(sigma, dtype=torch.float32).cpu()
         dists = sigma.log().reshape(-1)[None, :] - self.log_sigmas[:, None]
         return dists.abs().argmin(dim=0).reshape(sigma.shape).float()
+
+    def interpolated_timestep(self, sigma) -> torch.Tensor:
+        """The fractional timestep whose interpolated log sigma is sigma's (k-diffusion's sigma_to_t with
+        quantize off), clamped to the trained range."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).cpu()
+        log_sigma = sigma.log().reshape(-1)
+        dists = log_sigma[None, :] - self.log_sigmas[:, None]
+        low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=len(self.log_sigmas) - 2)
+        high = low + 1
+        w = ((self.log_sigmas[low] - log_sigma) / (self.log_sigmas[low] - self.log_sigmas[high])).clamp(0, 1)
+        return ((1 - w) * low + w * high).reshape(sigma.shape)
 
     def sigma(self, timestep) -> torch.Tensor:
         """Sigma at a (fractional) timestep, interpolating log sigma."""
