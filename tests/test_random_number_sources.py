@@ -53,6 +53,13 @@ def test_a_philox_generator_draws_what_torch_draws_on_an_nvidia_gpu():
     assert not torch.allclose(philox.PhiloxGenerator(2 ** 32).randn((3, 4)), first)  # the seed's high word counts
     big = philox.PhiloxGenerator(7).randn((4, 64, 64))
     assert abs(float(big.mean())) < 0.03 and abs(float(big.std()) - 1) < 0.03
+    # a draw larger than one working chunk: value i is still Philox's counter (0, 0, i, 0) under the seed
+    wide = philox.PhiloxGenerator(5).randn((4, 300, 300)).reshape(-1)
+    index = np.array([0, 262143, 262144, 359999], dtype=np.uint64)
+    counter = np.zeros((4, len(index)), dtype=np.uint64)
+    counter[2] = index
+    words = philox.philox4x32(counter, np.array([[5], [0]], dtype=np.uint64).repeat(len(index), axis=1))
+    assert torch.equal(wide[index.astype(np.int64)], torch.from_numpy(philox._box_muller_first(words[0], words[1])))
 
 
 @pytest.mark.parametrize("rule, draws", [("a1111", lambda seed: torch.Generator().manual_seed(seed)),

@@ -21,6 +21,7 @@ _KEY_STEPS = (0x9E3779B9, 0xBB67AE85)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _TWO_POW_MINUS_32 = np.float32(2.0 ** -32)
 _TWO_PI = np.float32(2.0 * np.pi)
+_CHUNK = 1 << 18  # values drawn at once: about 50 MB of working arrays
 
 
 def philox4x32(counter: np.ndarray, key: np.ndarray, rounds: int = 10) -> np.ndarray:
@@ -57,10 +58,14 @@ class PhiloxGenerator:
         count = int(np.prod(shape, dtype=np.int64))
         if count >= 2 ** 32:
             raise ValueError(f"a draw of {count} values is more than one Philox stream holds")
-        counter = np.zeros((4, count), dtype=np.uint64)
-        counter[0] = self.calls
-        counter[2] = np.arange(count, dtype=np.uint64)
-        key = np.array([[self.seed & 0xFFFFFFFF], [self.seed >> 32]], dtype=np.uint64).repeat(count, axis=1)
+        values = np.empty(count, dtype=np.float32)
+        for start in range(0, count, _CHUNK):  # in pieces, so a big draw needs little memory at once
+            size = min(_CHUNK, count - start)
+            counter = np.zeros((4, size), dtype=np.uint64)
+            counter[0] = self.calls
+            counter[2] = np.arange(start, start + size, dtype=np.uint64)
+            key = np.array([[self.seed & 0xFFFFFFFF], [self.seed >> 32]], dtype=np.uint64).repeat(size, axis=1)
+            words = philox4x32(counter, key)
+            values[start:start + size] = _box_muller_first(words[0], words[1])
         self.calls += 1
-        words = philox4x32(counter, key)
-        return torch.from_numpy(_box_muller_first(words[0], words[1]).reshape(tuple(shape)))
+        return torch.from_numpy(values.reshape(tuple(shape)))
