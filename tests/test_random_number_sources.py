@@ -362,3 +362,21 @@ def test_the_api_runs_variation_seeds_as_a1111(client):  # noqa: F811
     assert "Seed resize from: 96x96" in resized_info["infotexts"][0]
     bad = client.post("/sdapi/v1/txt2img", json={**SMALL, "subseed_strength": 1.5})
     assert bad.status_code == 422 and "subseed_strength" in bad.text
+
+
+@pytest.mark.parametrize("rule", ["a1111", "a1111_nv"])
+def test_an_a1111_run_split_in_two_samplers_draws_the_step_noise_of_one_run(rule):
+    """A1111 runs its refiner inside the same sampling loop, so the second part's ancestral step noise
+    continues the first part's; the split gives the image of the unsplit run."""
+    model, clip, _ = tiny_sd1()
+    encode = conditioning.CLIPTextEncode().run
+    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+    empty = latent.EmptyLatentImage().run(64, 64, 2)[0]
+    whole = sampling.KSampler().run(model, 5, 4, 6.0, "euler_ancestral", "karras", positive, negative, empty, 1.0,
+                                    rule)[0]["samples"]
+    advanced = sampling.KSamplerAdvanced().run
+    (first,) = advanced(model, "enable", 5, 4, 6.0, "euler_ancestral", "karras", positive, negative, empty, 0, 2,
+                        "enable", rule)
+    (second,) = advanced(model, "disable", 5, 4, 6.0, "euler_ancestral", "karras", positive, negative, first, 2,
+                         10000, "disable", rule)
+    torch.testing.assert_close(second["samples"], whole, rtol=1e-4, atol=1e-4)

@@ -37,6 +37,7 @@ from . import philox
 
 NOISE_RULES = ("comfyui", "comfyui_nv", "a1111", "a1111_nv")
 COMFYUI_RULES = ("comfyui", "comfyui_nv")  # one batch tensor from the seed, ComfyUI's denoise schedule
+A1111_RULES = ("a1111", "a1111_nv")  # a generator per image, A1111's img2img steps and timesteps
 _SEED_SPACE = 2 ** 64  # seeds are unsigned 64-bit, as ComfyUI's seed widget
 
 StepNoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -76,15 +76,18 @@ def sample(model: DiffusionModel, positive: list[Cond], negative: list[Cond], la
         if start_step >= len(sigmas) - 1:
             return dict(latent)  # an empty step range
         sigmas, first = sigmas[start_step:], first + start_step
+    # A1111 runs a refiner in the same loop: a part that adds no noise continues the step noise of the
+    # part before it, which drew once per step
+    continued = start_step if start_step and not add_noise and noise_rule in noise.A1111_RULES else 0
     return sample_sigmas(model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise=add_noise,
                          progress=progress, noise_rule=noise_rule, first_step=first, total_steps=total,
-                         seed_delta=seed_delta)[0]
+                         seed_delta=seed_delta, continued_steps=continued)[0]
 
 
 def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Cond] | None, latent: dict, seed: int,
                   sigmas: torch.Tensor, cfg: float, sampler_name: str, add_noise: bool = True,
                   progress: Progress | None = None, noise_rule: str = "comfyui", first_step: int = 0,
-                  total_steps: int | None = None, seed_delta: int = 0) -> tuple[dict, dict]:
+                  total_steps: int | None = None, seed_delta: int = 0, continued_steps: int = 0) -> tuple[dict, dict]:
     """Walk `sigmas` (ComfyUI's SIGMAS: descending, usually ending in 0) from `latent`; (the LATENT, the
     LATENT of the last step's clean prediction). `first_step` of `total_steps` is where the sigmas start in
     the whole schedule (for prompt editing and ControlNet step ranges)."""
@@ -96,11 +99,11 @@ def sample_sigmas(model: DiffusionModel, positive: list[Cond], negative: list[Co
     activation = memory_manager.unet_activation_bytes(model.unet, tuple(latent["samples"].shape), rows)
     with memory_manager.using([model.unet, *(h.control_net.model for h in hints)], activation) as device:
         return _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cfg, sampler_name,
-                          add_noise, progress, noise_rule, first_step, total_steps, seed_delta)
+                          add_noise, progress, noise_rule, first_step, total_steps, seed_delta, continued_steps)
 
 
 def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cfg, sampler_name, add_noise,
-               progress, noise_rule, first_step, total_steps, seed_delta) -> tuple[dict, dict]:
+               progress, noise_rule, first_step, total_steps, seed_delta, continued_steps) -> tuple[dict, dict]:
     """sample_sigmas' steps, with the models on `device` (the memory manager's)."""
     clean = latent["samples"].to(device, torch.float32)
     sigmas = sigmas.detach().float().cpu()
@@ -112,6 +115,8 @@ def _sample_on(device, spec, model, positive, negative, latent, seed, sigmas, cf
                                latent.get("variation") if add_noise else None)
     eps = seeded.initial.to(device) if add_noise else torch.zeros_like(clean)
     step_noise = seeded.step_noise(spec.noise, sigmas, device)
+    for _ in range(continued_steps if spec.noise == "randn" else 0):  # (a Brownian tree needs no skipping)
+        step_noise(0.0, 0.0)
 
     # 2. everything the UNet sees besides x
     mask = _latent_mask(latent.get("noise_mask"), clean.shape, device)
