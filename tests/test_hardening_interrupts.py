@@ -51,27 +51,19 @@ def passes_through(module: torch.nn.Module, work) -> int:
     return counter.calls
 
 
-def test_tiled_vae_decode_stops_between_tiles(vae):
-    samples = {"samples": torch.randn(1, 4, 24, 24)}  # 192 px in 64 px tiles: 16 tiles
-    tiles = passes_through(vae.vae.decoder, lambda: vae_nodes.VAEDecodeTiled().run(samples, vae, 64, 16))
+@pytest.mark.parametrize("part, node, given", [
+    ("decoder", vae_nodes.VAEDecodeTiled, lambda: {"samples": torch.randn(1, 4, 24, 24)}),  # 192 px: 16 tiles
+    ("encoder", vae_nodes.VAEEncodeTiled, lambda: torch.rand(1, 192, 192, 3)),
+])
+def test_tiled_vae_stops_between_tiles(vae, part, node, given):
+    module, value = getattr(vae.vae, part), given()
+    overlap = 16 if part == "decoder" else 0
+    tiles = passes_through(module, lambda: node().run(value, vae, 64, overlap))
     assert tiles > 4
-    counter = InterruptAfter(vae.vae.decoder)
+    counter = InterruptAfter(module)
     try:
         with pytest.raises(Interrupted):
-            vae_nodes.VAEDecodeTiled(counter.context()).run(samples, vae, 64, 16)
-    finally:
-        counter.remove()
-    assert counter.calls == 1
-
-
-def test_tiled_vae_encode_stops_between_tiles(vae):
-    pixels = torch.rand(1, 192, 192, 3)
-    tiles = passes_through(vae.vae.encoder, lambda: vae_nodes.VAEEncodeTiled().run(pixels, vae, 64, 0))
-    assert tiles > 4
-    counter = InterruptAfter(vae.vae.encoder)
-    try:
-        with pytest.raises(Interrupted):
-            vae_nodes.VAEEncodeTiled(counter.context()).run(pixels, vae, 64, 0)
+            node(counter.context()).run(value, vae, 64, overlap)
     finally:
         counter.remove()
     assert counter.calls == 1

@@ -129,10 +129,16 @@ def test_the_nv_rule_is_not_the_cpu_rule_and_an_unknown_rule_is_refused():
 
 # -- the sampler node --------------------------------------------------------------------------------------
 
-def test_the_seed_delta_changes_ancestral_samplers_only_and_nv_images_do_not_depend_on_their_batch():
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The tiny SD1 model with a prompt and an empty negative, encoded once for the sampler tests."""
     model, clip, _ = tiny_sd1()
     encode = conditioning.CLIPTextEncode().run
-    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+    return model, encode("a cube", clip)[0], encode("", clip)[0]
+
+
+def test_the_seed_delta_changes_ancestral_samplers_only_and_nv_images_do_not_depend_on_their_batch(tiny_model):
+    model, positive, negative = tiny_model
     two, one = latent.EmptyLatentImage().run(64, 64, 2)[0], latent.EmptyLatentImage().run(64, 64, 1)[0]
     run = sampling.KSampler().run
 
@@ -301,10 +307,8 @@ def test_a_variation_under_nvidia_numbers_and_the_seed_delta_afterwards():
         noise.SeededNoise("comfyui", 7, shape, variation={"subseed": 3, "strength": 0.5})
 
 
-def test_the_variation_node_reaches_the_sampler_and_comfyuis_rule_refuses_it():
-    model, clip, _ = tiny_sd1()
-    encode = conditioning.CLIPTextEncode().run
-    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+def test_the_variation_node_reaches_the_sampler_and_comfyuis_rule_refuses_it(tiny_model):
+    model, positive, negative = tiny_model
     two = latent.EmptyLatentImage().run(64, 64, 2)[0]
     run = sampling.KSampler().run
     (full,) = sampling.VariationSeed().run(two, 11, 1.0, 0, 0)
@@ -365,12 +369,10 @@ def test_the_api_runs_variation_seeds_as_a1111(client):  # noqa: F811
 
 
 @pytest.mark.parametrize("rule", ["a1111", "a1111_nv"])
-def test_an_a1111_run_split_in_two_samplers_draws_the_step_noise_of_one_run(rule):
+def test_an_a1111_run_split_in_two_samplers_draws_the_step_noise_of_one_run(rule, tiny_model):
     """A1111 runs its refiner inside the same sampling loop, so the second part's ancestral step noise
     continues the first part's; the split gives the image of the unsplit run."""
-    model, clip, _ = tiny_sd1()
-    encode = conditioning.CLIPTextEncode().run
-    positive, negative = encode("a cube", clip)[0], encode("", clip)[0]
+    model, positive, negative = tiny_model
     empty = latent.EmptyLatentImage().run(64, 64, 2)[0]
     whole = sampling.KSampler().run(model, 5, 4, 6.0, "euler_ancestral", "karras", positive, negative, empty, 1.0,
                                     rule)[0]["samples"]
